@@ -1,0 +1,343 @@
+"""Command line: ``pneumonia-cnn train | evaluate | predict | run``."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+PROG = "pneumonia-cnn"
+
+# Estimator parameters that get no command-line option (Python objects, or set by the CLI).
+_NO_OPTION = {"callbacks", "metrics", "verbose"}
+
+
+class CLIError(Exception):
+    """An error to show as one line, without a traceback."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Options generated from the estimator's parameters
+# ---------------------------------------------------------------------------------------------
+def _param_help() -> dict:
+    """First sentence of each parameter's description in the PneumoniaCNN docstring."""
+    from .estimator import PneumoniaCNN
+
+    doc = inspect.getdoc(PneumoniaCNN) or ""
+    section = doc.split("Parameters\n----------\n", 1)[-1].split("\n\nAttributes", 1)[0]
+    helps, name = {}, None
+    for line in section.splitlines():
+        m = re.match(r"^(\w+) : (.*)$", line)
+        if m:
+            name = m.group(1)
+            helps[name] = ""
+        elif name and line.startswith("    ") and not helps[name].endswith("."):
+            helps[name] = (helps[name] + " " + line.strip()).strip()
+    return {k: v.split(". ")[0].rstrip(".").replace("%", "%%") for k, v in helps.items()}
+
+
+def _none_or(parse):
+    def parser(text: str):
+        return None if text.lower() in ("none", "null", "off") else parse(text)
+    parser.__name__ = getattr(parse, "__name__", "value")
+    return parser
+
+
+def _int_tuple(text: str):
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as "
+                                         f"32,64,128, got {text!r}") from None
+
+
+def _str_or_json(text: str):
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+    return text
+
+
+def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
+    from .estimator import PneumoniaCNN
+
+    helps = _param_help()
+    group = parser.add_argument_group("model and training hyperparameters "
+                                      "(PneumoniaCNN parameters; defaults in brackets)")
+    for name, p in inspect.signature(PneumoniaCNN.__init__).parameters.items():
+        if p.kind is not p.KEYWORD_ONLY or name in _NO_OPTION:
+            continue
+        default = p.default
+        flag = "--" + name.replace("_", "-")
+        help_ = f"{helps.get(name, name)} [{default!r}]"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_)
+            continue
+        if isinstance(default, tuple):
+            kind, metavar = _int_tuple, "N,N,..."
+        elif isinstance(default, int):
+            kind, metavar = _none_or(int), "N"
+        elif isinstance(default, float):
+            kind, metavar = float, "X"
+        elif name == "random_state":
+            kind, metavar = _none_or(int), "N"
+        else:
+            kind, metavar = _none_or(_str_or_json), "NAME"
+        group.add_argument(flag, dest=name, type=kind, metavar=metavar,
+                           default=argparse.SUPPRESS, help=help_)
+
+
+def _estimator_params(args) -> dict:
+    from .estimator import PneumoniaCNN
+
+    names = set(inspect.signature(PneumoniaCNN.__init__).parameters)
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pneumonia-cnn`` argument parser."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train, evaluate and use CNNs that tell pneumonia from normal chest "
+                    "X-rays. Data folders hold NORMAL/ and PNEUMONIA/ sub-folders "
+                    "(e.g. Kaggle's chest_xray/train).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model on a data folder and save it",
+                       description="Train PneumoniaCNN on a data folder and save the model.")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("--model-out", required=True, metavar="PATH",
+                   help="folder to save the trained model to")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="also write the training-history plot here")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_estimator_options(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a data folder",
+                       description="Evaluate a saved model on a labelled data folder: "
+                                   "metrics, confusion matrix, ROC and precision-recall "
+                                   "curves.")
+    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("--out", metavar="DIR", help="write plots, metrics.json and the "
+                                                "classification report here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threshold", type=float, help="decision threshold [the model's]")
+
+    p = sub.add_parser("predict", help="predict images or folders of images",
+                       description="Print one line per image: path, label, P(PNEUMONIA).")
+    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
+                   help="image files and/or folders (searched recursively)")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of tab-"
+                                                       "separated text")
+
+    p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
+                       description="Train on DATA_DIR (or, with no DATA_DIR, on a small built-in "
+                                   "SYNTHETIC set), evaluate on held-out patients (or on "
+                                   "DATA_DIR/test when DATA_DIR is a Kaggle root with train/ "
+                                   "and test/), and save the model and the plots.")
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?",
+                   help="class folder (chest_xray/train) or Kaggle root (chest_xray)")
+    p.add_argument("--out", metavar="DIR", default="outputs", help="output folder [outputs]")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_estimator_options(p)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+def _make_estimator(args):
+    from .estimator import PneumoniaCNN
+
+    params = _estimator_params(args)
+    params["verbose"] = 0 if getattr(args, "quiet", False) else 2
+    return PneumoniaCNN(**params)
+
+
+def _fmt(metrics: dict) -> str:
+    keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
+
+
+def cmd_train(args) -> int:
+    from .data import load_image_folder
+
+    clf = _make_estimator(args)
+    data = load_image_folder(args.data_dir, clf.image_size, verbose=int(not args.quiet))
+    print(f"Training on {len(data)} images {data.class_counts()} from {args.data_dir}",
+          flush=True)
+    clf.fit(data)
+    path = clf.save(args.model_out)
+    hist = clf.history_
+    if clf.best_epoch_:
+        i = clf.best_epoch_ - 1
+        print(f"Best epoch {clf.best_epoch_}/{len(hist['loss'])}: validation "
+              f"auc={hist['val_auc'][i]:.3f} accuracy={hist['val_accuracy'][i]:.3f}")
+    if args.report_dir:
+        from .evaluation import plot_history
+
+        Path(args.report_dir).mkdir(parents=True, exist_ok=True)
+        fig = plot_history(hist)
+        fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
+    print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .estimator import PneumoniaCNN
+    from .evaluation import evaluate, public_metrics
+
+    clf = PneumoniaCNN.load(args.model)
+    result = evaluate(clf, args.data_dir, out_dir=args.out, threshold=args.threshold)
+    metrics = public_metrics(result)
+    if args.json:
+        metrics.pop("classification_report_text", None)
+        print(json.dumps(metrics))
+        return 0
+    print(f"{metrics['n_images']} images from {args.data_dir}")
+    print(_fmt(metrics))
+    print(metrics["classification_report_text"])
+    if args.out:
+        print(f"Plots and metrics written to {args.out}")
+    return 0
+
+
+def _collect_images(inputs) -> list[str]:
+    from .data import IMAGE_EXTENSIONS, _image_files
+
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += [str(f) for f in _image_files(path)]
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise CLIError(f"{item}: no such file or folder")
+    if not files:
+        raise CLIError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in "
+                       f"{', '.join(inputs)}")
+    return files
+
+
+def cmd_predict(args) -> int:
+    from .data import load_images
+    from .estimator import PneumoniaCNN
+
+    clf = PneumoniaCNN.load(args.model)
+    files = _collect_images(args.inputs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_images(files, clf.image_size, strict=False, cache=False)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    if len(data) == 0:
+        raise CLIError("none of the images could be read")
+    proba = clf.predict_proba(data.X)[:, list(clf.classes_).index("PNEUMONIA")]
+    labels = clf.predict(data.X)
+    for path, label, p in zip(data.paths, labels, proba):
+        if args.json:
+            print(json.dumps({"path": str(path), "label": str(label),
+                              "probability_pneumonia": round(float(p), 6)}))
+        else:
+            print(f"{path}\t{label}\t{p:.4f}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .data import grouped_split, load_image_folder
+    from .evaluation import evaluate, public_metrics
+    from .synthetic import make_synthetic_dataset
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clf = _make_estimator(args)
+    synthetic = args.data_dir is None
+    if synthetic:
+        data_dir = make_synthetic_dataset(out / "synthetic_data", n_normal=60, n_pneumonia=120)
+        print("=" * 78)
+        print("No DATA_DIR given: using a small built-in SYNTHETIC data set "
+              f"({data_dir}).\nThese are drawn images, not radiographs; the numbers below only "
+              "show that the\npipeline works. Pass chest_xray/train (or chest_xray) for real "
+              "results.")
+        print("=" * 78, flush=True)
+        if "epochs" not in vars(args):
+            clf.set_params(epochs=8)
+        train_dir, test_dir = data_dir, None
+    else:
+        root = Path(args.data_dir)
+        if (root / "train").is_dir():
+            train_dir = root / "train"
+            test_dir = root / "test" if (root / "test").is_dir() else None
+        else:
+            train_dir, test_dir = root, None
+    data = load_image_folder(train_dir, clf.image_size, verbose=int(not args.quiet))
+    if test_dir is None:
+        tr, te = grouped_split(data.y, data.groups, 0.2, random_state=0)
+        held_out = "20% of the patients, held out from training (patient-grouped)"
+    else:
+        tr, te = slice(None), None
+        held_out = f"{test_dir}"
+    train = type(data)(X=data.X[tr], y=data.y[tr], paths=data.paths[tr],
+                       groups=data.groups[tr], root=data.root)
+    print(f"Training on {len(train)} images {train.class_counts()} from {train_dir}", flush=True)
+    clf.fit(train)
+    model_path = clf.save(out / "model")
+    if te is None:
+        result = evaluate(clf, test_dir, out_dir=out / "evaluation")
+    else:
+        result = evaluate(clf, data.X[te], data.y[te], out_dir=out / "evaluation")
+    metrics = public_metrics(result)
+    print(f"\nEvaluation on {metrics['n_images']} images: {held_out}"
+          + (" [SYNTHETIC DATA]" if synthetic else ""))
+    print(_fmt(metrics))
+    print(metrics["classification_report_text"])
+    print(f"Training time: {clf.fit_time_:.1f} s")
+    print(f"Model:   {model_path}")
+    print(f"Plots:   {', '.join(result['figures'].values())}")
+    print(f"Metrics: {out / 'evaluation' / 'metrics.json'}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "run": cmd_run}
+
+
+def main(argv=None) -> int:
+    """Entry point of ``pneumonia-cnn``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DataError
+
+    start = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, DataError, ValueError, OSError) as exc:
+        msg = str(exc).strip() or type(exc).__name__
+        print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted after {time.perf_counter() - start:.0f} s",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,466 @@
+"""Loading chest X-rays from a folder tree (or a list of files) into arrays.
+
+A data folder holds one sub-folder per class (``NORMAL/`` and ``PNEUMONIA/``, matched
+case-insensitively), as in Kaggle's ``chest_xray/train``. :func:`load_image_folder` turns it
+into a :class:`ImageData`: a uint8 array ``X`` of shape ``(n, size, size, 1)``, the class
+name of every image, its path and its patient id (for patient-grouped splits).
+
+Images are decoded with Pillow on all cores, once: the result is cached on disk under a key
+made of the file list, their sizes and modification times and the image size, so that a
+second load of the same folder is a single ``np.load``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = [
+    "CLASS_NAMES",
+    "DataError",
+    "ImageData",
+    "UnreadableImageWarning",
+    "decode_image",
+    "find_class_folders",
+    "grouped_split",
+    "load_image_folder",
+    "load_images",
+    "patient_id",
+]
+
+#: Class names, in the order of ``classes_`` (sorted, so PNEUMONIA is the positive class).
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+
+#: File extensions that are read as images (lower case).
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+#: Folder names that are never data (archive debris).
+_IGNORED_DIRS = frozenset({"__macosx"})
+
+_CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data folder or image list cannot be used; the message says what to do."""
+
+
+class UnreadableImageWarning(UserWarning):
+    """Some image files could not be decoded and were skipped."""
+
+
+@dataclass
+class ImageData:
+    """Images loaded from a folder or a list of files.
+
+    Attributes
+    ----------
+    X : ndarray of uint8, shape (n_images, size, size, 1)
+        Grayscale pixel values 0-255.
+    y : ndarray of str, shape (n_images,)
+        Class name of every image (``"NORMAL"`` or ``"PNEUMONIA"``); empty strings when the
+        images were given as a bare list of files.
+    paths : ndarray of str, shape (n_images,)
+        The file of every image.
+    groups : ndarray of str, shape (n_images,)
+        Patient id of every image, see :func:`patient_id`.
+    skipped : list of (str, str)
+        Files that could not be decoded, with the reason.
+    root : str or None
+        The data folder, when loaded from one.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    paths: np.ndarray
+    groups: np.ndarray
+    skipped: list = field(default_factory=list)
+    root: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def class_counts(self) -> dict:
+        """Number of images per class, e.g. ``{"NORMAL": 447, "PNEUMONIA": 1291}``."""
+        names, counts = np.unique(self.y, return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient ids
+# ---------------------------------------------------------------------------------------------
+_PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
+_IM = re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-", re.IGNORECASE)
+
+
+def patient_id(path: str | os.PathLike) -> str:
+    """Patient id of a Kaggle chest X-ray, parsed from its file name.
+
+    ``person1005_bacteria_2936.jpeg`` and ``person1005_virus_1688.jpeg`` are both patient
+    ``person1005``. NORMAL files are named ``IM-0511-0001-0002.jpeg`` or
+    ``NORMAL2-IM-0041-0001.jpeg``: the patient is the ``IM-NNNN`` part with its batch prefix
+    (``IM-0511``, ``NORMAL2-IM-0041``), so that the two views ``IM-0511-0001-0001`` and
+    ``IM-0511-0001-0002`` of one child stay on the same side of a split. Any other name is its
+    own patient (the file name without extension).
+
+    Parameters
+    ----------
+    path : str or path-like
+        File path or name.
+
+    Returns
+    -------
+    str
+    """
+    stem = Path(path).stem
+    for pattern in (_PERSON, _IM):
+        match = pattern.match(stem)
+        if match:
+            return match.group(1)
+    return stem
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding files
+# ---------------------------------------------------------------------------------------------
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _IGNORED_DIRS
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"cannot list data folder {folder}: {exc.strerror or exc}") from exc
+    return [p for p in entries if p.is_dir() and not _is_hidden(p.name)]
+
+
+def find_class_folders(root: str | os.PathLike, classes: Sequence[str] = CLASS_NAMES) -> dict:
+    """Locate the class sub-folders of a data folder.
+
+    Class folders are matched case-insensitively (``normal/`` is ``NORMAL``). If ``root`` has
+    no class folders but exactly one ordinary sub-folder (Kaggle's nested
+    ``chest_xray/chest_xray/``, or a folder that was unpacked one level deeper), that
+    sub-folder is searched instead. ``__MACOSX/`` and hidden folders are ignored. Extra
+    folders beside the class folders are ignored with a warning.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The data folder.
+    classes : sequence of str, default=("NORMAL", "PNEUMONIA")
+        Expected class names.
+
+    Returns
+    -------
+    dict
+        Class name -> folder, in the order of ``classes``.
+
+    Raises
+    ------
+    DataError
+        If ``root`` does not exist, is not a folder, or holds no class folder.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist: pass the folder that holds "
+                        f"{'/, '.join(classes)}/ sub-folders (e.g. chest_xray/train)")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder: pass the folder that holds "
+                        f"{'/, '.join(classes)}/ sub-folders (e.g. chest_xray/train)")
+    wanted = {c.lower(): c for c in classes}
+    folder = root
+    for _ in range(3):  # descend through at most a few single-child wrappers
+        subdirs = _subdirs(folder)
+        found = {wanted[p.name.lower()]: p for p in subdirs if p.name.lower() in wanted}
+        if found:
+            extra = [p.name for p in subdirs if p.name.lower() not in wanted]
+            if extra:
+                warnings.warn(f"{folder}: ignoring folder(s) {', '.join(extra)} that are not "
+                              f"classes ({', '.join(classes)})", UserWarning, stacklevel=3)
+            return {c: found[c] for c in classes if c in found}
+        if len(subdirs) != 1:
+            break
+        folder = subdirs[0]
+    names = ", ".join(p.name for p in _subdirs(root)) or "none"
+    raise DataError(f"{root} has no class folders: expected sub-folders named "
+                    f"{' and '.join(classes)} (any case), found sub-folders: {names}")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not follow symlinks
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for name in sorted(filenames):
+            if not _is_hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(Path(dirpath) / name)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Decode one image file into a ``(image_size, image_size)`` uint8 grayscale array.
+
+    Any mode Pillow reads is accepted: 8-bit grayscale, RGB, RGBA (alpha dropped), palette,
+    CMYK and 16-bit grayscale (scaled to 8 bits). The whole image is resized to a square
+    (aspect ratio is not kept, as is usual for chest X-rays); JPEGs are decoded at a reduced
+    scale first when that is still larger than the target, which is several times faster.
+
+    Raises
+    ------
+    OSError, ValueError, PIL.UnidentifiedImageError, Image.DecompressionBombError
+        If the file is not a readable image.
+    """
+    with Image.open(path) as img:
+        if img.format == "JPEG":
+            img.draft("L", (image_size, image_size))
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(img, dtype=np.float32)
+            top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+            img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8))
+        elif img.mode != "L":
+            img = img.convert("L")
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def _decode_or_reason(path: str, image_size: int):
+    try:
+        return decode_image(path, image_size), None
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+            Image.DecompressionBombError) as exc:
+        reason = str(exc) or type(exc).__name__
+        return None, f"{type(exc).__name__}: {reason}"
+
+
+def _decode_all(paths: Sequence[str], image_size: int, n_jobs: int | None, verbose: int):
+    n = len(paths)
+    X = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    skipped = []
+    workers = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
+    bar = None
+    if verbose and n:
+        import keras  # local: keep `import pneumonia_cnn.data` light
+
+        print(f"Decoding {n} images at {image_size}x{image_size}")
+        bar = keras.utils.Progbar(n, unit_name="image")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Pillow releases the GIL while decoding and resizing, so threads use every core.
+        for i, (arr, reason) in enumerate(pool.map(lambda p: _decode_or_reason(p, image_size),
+                                                   paths, chunksize=16)):
+            if arr is None:
+                skipped.append((paths[i], reason))
+            else:
+                X[i, :, :, 0] = arr
+                ok[i] = True
+            if bar is not None and (i % 32 == 31 or i == n - 1):
+                bar.update(i + 1)
+    return X, ok, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """Where decoded images are cached: ``$PNEUMONIA_CNN_CACHE_DIR`` or
+    ``~/.cache/pneumonia-cnn``."""
+    env = os.environ.get("PNEUMONIA_CNN_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "pneumonia-cnn"
+
+
+def _cache_key(paths: Sequence[str], image_size: int) -> str:
+    h = hashlib.sha256(f"v{_CACHE_VERSION}|{image_size}".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"|{p}|missing".encode())
+    return h.hexdigest()[:32]
+
+
+def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose):
+    cache_file = None
+    if cache:
+        cache_dir = default_cache_dir() if cache is True else Path(cache)
+        cache_file = cache_dir / f"{_cache_key(paths, image_size)}.npz"
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                skipped = json.loads(str(z["skipped"]))
+                return z["X"], z["ok"], [tuple(s) for s in skipped]
+        except (OSError, KeyError, ValueError):
+            pass  # no cache entry yet (or a damaged one): decode
+    X, ok, skipped = _decode_all(paths, image_size, n_jobs, verbose)
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, X=X, ok=ok, skipped=np.array(json.dumps(skipped)))
+            os.replace(tmp, cache_file)  # atomic: concurrent loaders never see half a file
+        except OSError as exc:
+            warnings.warn(f"could not write the image cache {cache_file}: {exc}", stacklevel=3)
+    return X, ok, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Public loaders
+# ---------------------------------------------------------------------------------------------
+def _report_skipped(skipped, strict: bool):
+    if not skipped:
+        return
+    listing = "\n".join(f"  {p}: {why}" for p, why in skipped)
+    if strict:
+        raise DataError(f"{len(skipped)} image file(s) could not be read:\n{listing}\n"
+                        "Remove or replace them, or load without strict=True to skip them.")
+    warnings.warn(f"skipped {len(skipped)} unreadable image file(s):\n{listing}",
+                  UnreadableImageWarning, stacklevel=3)
+
+
+def _load(paths: list[str], labels: list[str], image_size: int, *, cache, n_jobs, verbose,
+          strict, root=None) -> ImageData:
+    if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise DataError(f"image_size must be an integer >= 8, got {image_size!r}")
+    X, ok, skipped = _cached_decode(paths, int(image_size), cache, n_jobs, verbose)
+    _report_skipped(skipped, strict)
+    paths_arr = np.array(paths, dtype=str)[ok]
+    return ImageData(
+        X=X[ok],
+        y=np.array(labels, dtype=str)[ok] if labels else np.array([], dtype=str),
+        paths=paths_arr,
+        groups=np.array([patient_id(p) for p in paths_arr], dtype=str),
+        skipped=skipped,
+        root=root,
+    )
+
+
+def load_image_folder(root: str | os.PathLike, image_size: int = 128, *,
+                      classes: Sequence[str] = CLASS_NAMES, cache=True, n_jobs: int | None = None,
+                      strict: bool = False, verbose: int = 0) -> ImageData:
+    """Load every image of a class-per-sub-folder data folder.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Folder with one sub-folder per class, e.g. ``chest_xray/train`` holding ``NORMAL/``
+        and ``PNEUMONIA/`` (any case; images may be nested deeper inside them).
+    image_size : int, default=128
+        Images are resized to ``image_size x image_size``.
+    classes : sequence of str, default=("NORMAL", "PNEUMONIA")
+        Class folder names to read.
+    cache : bool or path-like, default=True
+        Cache decoded arrays on disk (in :func:`default_cache_dir`, or in the folder given).
+        The cache key covers the file list, file sizes, modification times and image size.
+    n_jobs : int or None, default=None
+        Decoding threads; None uses every core.
+    strict : bool, default=False
+        If True an unreadable file is an error; by default it is skipped with one
+        :class:`UnreadableImageWarning` listing every skipped file and the reason.
+    verbose : int, default=0
+        If > 0, print a progress bar while decoding.
+
+    Returns
+    -------
+    ImageData
+
+    Raises
+    ------
+    DataError
+        The folder does not exist, has no class folders, or holds no readable image.
+    """
+    folders = find_class_folders(root, classes)
+    paths, labels = [], []
+    for name, folder in folders.items():
+        files = _image_files(folder)
+        paths += [str(f) for f in files]
+        labels += [name] * len(files)
+    if not paths:
+        raise DataError(f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                        f"in its class folders {', '.join(str(f) for f in folders.values())}")
+    data = _load(paths, labels, image_size, cache=cache, n_jobs=n_jobs, verbose=verbose,
+                 strict=strict, root=str(root))
+    if len(data) == 0:
+        raise DataError(f"none of the {len(paths)} image files in {root} could be read "
+                        "(see the warning above for the reasons)")
+    return data
+
+
+def load_images(paths: Iterable[str | os.PathLike], image_size: int = 128, *, cache=True,
+                n_jobs: int | None = None, strict: bool = True, verbose: int = 0) -> ImageData:
+    """Load a list of image files (no labels).
+
+    Parameters
+    ----------
+    paths : iterable of str or path-like
+        Image files.
+    image_size : int, default=128
+        Images are resized to ``image_size x image_size``.
+    cache, n_jobs, verbose
+        As in :func:`load_image_folder`.
+    strict : bool, default=True
+        Unlike a folder load, an unreadable file is an error by default, so that the output
+        rows always match the input list. With False, unreadable files are skipped with a
+        warning and ``ImageData.paths`` tells which rows remain.
+
+    Returns
+    -------
+    ImageData
+    """
+    paths = [os.fspath(p) for p in paths]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing and strict:
+        raise DataError(f"{len(missing)} image file(s) do not exist or are not files, "
+                        f"first: {missing[0]}")
+    return _load(paths, [], image_size, cache=cache, n_jobs=n_jobs, verbose=verbose,
+                 strict=strict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient-grouped splits
+# ---------------------------------------------------------------------------------------------
+def grouped_split(y, groups, test_size: float = 0.2, random_state=None):
+    """Split indices into two patient-disjoint parts, stratified by class.
+
+    Uses scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` with
+    ``round(1 / test_size)`` folds and keeps its first fold as the held-out part, so no
+    patient has images on both sides and both sides keep the class ratio.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels.
+    groups : array-like of shape (n_samples,)
+        Patient ids.
+    test_size : float, default=0.2
+        Approximate fraction held out, in (0, 0.5].
+    random_state : int, RandomState or None, default=None
+        Seeds the shuffle of the patients.
+
+    Returns
+    -------
+    train_idx, test_idx : ndarray of int
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0 < test_size <= 0.5:
+        raise ValueError(f"test_size must be in (0, 0.5], got {test_size!r}")
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    n_splits = max(2, int(round(1 / test_size)))
+    if len(np.unique(groups)) < n_splits:
+        raise DataError(f"a patient-grouped split with test_size={test_size} needs at least "
+                        f"{n_splits} patients, got {len(np.unique(groups))}")
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    train_idx, test_idx = next(cv.split(np.zeros(len(y)), y, groups))
+    return train_idx, test_idx

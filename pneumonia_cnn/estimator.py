@@ -1,0 +1,535 @@
+"""``PneumoniaCNN``: a scikit-learn classifier for chest X-rays, built on scikeras."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+from scikeras.wrappers import KerasClassifier
+from sklearn.metrics import accuracy_score
+from sklearn.utils import ClassifierTags
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
+
+from . import __version__
+from .data import DataError, ImageData, grouped_split, load_image_folder, load_images
+from .model import build_model
+
+__all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
+
+#: Files of a saved model folder (see :meth:`PneumoniaCNN.save`).
+MODEL_FILE = "model.keras"
+META_FILE = "pneumonia_cnn.json"
+FORMAT_VERSION = 1
+
+
+class PneumoniaCNN(KerasClassifier):
+    """Convolutional network that tells PNEUMONIA from NORMAL chest X-rays.
+
+    A scikit-learn classifier (a scikeras ``KerasClassifier``): ``fit``, ``predict``,
+    ``predict_proba`` and ``score`` take a data folder (class sub-folders), a list or array of
+    image files, or an image array of shape ``(n, h, w)`` / ``(n, h, w, 1 or 3)`` with pixel
+    values 0-255. It works with ``clone``, ``GridSearchCV`` (with ``groups=``), pipelines
+    and pickle, and saves to a documented folder format with :meth:`save`.
+
+    Parameters
+    ----------
+    image_size : int, default=128
+        Images are resized to ``image_size x image_size`` grayscale.
+    filters : tuple of int, default=(16, 32, 64, 128)
+        Filters of each convolution block (one block per entry, each halving the resolution).
+    kernel_size : int, default=3
+        Convolution kernel size.
+    convs_per_block : int, default=1
+        Convolutions per block.
+    pooling : {"max", "average"}, default="max"
+        Pooling after each block.
+    batch_norm : bool, default=True
+        Batch normalisation after every convolution.
+    global_pooling : bool, default=True
+        Global average pooling (True) or flatten (False) before the head.
+    dense_units : int, default=64
+        Hidden units of the classifier head (0 for none).
+    dropout : float, default=0.3
+        Dropout before the output unit.
+    augmentation : None, str or dict, default="standard"
+        None, ``"light"``, ``"standard"``, ``"heavy"`` or a dict of factors; see
+        :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
+    learning_rate : float, default=1e-3
+        Initial learning rate (``optimizer__learning_rate``, if given, wins).
+    lr_schedule : {"cosine", "constant"}, default="cosine"
+        Per-epoch cosine decay from ``learning_rate`` to 1% of it over ``epochs``, or constant.
+    epochs : int, default=20
+        Maximum number of epochs.
+    batch_size : int, default=32
+        Mini-batch size.
+    class_weight : "balanced", dict or None, default="balanced"
+        Weights of the classes in the loss; "balanced" counters the ~1:3 imbalance of the
+        Kaggle data. None turns it off.
+    validation_fraction : float, default=0.15
+        Fraction of the training patients held out (patient-grouped, stratified) to monitor
+        validation loss / accuracy / ROC AUC every epoch and for early stopping. 0 trains on
+        everything for ``epochs`` epochs.
+    patience : int or None, default=6
+        Early stopping: stop when validation ROC AUC has not improved for this many epochs
+        and restore the best epoch's weights. None trains for ``epochs`` epochs but still
+        restores the best weights. Needs ``validation_fraction > 0``.
+    threshold : float, default=0.5
+        ``predict`` says PNEUMONIA when its probability is >= threshold.
+    random_state : int, RandomState or None, default=None
+        Seeds weight initialisation, shuffling, augmentation, dropout and the validation
+        split; with an int, fits on the same data and machine are identical.
+    optimizer : str or keras optimizer, default="adam"
+        Any Keras optimizer; routed parameters such as ``optimizer__weight_decay`` work.
+    loss : str, default="binary_crossentropy"
+        Keras loss.
+    metrics : list or None, default=None
+        Keras metrics; None means accuracy and ROC AUC (history keys ``accuracy``, ``auc``).
+    callbacks : list of keras.callbacks.Callback or None, default=None
+        Extra callbacks for ``fit`` (logging, checkpoints...).
+    verbose : int, default=0
+        Keras verbosity of ``fit`` (2 prints one line per epoch).
+    **kwargs
+        Other scikeras parameters, including routed ones (``optimizer__*``, ``fit__*``,
+        ``predict__*``, ``callbacks__*``).
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        The trained network.
+    history_ : dict
+        Per-epoch ``loss``, ``accuracy``, ``auc`` and their ``val_`` counterparts.
+    classes_ : ndarray of str
+        ``["NORMAL", "PNEUMONIA"]`` (sorted labels); ``predict_proba[:, 1]`` is P(PNEUMONIA).
+    best_epoch_ : int or None
+        1-based epoch whose weights were kept (None without validation).
+    n_train_ : int
+        Images used for gradient steps (after the validation hold-out).
+    fit_time_ : float
+        Seconds spent in ``fit`` (loading included).
+
+    Examples
+    --------
+    >>> clf = PneumoniaCNN(epochs=10).fit("chest_xray/train")      # doctest: +SKIP
+    >>> clf.predict_proba("chest_xray/test")[:, 1]                 # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size=128,
+        filters=(16, 32, 64, 128),
+        kernel_size=3,
+        convs_per_block=1,
+        pooling="max",
+        batch_norm=True,
+        global_pooling=True,
+        dense_units=64,
+        dropout=0.3,
+        augmentation="standard",
+        learning_rate=1e-3,
+        lr_schedule="cosine",
+        epochs=20,
+        batch_size=32,
+        class_weight="balanced",
+        validation_fraction=0.15,
+        patience=6,
+        threshold=0.5,
+        random_state=None,
+        optimizer="adam",
+        loss="binary_crossentropy",
+        metrics=None,
+        callbacks=None,
+        verbose=0,
+        **kwargs,
+    ):
+        super().__init__(
+            optimizer=optimizer,
+            loss=loss,
+            metrics=metrics,
+            callbacks=callbacks,
+            epochs=epochs,
+            batch_size=batch_size,
+            class_weight=class_weight,
+            random_state=random_state,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.image_size = image_size
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.convs_per_block = convs_per_block
+        self.pooling = pooling
+        self.batch_norm = batch_norm
+        self.global_pooling = global_pooling
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.augmentation = augmentation
+        self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.threshold = threshold
+
+    # -----------------------------------------------------------------------------------------
+    # scikit-learn integration
+    # -----------------------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        # scikeras 0.13 lists BaseEstimator before ClassifierMixin, so with scikit-learn >= 1.6
+        # the mixin's tags never apply: no estimator type, is_classifier() is False and
+        # GridSearchCV(cv=5) silently uses unstratified KFold. Set the classifier tags here.
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags(multi_class=False)
+        tags.target_tags.required = True
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True  # file paths
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # -----------------------------------------------------------------------------------------
+    # Input handling
+    # -----------------------------------------------------------------------------------------
+    def _as_images(self, X, y=None, groups=None, *, need_y: bool):
+        """Turn a folder, a list of files or an array into ``(X uint8/float, y, groups)``."""
+        if isinstance(X, ImageData):
+            data = X
+        elif isinstance(X, (str, os.PathLike)):
+            if y is not None:
+                raise ValueError("y must be None when X is a data folder: the labels come from "
+                                 "its class sub-folders")
+            path = Path(X)
+            if path.is_file():
+                data = load_images([path], self.image_size)
+            else:
+                data = load_image_folder(path, self.image_size, verbose=int(self.verbose > 0))
+        elif _is_path_list(X):
+            data = load_images(list(X), self.image_size)
+        else:
+            return self._validate_array(X), y, groups
+        if data.y.size:
+            y = data.y if y is None else y
+            groups = data.groups if groups is None else groups
+        return data.X, y, groups
+
+    def _validate_array(self, X) -> np.ndarray:
+        if hasattr(X, "dtype") and getattr(X, "dtype", None) is not None:
+            arr = np.asarray(X)
+        else:
+            try:
+                arr = np.asarray(X)
+            except ValueError as exc:
+                raise ValueError(f"X could not be turned into an image array: {exc}") from exc
+        if arr.dtype.kind not in "uif" and arr.dtype != bool:
+            raise ValueError(f"X must hold numeric pixel values 0-255, got dtype {arr.dtype}; "
+                             "pass a data folder or a list of image files to load images")
+        if arr.ndim == 3:
+            arr = arr[..., np.newaxis]
+        if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
+            raise ValueError(f"X must be an image array of shape (n, height, width) or "
+                             f"(n, height, width, 1 or 3), got shape {arr.shape}; pass a data "
+                             "folder or a list of image files to load images")
+        if arr.shape[0] == 0:
+            raise ValueError("X holds no images (found array with 0 sample(s))")
+        if arr.dtype != np.uint8:
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError("X contains NaN or infinity; pixel values must be finite 0-255")
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < 0 or hi > 255:
+                raise ValueError(f"X must hold pixel values 0-255, got values from {lo:g} to "
+                                 f"{hi:g}; rescale them (e.g. 16-bit images: X / 257)")
+            if arr.dtype.kind == "f" and hi <= 1.0 and arr.size > 1:
+                warnings.warn("X looks scaled to 0-1, but PneumoniaCNN expects raw pixel "
+                              "values 0-255 (it rescales inside the model): multiply by 255",
+                              UserWarning, stacklevel=3)
+        if arr.shape[-1] == 3:  # RGB -> luminance, as the loader does (ITU-R 601-2)
+            arr = (arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        if arr.shape[1:3] != (self.image_size, self.image_size):
+            arr = keras.ops.convert_to_numpy(keras.ops.image.resize(
+                arr.astype(np.float32), (self.image_size, self.image_size), antialias=True))
+        if arr.dtype != np.uint8:  # one dtype in and out: 8-bit pixels, 4x less memory
+            arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return arr
+
+    # -----------------------------------------------------------------------------------------
+    # Model
+    # -----------------------------------------------------------------------------------------
+    def _keras_build_fn(self, meta, compile_kwargs):
+        model = build_model(
+            meta["X_shape_"][1:],
+            filters=tuple(self.filters),
+            kernel_size=self.kernel_size,
+            convs_per_block=self.convs_per_block,
+            pooling=self.pooling,
+            batch_norm=self.batch_norm,
+            global_pooling=self.global_pooling,
+            dense_units=self.dense_units,
+            dropout=self.dropout,
+            augmentation=self.augmentation,
+            seed=self._random_state,
+        )
+        optimizer = compile_kwargs["optimizer"]
+        if "optimizer__learning_rate" not in self.get_params() and isinstance(
+                self.optimizer, (str, type)):
+            optimizer.learning_rate = self.learning_rate
+        if compile_kwargs.get("metrics") is None:
+            compile_kwargs["metrics"] = [keras.metrics.BinaryAccuracy(name="accuracy"),
+                                         keras.metrics.AUC(name="auc")]
+        model.compile(**compile_kwargs)
+        return model
+
+    def _initialize_callbacks(self):
+        super()._initialize_callbacks()
+        own = []
+        if self.lr_schedule == "cosine":
+            own.append(_CosineSchedule(self.epochs))
+        elif self.lr_schedule not in ("constant", None):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        if getattr(self, "_validation", None) is not None:
+            own.append(keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max",
+                patience=self.patience if self.patience is not None else 10**9,
+                restore_best_weights=True, start_from_epoch=0, verbose=0))
+        self._fit_callbacks = own + self._fit_callbacks
+
+    def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        if getattr(self, "_validation", None) is not None:
+            Xv, yv = self._validation
+            kwargs["validation_data"] = (self.feature_encoder_.transform(Xv),
+                                         self.target_encoder_.transform(yv))
+        super()._fit_keras_model(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
+        # scikeras renames Keras' "auc" to "a_u_c" (but keeps "val_auc"): undo that.
+        if "a_u_c" in self.history_:
+            self.history_["auc"] = self.history_.pop("a_u_c")
+
+    # -----------------------------------------------------------------------------------------
+    # Public API
+    # -----------------------------------------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None, *, groups=None, **kwargs):
+        """Train on a data folder, a list of image files or an image array.
+
+        Parameters
+        ----------
+        X : str, path-like, sequence of paths, or array of shape (n, h, w[, c])
+            A folder with class sub-folders (labels and patient ids come from it), image
+            files, or pixel values 0-255.
+        y : array-like of shape (n,), default=None
+            Labels; required unless X is a folder.
+        sample_weight : array-like of shape (n,), default=None
+            Per-image weights (multiplied with ``class_weight``).
+        groups : array-like of shape (n,), default=None
+            Patient ids for the validation hold-out; taken from the file names when X is a
+            folder or a list of files; otherwise every image is its own patient.
+        **kwargs
+            Passed to ``keras.Model.fit``.
+
+        Returns
+        -------
+        self
+        """
+        import time
+
+        start = time.perf_counter()
+        if _is_path_list(X) and groups is None:
+            from .data import patient_id
+            groups = np.array([patient_id(p) for p in X])
+        X, y, groups = self._as_images(X, y, groups, need_y=True)
+        if y is None:
+            raise ValueError("y is required when X is an array or a list of files")
+        y = np.asarray(y)
+        check_consistent_length(X, y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be one label per image (1-D), got shape {y.shape}")
+        classes = np.unique(y)
+        if len(classes) != 2:
+            raise ValueError(f"PneumoniaCNN is a binary classifier and needs exactly 2 classes in "
+                             f"y, got {len(classes)}: {classes.tolist()[:5]}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            check_consistent_length(X, sample_weight)
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        check_consistent_length(y, groups)
+
+        self._validation = None
+        self.n_train_ = len(y)
+        if self.validation_fraction:
+            seed = self.random_state if self.random_state is not None else None
+            tr, va = grouped_split(y, groups, self.validation_fraction, random_state=seed)
+            self._validation = (X[va], y[va])
+            X, y = X[tr], y[tr]
+            if sample_weight is not None:
+                sample_weight = sample_weight[tr]
+            self.n_train_ = len(tr)
+        if self.random_state is not None and isinstance(self.random_state, (int, np.integer)):
+            keras.utils.set_random_seed(int(self.random_state))
+        try:
+            super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        finally:
+            has_val = self._validation is not None
+            self._validation = None
+        self.best_epoch_ = None
+        if has_val and self.history_.get("val_auc"):
+            self.best_epoch_ = int(np.argmax(self.history_["val_auc"])) + 1
+        self.history_ = dict(self.history_)
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    def predict_proba(self, X, **kwargs):
+        """Probabilities ``[P(NORMAL), P(PNEUMONIA)]`` for every image.
+
+        Parameters
+        ----------
+        X : str, path-like, sequence of paths, or array of shape (n, h, w[, c])
+            As in :meth:`fit`. For a folder the rows follow
+            ``load_image_folder(X).paths``.
+
+        Returns
+        -------
+        ndarray of shape (n, 2)
+        """
+        check_is_fitted(self, "model_")
+        X, _, _ = self._as_images(X, need_y=False)
+        kwargs.setdefault("verbose", 0)
+        return super().predict_proba(X, **kwargs)
+
+    def predict(self, X, **kwargs):
+        """Class name of every image: PNEUMONIA when P(PNEUMONIA) >= ``threshold``."""
+        check_is_fitted(self, "model_")
+        proba = self.predict_proba(X, **kwargs)
+        return self.classes_[(proba[:, 1] >= self.threshold).astype(int)]
+
+    def score(self, X, y=None, sample_weight=None):
+        """Accuracy on a data folder, or on images and labels."""
+        check_is_fitted(self, "model_")
+        X, y, _ = self._as_images(X, y, need_y=True)
+        if y is None:
+            raise ValueError("y is required when X is an array or a list of files")
+        return accuracy_score(np.asarray(y), self.predict(X), sample_weight=sample_weight)
+
+    # -----------------------------------------------------------------------------------------
+    # Saving
+    # -----------------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Save the fitted estimator to a folder.
+
+        The folder holds ``model.keras`` (the Keras network: architecture and weights, in
+        Keras' own format) and ``pneumonia_cnn.json`` (format version, package and library
+        versions, ``classes``, the JSON-serialisable estimator parameters and the training
+        history). :meth:`load` reads it back; predictions are identical.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder.
+        """
+        check_is_fitted(self, "model_")
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file: save() writes a folder; choose a new name")
+        path.mkdir(parents=True, exist_ok=True)
+        tmp = path / (MODEL_FILE + ".tmp.keras")
+        self.model_.save(tmp)
+        os.replace(tmp, path / MODEL_FILE)
+        params, dropped = {}, []
+        for k, v in self.get_params().items():
+            try:
+                json.dumps(v)
+                params[k] = v
+            except TypeError:
+                dropped.append(k)
+        meta = {
+            "format": "pneumonia-cnn",
+            "format_version": FORMAT_VERSION,
+            "pneumonia_cnn_version": __version__,
+            "keras_version": keras.__version__,
+            "classes": [str(c) for c in self.classes_],
+            "image_size": int(self.image_size),
+            "params": params,
+            "params_not_saved": dropped,
+            "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
+            "best_epoch": self.best_epoch_,
+        }
+        (path / META_FILE).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, path, *, safe_mode: bool = True) -> "PneumoniaCNN":
+        """Load an estimator saved with :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder written by :meth:`save`.
+        safe_mode : bool, default=True
+            Keras safe mode: refuse to deserialise code (lambda layers) from the file.
+
+        Returns
+        -------
+        PneumoniaCNN
+        """
+        path = Path(path)
+        meta_file, model_file = path / META_FILE, path / MODEL_FILE
+        if not meta_file.is_file() or not model_file.is_file():
+            raise DataError(f"{path} is not a saved PneumoniaCNN: expected a folder with "
+                            f"{MODEL_FILE} and {META_FILE} (written by PneumoniaCNN.save or "
+                            "`pneumonia-cnn train --model-out`)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{meta_file} is not valid JSON ({exc}); the model folder is "
+                            "damaged: save or train the model again") from exc
+        if not isinstance(meta, dict) or meta.get("format") != "pneumonia-cnn":
+            raise DataError(f"{meta_file} is not a pneumonia-cnn model description")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{path} uses model format {meta.get('format_version')!r} "
+                            f"(pneumonia-cnn {meta.get('pneumonia_cnn_version')}); this version "
+                            f"({__version__}) reads format {FORMAT_VERSION}: load it with the "
+                            "version that saved it, or retrain")
+        params = dict(meta["params"])
+        if isinstance(params.get("filters"), list):
+            params["filters"] = tuple(params["filters"])
+        est = cls(**params)
+        try:
+            model = keras.saving.load_model(model_file, safe_mode=safe_mode)
+        except Exception as exc:  # keras raises many types for a damaged file
+            raise DataError(f"could not load the Keras model {model_file}: {exc}") from exc
+        size = int(meta["image_size"])
+        classes = np.array(meta["classes"])
+        est.initialize(np.zeros((len(classes), size, size, 1), np.uint8), classes)
+        est.model_ = model
+        est.history_ = meta.get("history", {})
+        est.best_epoch_ = meta.get("best_epoch")
+        return est
+
+
+class _CosineSchedule(keras.callbacks.Callback):
+    """Per-epoch cosine decay of the learning rate to 1% of its initial value."""
+
+    def __init__(self, epochs: int, floor: float = 0.01):
+        super().__init__()
+        self.epochs = max(int(epochs), 1)
+        self.floor = floor
+        self._initial = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        if self._initial is None:
+            self._initial = float(keras.ops.convert_to_numpy(opt.learning_rate))
+        frac = 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+        opt.learning_rate = self._initial * (self.floor + (1 - self.floor) * frac)
+
+
+def _is_path_list(X) -> bool:
+    if isinstance(X, (str, os.PathLike, ImageData)):
+        return False
+    if isinstance(X, np.ndarray):
+        return X.ndim == 1 and X.dtype.kind in "UO" and X.size > 0 and isinstance(
+            X.flat[0], (str, os.PathLike))
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(isinstance(x, (str, os.PathLike)) for x in X)
+    return False

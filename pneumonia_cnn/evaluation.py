@@ -1,0 +1,231 @@
+"""Evaluation: metrics (scikit-learn) and pictures (matplotlib / seaborn)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+__all__ = [
+    "FIGURE_FILES",
+    "evaluate",
+    "metrics_from_scores",
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_precision_recall",
+    "plot_roc",
+    "save_evaluation",
+]
+
+POSITIVE = "PNEUMONIA"
+NEGATIVE = "NORMAL"
+
+#: File names written by :func:`save_evaluation`.
+FIGURE_FILES = {
+    "confusion_matrix": "confusion_matrix.png",
+    "roc_curve": "roc_curve.png",
+    "precision_recall_curve": "precision_recall_curve.png",
+    "history": "training_history.png",
+}
+
+
+def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
+                        labels=(NEGATIVE, POSITIVE)) -> dict:
+    """All metrics from true labels and P(positive) scores.
+
+    Parameters
+    ----------
+    y_true : array-like of str, shape (n,)
+        True class names.
+    y_score : array-like of float, shape (n,)
+        Probability of the positive class (``labels[1]``).
+    threshold : float, default=0.5
+        Scores >= threshold are predicted positive.
+    labels : (str, str), default=("NORMAL", "PNEUMONIA")
+        Negative and positive class.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``roc_auc`` (NaN if y_true has one class), ``sensitivity`` (recall of
+        the positive class), ``specificity`` (recall of the negative class), ``precision``,
+        ``f1``, ``n_images``, ``threshold``, ``confusion_matrix`` (rows: true
+        ``labels``, columns: predicted) and ``classification_report`` (scikit-learn's, as a
+        dict; its text form is under ``classification_report_text``).
+    """
+    neg, pos = labels
+    y_true = np.asarray(y_true).astype(str)
+    y_score = np.asarray(y_score, dtype=float)
+    y_pred = np.where(y_score >= threshold, pos, neg)
+    if len(np.unique(y_true)) < 2:
+        warnings.warn("only one class in y_true: ROC AUC is undefined (NaN)", stacklevel=2)
+        auc = float("nan")
+    else:
+        auc = float(roc_auc_score(y_true == pos, y_score))
+    kw = {"zero_division": 0}
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "roc_auc": auc,
+        "sensitivity": float(recall_score(y_true, y_pred, pos_label=pos, **kw)),
+        "specificity": float(recall_score(y_true, y_pred, pos_label=neg, **kw)),
+        "precision": float(precision_score(y_true, y_pred, pos_label=pos, **kw)),
+        "f1": float(f1_score(y_true, y_pred, pos_label=pos, **kw)),
+        "n_images": int(len(y_true)),
+        "threshold": float(threshold),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(labels)).tolist(),
+        "classification_report": classification_report(
+            y_true, y_pred, labels=list(labels), output_dict=True, **kw),
+        "classification_report_text": classification_report(
+            y_true, y_pred, labels=list(labels), digits=3, **kw),
+    }
+
+
+def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = None) -> dict:
+    """Evaluate a fitted classifier on a data folder, image files or arrays.
+
+    Parameters
+    ----------
+    estimator : PneumoniaCNN (or any fitted classifier with predict_proba and classes_)
+    X : str, path-like, sequence of paths, or array
+        A data folder (labels from its class sub-folders) or images.
+    y : array-like of str, default=None
+        Labels, required unless X is a folder.
+    out_dir : str or path-like, default=None
+        If given, write the figures (confusion matrix, ROC, precision-recall, training
+        history when the estimator has one), ``metrics.json`` and
+        ``classification_report.txt`` there.
+    threshold : float, default=None
+        Decision threshold; defaults to the estimator's ``threshold`` (or 0.5).
+
+    Returns
+    -------
+    dict
+        See :func:`metrics_from_scores`; plus ``figures`` (name -> file) when ``out_dir`` is
+        given. The per-image scores are under the private keys ``_y_true``, ``_y_score``,
+        ``_paths`` (omitted from ``metrics.json``).
+    """
+    from .data import ImageData, load_image_folder
+
+    paths = None
+    if isinstance(X, (str, Path)) and y is None:
+        size = getattr(estimator, "image_size", 128)
+        X = load_image_folder(X, size, verbose=0)
+    if isinstance(X, ImageData):
+        paths, y, X = X.paths, X.y, X.X
+    if y is None:
+        raise ValueError("y is required unless X is a data folder")
+    classes = [str(c) for c in estimator.classes_]
+    if POSITIVE not in classes:
+        raise ValueError(f"the estimator's classes {classes} do not include {POSITIVE}")
+    scores = estimator.predict_proba(X)[:, classes.index(POSITIVE)]
+    if threshold is None:
+        threshold = getattr(estimator, "threshold", 0.5)
+    result = metrics_from_scores(y, scores, threshold)
+    result["_y_true"] = np.asarray(y).astype(str)
+    result["_y_score"] = scores
+    result["_paths"] = paths
+    if out_dir is not None:
+        save_evaluation(result, out_dir, history=getattr(estimator, "history_", None))
+    return result
+
+
+def public_metrics(result: dict) -> dict:
+    """The JSON-serialisable part of an :func:`evaluate` result."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def save_evaluation(result: dict, out_dir, history: dict | None = None) -> dict:
+    """Write the figures, ``metrics.json`` and ``classification_report.txt`` of an
+    :func:`evaluate` result to ``out_dir``; adds and returns ``result["figures"]``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    y_true, y_score = result["_y_true"], result["_y_score"]
+    drawings = {
+        "confusion_matrix": lambda: plot_confusion_matrix(result["confusion_matrix"]),
+        "roc_curve": lambda: plot_roc(y_true, y_score),
+        "precision_recall_curve": lambda: plot_precision_recall(y_true, y_score),
+    }
+    if history:
+        drawings["history"] = lambda: plot_history(history)
+    for name, draw in drawings.items():
+        if name != "confusion_matrix" and len(np.unique(y_true)) < 2:
+            continue  # curves need both classes
+        fig = draw()
+        path = out / FIGURE_FILES[name]
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        figures[name] = str(path)
+    result["figures"] = figures
+    (out / "classification_report.txt").write_text(result["classification_report_text"])
+    (out / "metrics.json").write_text(json.dumps(public_metrics(result), indent=2))
+    return figures
+
+
+def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE)):
+    """Seaborn heat map of a confusion matrix with counts and row percentages."""
+    cm = np.asarray(cm)
+    row = cm.sum(axis=1, keepdims=True)
+    pct = np.divide(cm, row, out=np.zeros_like(cm, dtype=float), where=row > 0) * 100
+    annot = np.array([[f"{c}\n{p:.1f}%" for c, p in zip(rc, rp)] for rc, rp in zip(cm, pct)])
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    sns.heatmap(cm, annot=annot, fmt="", cmap="Blues", cbar=False, square=True,
+                xticklabels=labels, yticklabels=labels, ax=ax, annot_kws={"size": 12})
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title("Confusion matrix (% of true class)")
+    return fig
+
+
+def plot_roc(y_true, y_score, pos_label=POSITIVE):
+    """ROC curve with its AUC (scikit-learn's RocCurveDisplay)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    RocCurveDisplay.from_predictions(y_true, y_score, pos_label=pos_label, ax=ax,
+                                     name="PneumoniaCNN", plot_chance_level=True)
+    ax.set_title("ROC curve")
+    return fig
+
+
+def plot_precision_recall(y_true, y_score, pos_label=POSITIVE):
+    """Precision-recall curve with average precision (scikit-learn's display)."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    PrecisionRecallDisplay.from_predictions(y_true, y_score, pos_label=pos_label, ax=ax,
+                                            name="PneumoniaCNN", plot_chance_level=True)
+    ax.set_title("Precision-recall curve")
+    return fig
+
+
+def plot_history(history: dict):
+    """Loss, accuracy and ROC AUC per epoch, training vs validation."""
+    panels = [m for m in ("loss", "accuracy", "auc") if m in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        epochs = np.arange(1, len(history[metric]) + 1)
+        ax.plot(epochs, history[metric], marker="o", ms=3, label="train")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title({"auc": "ROC AUC"}.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig

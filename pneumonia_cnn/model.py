@@ -1,0 +1,124 @@
+"""The convolutional network: one functional-API builder that reads like the architecture."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from .augmentation import build_augmentation
+
+__all__ = ["build_model", "count_flops"]
+
+
+def build_model(
+    input_shape: Sequence[int] = (128, 128, 1),
+    *,
+    filters: Sequence[int] = (16, 32, 64, 128),
+    kernel_size: int = 3,
+    convs_per_block: int = 1,
+    pooling: str = "max",
+    batch_norm: bool = True,
+    global_pooling: bool = True,
+    dense_units: int = 64,
+    dropout: float = 0.3,
+    augmentation=None,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build the (uncompiled) CNN.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(128, 128, 1)
+        ``(height, width, channels)`` of the input, pixel values 0-255.
+    filters : sequence of int, default=(16, 32, 64, 128)
+        Filters of each convolution block; one block per entry, each followed by 2x2 pooling.
+    kernel_size : int, default=3
+        Convolution kernel size.
+    convs_per_block : int, default=1
+        Convolutions in each block.
+    pooling : {"max", "average"}, default="max"
+        Pooling after each block.
+    batch_norm : bool, default=True
+        Batch normalisation after every convolution.
+    global_pooling : bool, default=True
+        Global average pooling before the head (True) or flatten (False).
+    dense_units : int, default=64
+        Units of the hidden dense layer of the head; 0 for none.
+    dropout : float, default=0.3
+        Dropout rate before the output unit.
+    augmentation : None, str or dict, default=None
+        See :func:`pneumonia_cnn.augmentation.build_augmentation`.
+    seed : int or None, default=None
+        Seed of the augmentation and dropout layers.
+
+    Returns
+    -------
+    keras.Model
+        Input ``image``; output ``pneumonia``: one sigmoid unit, P(PNEUMONIA).
+    """
+    if pooling not in ("max", "average"):
+        raise ValueError(f"pooling must be 'max' or 'average', got {pooling!r}")
+    if not filters or any(int(f) < 1 for f in filters):
+        raise ValueError(f"filters must be a non-empty sequence of positive ints, got {filters!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+
+    # Augmentation (training only) on raw 0-255 pixels, then scale to 0-1.
+    augment = build_augmentation(augmentation, seed=seed)
+    if augment is not None:
+        x = augment(x)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+
+    # Convolution blocks: [conv -> (batch norm) -> ReLU] x n, then 2x2 pooling.
+    for b, n_filters in enumerate(filters, start=1):
+        for c in range(1, convs_per_block + 1):
+            x = layers.Conv2D(int(n_filters), kernel_size, padding="same", use_bias=not batch_norm,
+                              name=f"block{b}_conv{c}")(x)
+            if batch_norm:
+                # momentum 0.9, not Keras' 0.99: with ~40 steps an epoch the moving statistics
+                # used at inference would otherwise lag for many epochs (constant outputs).
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}")(x)
+            x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
+        x = pool(2, name=f"block{b}_pool")(x)
+
+    # Classifier head.
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if global_pooling else layers.Flatten()(x)
+    if dense_units:
+        x = layers.Dense(int(dense_units), activation="relu", name="dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name="pneumonia_cnn")
+
+
+def count_flops(model: keras.Model) -> int:
+    """Floating-point operations of one forward pass of one image (multiply-add = 2 FLOPs).
+
+    Counts convolutions and dense layers (the bulk); normalisation, activations and pooling
+    are ignored. A training step costs about three times this (forward, and the backward pass
+    for activations and for weights).
+    """
+    flops = 0
+    for layer in _flat_layers(model):
+        if isinstance(layer, layers.Conv2D):
+            out_h, out_w, out_c = layer.output.shape[1:]
+            k_h, k_w = layer.kernel_size
+            in_c = layer.input.shape[-1]
+            flops += 2 * out_h * out_w * out_c * k_h * k_w * in_c
+        elif isinstance(layer, layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return int(flops)
+
+
+def _flat_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _flat_layers(layer)
+        else:
+            yield layer

@@ -1,0 +1,73 @@
+"""Shared fixtures: fixed seeds, a private image cache, tiny synthetic data, the real data."""
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+#: Environment variable naming the real ``chest_xray/train`` folder (set by .ci/run).
+REAL_DATA_ENV = "PNEUMONIA_CNN_DATA"
+
+#: Hyperparameters of a tiny, fast network for logic tests.
+TINY = dict(image_size=32, filters=(4, 8), dense_units=8, epochs=2, batch_size=16,
+            augmentation=None, validation_fraction=0.0, random_state=0)
+
+
+@pytest.fixture(autouse=True)
+def fixed_seeds():
+    """Every test starts from the same random state."""
+    import keras
+
+    random.seed(0)
+    np.random.seed(0)
+    keras.utils.set_random_seed(0)
+    yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Decoded-image cache in a temporary folder, not in the user's home."""
+    old = os.environ.get("PNEUMONIA_CNN_CACHE_DIR")
+    os.environ["PNEUMONIA_CNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("image_cache"))
+    yield
+    if old is None:
+        os.environ.pop("PNEUMONIA_CNN_CACHE_DIR", None)
+    else:
+        os.environ["PNEUMONIA_CNN_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A small synthetic data folder (NORMAL/, PNEUMONIA/) with Kaggle-style names."""
+    from pneumonia_cnn.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "train",
+                                  n_normal=24, n_pneumonia=36, size=48, random_state=1)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(synthetic_dir):
+    from pneumonia_cnn import load_image_folder
+
+    return load_image_folder(synthetic_dir, 32, cache=False)
+
+
+@pytest.fixture(scope="session")
+def fitted_tiny(synthetic_data):
+    """A tiny PneumoniaCNN fitted on the synthetic data (shared; do not modify)."""
+    from pneumonia_cnn import PneumoniaCNN
+
+    return PneumoniaCNN(**TINY).fit(synthetic_data.X, synthetic_data.y)
+
+
+@pytest.fixture(scope="session")
+def real_train_dir() -> Path:
+    """The real chest_xray/train folder, or skip."""
+    path = os.environ.get(REAL_DATA_ENV)
+    if not path or not Path(path).is_dir():
+        pytest.skip(f"real data not available (set {REAL_DATA_ENV} to chest_xray/train)")
+    return Path(path)

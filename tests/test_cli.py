@@ -1,0 +1,94 @@
+"""The pneumonia-cnn command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pneumonia_cnn.cli import build_parser, main
+
+TINY_ARGS = ["--image-size", "32", "--filters", "4,8", "--dense-units", "8", "--epochs", "2",
+             "--augmentation", "none", "--validation-fraction", "0.25", "--random-state", "0",
+             "--quiet"]
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["run"]])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(command + ["--help"])
+    assert exc.value.code == 0
+    assert "usage: pneumonia-cnn" in capsys.readouterr().out
+
+
+def test_every_hyperparameter_has_an_option():
+    import inspect
+
+    from pneumonia_cnn import PneumoniaCNN
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    dests = {a.dest for a in train._actions}
+    params = set(inspect.signature(PneumoniaCNN.__init__).parameters) - {
+        "self", "kwargs", "callbacks", "metrics", "verbose"}
+    assert params <= dests
+
+
+def test_options_parse_to_estimator_types():
+    args = build_parser().parse_args(
+        ["train", "d", "--model-out", "m", "--filters", "8,16", "--augmentation",
+         '{"zoom": 0.1}', "--no-batch-norm", "--random-state", "none", "--patience", "3"])
+    assert args.filters == (8, 16) and args.augmentation == {"zoom": 0.1}
+    assert args.batch_norm is False and args.random_state is None and args.patience == 3
+
+
+def test_train_evaluate_predict(synthetic_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["train", str(synthetic_dir), "--model-out", str(model), *TINY_ARGS]) == 0
+    assert "model saved to" in capsys.readouterr().out
+
+    assert main(["evaluate", str(model), str(synthetic_dir), "--json",
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1",
+                "n_images", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["n_images"] == 60
+    assert (tmp_path / "eval" / "roc_curve.png").is_file()
+
+    one = next((synthetic_dir / "NORMAL").iterdir())
+    assert main(["predict", str(model), str(one), str(synthetic_dir / "PNEUMONIA")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + 36
+    path, label, prob = lines[0].split("\t")
+    assert path == str(one) and label in ("NORMAL", "PNEUMONIA") and 0 <= float(prob) <= 1
+
+
+def test_run_main_job_without_data_uses_labelled_synthetic_set(tmp_path, capsys):
+    code = main(["run", "--out", str(tmp_path), *TINY_ARGS])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "SYNTHETIC" in out
+    assert (tmp_path / "model" / "model.keras").is_file()
+    assert (tmp_path / "evaluation" / "confusion_matrix.png").is_file()
+    assert (tmp_path / "synthetic_data" / "SYNTHETIC_DATA_README.txt").is_file()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "/no/such/folder", "--model-out", "x"], "does not exist"),
+    (["evaluate", "/no/such/model", "/tmp"], "not a saved PneumoniaCNN"),
+    (["train", ".", "--model-out", "x", "--augmentation", "wild"], None),
+])
+def test_errors_are_one_line_without_traceback(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and err.startswith("pneumonia-cnn ")
+    if match:
+        assert match in err
+
+
+def test_console_script_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "pneumonia_cnn", "--version"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("pneumonia-cnn ")

@@ -1,0 +1,165 @@
+"""Loading images from folders and file lists; patient ids; grouped splits."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumonia_cnn import data as data_mod
+from pneumonia_cnn.data import (
+    DataError,
+    UnreadableImageWarning,
+    decode_image,
+    grouped_split,
+    load_image_folder,
+    load_images,
+    patient_id,
+)
+
+
+def _write(path: Path, arr, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("person1005_bacteria_2936.jpeg", "person1005"),
+    ("person1005_virus_1688.jpeg", "person1005"),
+    ("NORMAL2-IM-0041-0001.jpeg", "NORMAL2-IM-0041"),
+    ("IM-0511-0001-0001.jpeg", "IM-0511"),
+    ("IM-0511-0001-0002.jpeg", "IM-0511"),
+    ("/some/dir/IM-0133-0001.jpeg", "IM-0133"),
+    ("scan_42.png", "scan_42"),
+])
+def test_patient_id(name, expected):
+    assert patient_id(name) == expected
+
+
+def test_normal2_and_plain_im_are_different_patients():
+    assert patient_id("NORMAL2-IM-0620-0001.jpeg") != patient_id("IM-0620-0001-0001.jpeg")
+
+
+def test_load_folder_shapes_labels_groups(synthetic_dir):
+    d = load_image_folder(synthetic_dir, 40, cache=False)
+    assert d.X.shape == (60, 40, 40, 1) and d.X.dtype == np.uint8
+    assert d.class_counts() == {"NORMAL": 24, "PNEUMONIA": 36}
+    assert len(d.paths) == len(d.groups) == 60
+    assert d.groups[0] == patient_id(d.paths[0])
+    assert len(np.unique(d.groups)) == 30  # two images per patient
+    assert d.X.std() > 10  # real pixel content, not zeros
+
+
+def test_class_folders_case_insensitive_and_nested(tmp_path):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (20, 30), dtype=np.uint8)
+    # Kaggle's double chest_xray/chest_xray/, lower-case class folders, images one level deeper
+    root = tmp_path / "chest_xray"
+    _write(root / "chest_xray" / "normal" / "a" / "IM-0001-0001.png", img)
+    _write(root / "chest_xray" / "Pneumonia" / "person1_virus_1.png", img)
+    (root / "__MACOSX").mkdir()
+    (root / "__MACOSX" / "._x.jpeg").write_bytes(b"\x00\x05")
+    (root / "chest_xray" / "normal" / ".DS_Store").write_bytes(b"junk")
+    d = load_image_folder(root, 16, cache=False)
+    assert sorted(d.y.tolist()) == ["NORMAL", "PNEUMONIA"]
+
+
+def test_rgb_16bit_rgba_and_any_size_decode(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))
+    rgb = _write(tmp_path / "rgb.jpg", np.stack([gray] * 3, -1), quality=95)
+    g16 = tmp_path / "g16.png"
+    Image.fromarray((gray.astype(np.uint16) * 257)).save(g16)
+    rgba = _write(tmp_path / "rgba.png", np.dstack([gray, gray, gray, np.full_like(gray, 255)]))
+    small = _write(tmp_path / "small.png", gray[:8, :8])
+    out = [decode_image(p, 32) for p in (rgb, g16, rgba, small)]
+    for arr in out:
+        assert arr.shape == (32, 32) and arr.dtype == np.uint8
+    # the same gradient gives the same pixels whatever the encoding (JPEG within a few levels)
+    assert np.abs(out[1].astype(int) - out[2].astype(int)).max() <= 1
+    assert np.abs(out[0].astype(int) - out[2].astype(int)).max() <= 6
+
+
+def test_cache_skips_decoding_second_time(synthetic_dir, tmp_path, monkeypatch):
+    first = load_image_folder(synthetic_dir, 24, cache=tmp_path)
+    calls = []
+    monkeypatch.setattr(data_mod, "_decode_all", lambda *a, **k: calls.append(1))
+    second = load_image_folder(synthetic_dir, 24, cache=tmp_path)
+    assert calls == []
+    np.testing.assert_array_equal(first.X, second.X)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+
+def test_cache_invalidated_by_size_and_changed_files(synthetic_dir, tmp_path):
+    load_image_folder(synthetic_dir, 24, cache=tmp_path)
+    load_image_folder(synthetic_dir, 28, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    key1 = data_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
+    f = next(synthetic_dir.rglob("*.jpeg"))
+    st = f.stat()
+    import os
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    key2 = data_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
+    assert key1 != key2
+
+
+def test_unreadable_files_skipped_with_one_warning(tmp_path):
+    img = np.full((20, 20), 128, np.uint8)
+    for i in range(3):
+        _write(tmp_path / "NORMAL" / f"IM-000{i}-0001.png", img)
+        _write(tmp_path / "PNEUMONIA" / f"person{i}_virus_{i}.png", img)
+    (tmp_path / "NORMAL" / "empty.jpeg").write_bytes(b"")
+    (tmp_path / "PNEUMONIA" / "text.jpeg").write_text("not an image")
+    with pytest.warns(UnreadableImageWarning) as rec:
+        d = load_image_folder(tmp_path, 16, cache=False)
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert "empty.jpeg" in msg and "text.jpeg" in msg and "2 unreadable" in msg
+    assert len(d) == 6 and len(d.skipped) == 2
+    with pytest.raises(DataError, match="could not be read"):
+        load_image_folder(tmp_path, 16, cache=False, strict=True)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", "is a file"),
+    (lambda p: p, "no class folders"),
+])
+def test_bad_folders_clear_errors(tmp_path, make, match):
+    with pytest.raises(DataError, match=match):
+        load_image_folder(make(tmp_path), 16, cache=False)
+
+
+def test_class_folders_without_images(tmp_path):
+    (tmp_path / "NORMAL").mkdir()
+    (tmp_path / "PNEUMONIA").mkdir()
+    with pytest.raises(DataError, match="holds no image files"):
+        load_image_folder(tmp_path, 16, cache=False)
+
+
+def test_extra_folder_is_ignored_with_warning(synthetic_dir, tmp_path):
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_dir, root)
+    (root / "COVID").mkdir()
+    with pytest.warns(UserWarning, match="COVID"):
+        d = load_image_folder(root, 16, cache=False)
+    assert set(d.y) == {"NORMAL", "PNEUMONIA"}
+
+
+def test_load_images_keeps_order_and_is_strict(synthetic_data, tmp_path):
+    paths = list(synthetic_data.paths[[5, 0, 40]])
+    d = load_images(paths, 32, cache=False)
+    np.testing.assert_array_equal(d.X, synthetic_data.X[[5, 0, 40]])
+    with pytest.raises(DataError, match="do not exist"):
+        load_images([str(tmp_path / "nope.png")], 32, cache=False)
+
+
+def test_grouped_split_disjoint_and_stratified(synthetic_data):
+    y, g = synthetic_data.y, synthetic_data.groups
+    tr, te = grouped_split(y, g, 0.25, random_state=0)
+    assert set(g[tr]).isdisjoint(g[te])
+    assert len(tr) + len(te) == len(y)
+    assert set(y[te]) == {"NORMAL", "PNEUMONIA"}
+    tr2, te2 = grouped_split(y, g, 0.25, random_state=0)
+    np.testing.assert_array_equal(te, te2)

@@ -1,0 +1,166 @@
+"""PneumoniaCNN as a scikit-learn classifier."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, check_cv
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from conftest import TINY
+from pneumonia_cnn import PneumoniaCNN
+from pneumonia_cnn.data import DataError
+
+
+def test_is_a_classifier_and_cv_is_stratified():
+    clf = PneumoniaCNN()
+    assert is_classifier(clf)
+    # with scikeras' own tags this would be a plain KFold (silently unstratified)
+    cv = check_cv(5, np.array(["NORMAL", "PNEUMONIA"] * 5), classifier=is_classifier(clf))
+    assert type(cv).__name__ == "StratifiedKFold"
+
+
+def test_init_only_stores_and_params_round_trip():
+    clf = PneumoniaCNN(filters=(8, 16), augmentation={"zoom": 0.1}, optimizer__weight_decay=1e-4)
+    params = clf.get_params()
+    assert params["filters"] == (8, 16) and params["optimizer__weight_decay"] == 1e-4
+    c = clone(clf)
+    assert c.get_params()["augmentation"] == {"zoom": 0.1}
+    c.set_params(filters=(4,), augmentation="heavy")
+    assert c.filters == (4,) and clf.filters == (8, 16)
+    assert not hasattr(PneumoniaCNN(filters="nonsense"), "model_")  # no validation in __init__
+
+
+def test_predict_before_fit_raises_not_fitted(synthetic_data):
+    with pytest.raises(NotFittedError):
+        PneumoniaCNN().predict(synthetic_data.X)
+    with pytest.raises(NotFittedError):
+        PneumoniaCNN().predict_proba(synthetic_data.X)
+
+
+def test_fit_on_arrays_predicts_both_forms(fitted_tiny, synthetic_data):
+    clf = fitted_tiny
+    assert list(clf.classes_) == ["NORMAL", "PNEUMONIA"]
+    proba = clf.predict_proba(synthetic_data.X)
+    assert proba.shape == (60, 2)
+    np.testing.assert_allclose(proba.sum(1), 1, atol=1e-5)
+    pred = clf.predict(synthetic_data.X)
+    np.testing.assert_array_equal(pred == "PNEUMONIA", proba[:, 1] >= 0.5)
+    assert len(clf.history_["loss"]) == 2 and "auc" in clf.history_
+    assert 0 <= clf.score(synthetic_data.X, synthetic_data.y) <= 1
+
+
+def test_fit_on_folder_and_paths_match_arrays(synthetic_dir, synthetic_data):
+    by_folder = PneumoniaCNN(**TINY).fit(synthetic_dir)
+    by_paths = PneumoniaCNN(**TINY).fit(list(synthetic_data.paths), synthetic_data.y)
+    p_folder = by_folder.predict_proba(synthetic_dir)
+    p_paths = by_paths.predict_proba(synthetic_data.paths)
+    p_arrays = by_folder.predict_proba(synthetic_data.X)
+    np.testing.assert_allclose(p_folder, p_arrays, atol=1e-6)
+    np.testing.assert_allclose(p_folder, p_paths, atol=1e-6)  # same seed, same data
+    assert by_folder.score(synthetic_dir) == pytest.approx(
+        by_folder.score(synthetic_data.X, synthetic_data.y))
+
+
+def test_threshold_moves_decisions(fitted_tiny, synthetic_data):
+    clf = copy.deepcopy(fitted_tiny)
+    clf.threshold = 0.0
+    assert set(clf.predict(synthetic_data.X)) == {"PNEUMONIA"}
+    clf.threshold = 1.01
+    assert set(clf.predict(synthetic_data.X)) == {"NORMAL"}
+
+
+def test_rgb_and_other_sizes_are_converted(fitted_tiny, synthetic_data):
+    rgb = np.repeat(synthetic_data.X, 3, axis=-1)
+    np.testing.assert_allclose(fitted_tiny.predict_proba(rgb),
+                               fitted_tiny.predict_proba(synthetic_data.X), atol=1e-4)
+    big = np.repeat(np.repeat(synthetic_data.X[:, :, :, 0], 2, 1), 2, 2)  # 64x64, 3-D
+    assert fitted_tiny.predict_proba(big).shape == (60, 2)
+
+
+def test_validation_split_early_stopping_and_history(synthetic_dir):
+    clf = PneumoniaCNN(**{**TINY, "validation_fraction": 0.25, "epochs": 3, "patience": 1})
+    clf.fit(synthetic_dir)
+    assert {"val_loss", "val_accuracy", "val_auc"} <= set(clf.history_)
+    assert 1 <= clf.best_epoch_ <= len(clf.history_["loss"])
+    assert clf.n_train_ < 60
+
+
+def test_same_random_state_same_predictions(synthetic_data):
+    kw = {**TINY, "augmentation": "standard", "dropout": 0.3, "validation_fraction": 0.25}
+    a = PneumoniaCNN(**kw).fit(synthetic_data.X, synthetic_data.y, groups=synthetic_data.groups)
+    b = PneumoniaCNN(**kw).fit(synthetic_data.X, synthetic_data.y, groups=synthetic_data.groups)
+    np.testing.assert_array_equal(a.predict_proba(synthetic_data.X),
+                                  b.predict_proba(synthetic_data.X))
+
+
+def test_pickle_round_trip_predicts_identically(fitted_tiny, synthetic_data):
+    clone_ = pickle.loads(pickle.dumps(fitted_tiny))
+    np.testing.assert_array_equal(clone_.predict_proba(synthetic_data.X),
+                                  fitted_tiny.predict_proba(synthetic_data.X))
+
+
+def test_save_load_round_trip_predicts_identically(fitted_tiny, synthetic_data, tmp_path):
+    path = fitted_tiny.save(tmp_path / "model")
+    assert (path / "model.keras").is_file() and (path / "pneumonia_cnn.json").is_file()
+    loaded = PneumoniaCNN.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(synthetic_data.X),
+                                  fitted_tiny.predict_proba(synthetic_data.X))
+    assert loaded.get_params()["filters"] == (4, 8)
+    assert loaded.history_["loss"] == pytest.approx(fitted_tiny.history_["loss"])
+
+
+def test_load_rejects_non_models(tmp_path):
+    with pytest.raises(DataError, match="not a saved PneumoniaCNN"):
+        PneumoniaCNN.load(tmp_path)
+    (tmp_path / "model.keras").write_text("junk")
+    (tmp_path / "pneumonia_cnn.json").write_text('{"format": "pneumonia-cnn", '
+                                                  '"format_version": 99}')
+    with pytest.raises(DataError, match="format 99"):
+        PneumoniaCNN.load(tmp_path)
+
+
+def test_grid_search_with_patient_groups(synthetic_data):
+    grid = GridSearchCV(
+        PneumoniaCNN(**{**TINY, "epochs": 1}),
+        {"filters": [(4,), (4, 8)], "augmentation": [None, "light"]},
+        cv=StratifiedGroupKFold(n_splits=2), scoring="roc_auc", error_score="raise")
+    grid.fit(synthetic_data.X, synthetic_data.y, groups=synthetic_data.groups)
+    assert len(grid.cv_results_["params"]) == 4
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    assert grid.best_estimator_.predict(synthetic_data.X).shape == (60,)
+
+
+def test_grid_search_on_file_paths(synthetic_data):
+    grid = GridSearchCV(PneumoniaCNN(**{**TINY, "epochs": 1}), {"image_size": [24, 32]},
+                        cv=StratifiedGroupKFold(n_splits=2), scoring="roc_auc",
+                        error_score="raise")
+    grid.fit(synthetic_data.paths, synthetic_data.y, groups=synthetic_data.groups)
+    assert grid.best_params_["image_size"] in (24, 32)
+
+
+def test_inside_a_pipeline(synthetic_data):
+    pipe = make_pipeline(FunctionTransformer(lambda x: 255 - x), PneumoniaCNN(**TINY))
+    pipe.fit(synthetic_data.X, synthetic_data.y)
+    assert pipe.predict(synthetic_data.X[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize("X, y, match", [
+    (np.zeros((4, 8, 8, 1), np.uint8), np.array(["a", "b", "a"]), "inconsistent numbers of samples"),
+    (np.zeros((4, 8)), np.array(["a", "b"] * 2), "image array of shape"),
+    (np.array([["x"] * 8] * 4), np.array(["a", "b"] * 2), "numeric pixel values"),
+    (np.zeros((4, 8, 8, 1), np.uint8), np.array(["a"] * 4), "needs exactly 2 classes"),
+    (np.full((4, 8, 8, 1), np.nan), np.array(["a", "b"] * 2), "NaN"),
+])
+def test_bad_arrays_get_clear_errors(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        PneumoniaCNN(**TINY).fit(X, y)
+
+
+def test_folder_with_y_is_an_error(synthetic_dir):
+    with pytest.raises(ValueError, match="y must be None"):
+        PneumoniaCNN(**TINY).fit(synthetic_dir, ["NORMAL"])

@@ -1,0 +1,55 @@
+"""The CNN builder."""
+
+import keras
+import numpy as np
+import pytest
+
+from pneumonia_cnn.model import build_model, count_flops
+
+
+def test_architecture_reads_as_configured():
+    m = build_model((64, 64, 1), filters=(8, 16, 32), dense_units=12, dropout=0.2,
+                    augmentation="light")
+    names = [layer.name for layer in m.layers]
+    assert names[:3] == ["image", "augmentation", "rescale"]
+    convs = [layer for layer in m.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [8, 16, 32]
+    assert m.get_layer("block3_pool").output.shape[1:3] == (8, 8)
+    assert m.get_layer("dense").units == 12
+    out = m.get_layer("pneumonia")
+    assert out.units == 1 and out.activation.__name__ == "sigmoid"
+    assert m.output.shape[-1] == 1
+
+
+def test_options_change_layers():
+    m = build_model((32, 32, 1), filters=(4, 8), batch_norm=False, global_pooling=False,
+                    pooling="average", convs_per_block=2, dense_units=0, dropout=0)
+    kinds = {type(layer).__name__ for layer in m.layers}
+    assert "BatchNormalization" not in kinds and "Flatten" in kinds
+    assert "AveragePooling2D" in kinds and "Dropout" not in kinds and "Dense" in kinds
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in m.layers) == 4
+
+
+def test_rescaling_inside_model_takes_raw_pixels():
+    m = build_model((16, 16, 1), filters=(2,), dense_units=0, dropout=0)
+    scaled = keras.Model(m.input, m.get_layer("rescale").output)
+    x = np.full((1, 16, 16, 1), 255, np.uint8)
+    np.testing.assert_allclose(np.asarray(scaled(x)), 1.0)
+
+
+def test_count_flops_matches_hand_count():
+    m = build_model((32, 32, 1), filters=(4, 8), dense_units=10, dropout=0)
+    conv1 = 2 * 32 * 32 * 4 * 9 * 1
+    conv2 = 2 * 16 * 16 * 8 * 9 * 4
+    dense = 2 * 8 * 10 + 2 * 10 * 1
+    assert count_flops(m) == conv1 + conv2 + dense
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"pooling": "median"}, "pooling"),
+    ({"filters": ()}, "filters"),
+    ({"dropout": 1.0}, "dropout"),
+])
+def test_bad_parameters(kw, match):
+    with pytest.raises(ValueError, match=match):
+        build_model((32, 32, 1), **kw)
