@@ -10,9 +10,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import scipy.sparse as sp
 from scikeras.wrappers import KerasClassifier
 from sklearn.metrics import accuracy_score
 from sklearn.utils import ClassifierTags
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from . import __version__
@@ -218,6 +220,9 @@ class PneumoniaCNN(KerasClassifier):
         return data.X, y, groups
 
     def _validate_array(self, X) -> np.ndarray:
+        if sp.issparse(X):
+            raise TypeError("Sparse data was passed for X, but dense data is required: "
+                            "PneumoniaCNN takes image arrays, folders or files")
         if hasattr(X, "dtype") and getattr(X, "dtype", None) is not None:
             arr = np.asarray(X)
         else:
@@ -338,17 +343,13 @@ class PneumoniaCNN(KerasClassifier):
         if _is_path_list(X) and groups is None:
             from .data import patient_id
             groups = np.array([patient_id(p) for p in X])
+        if y is not None:
+            y = self._validate_labels(y)
         X, y, groups = self._as_images(X, y, groups, need_y=True)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
-        y = np.asarray(y)
+        y = self._validate_labels(y)
         check_consistent_length(X, y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be one label per image (1-D), got shape {y.shape}")
-        classes = np.unique(y)
-        if len(classes) != 2:
-            raise ValueError(f"PneumoniaCNN is a binary classifier and needs exactly 2 classes in "
-                             f"y, got {len(classes)}: {classes.tolist()[:5]}")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             check_consistent_length(X, sample_weight)
@@ -378,6 +379,19 @@ class PneumoniaCNN(KerasClassifier):
         self.history_ = dict(self.history_)
         self.fit_time_ = time.perf_counter() - start
         return self
+
+    @staticmethod
+    def _validate_labels(y) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be one label per image (1-D), got shape {y.shape}")
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) != 2:
+            raise ValueError(f"Only binary classification is supported. PneumoniaCNN needs "
+                             f"exactly 2 classes in y (NORMAL and PNEUMONIA), got "
+                             f"{len(classes)}: {classes.tolist()[:5]}")
+        return y
 
     def predict_proba(self, X, **kwargs):
         """Probabilities ``[P(NORMAL), P(PNEUMONIA)]`` for every image.
