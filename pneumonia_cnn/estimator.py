@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 from . import __version__
 from .data import DataError, ImageData, grouped_split, load_image_folder, load_images
 from .model import build_model
+from .tracking import MLflowLogger
 
 __all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
 
@@ -95,6 +97,14 @@ class PneumoniaCNN(KerasClassifier):
         Extra callbacks for ``fit`` (logging, checkpoints...).
     verbose : int, default=0
         Keras verbosity of ``fit`` (2 prints one line per epoch).
+    tracking : bool, default=True
+        Log the fit to MLflow: parameters, data, per-epoch metrics, fit time, history plot
+        and the model (see :mod:`pneumonia_cnn.tracking`).
+    tracking_uri : str or None, default=None
+        MLflow tracking URI; None means ``$MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``
+        in the current folder (artifacts in ``./mlruns``).
+    experiment : str, default="pneumonia-cnn"
+        MLflow experiment name.
     **kwargs
         Other scikeras parameters, including routed ones (``optimizer__*``, ``fit__*``,
         ``predict__*``, ``callbacks__*``).
@@ -113,6 +123,8 @@ class PneumoniaCNN(KerasClassifier):
         Images used for gradient steps (after the validation hold-out).
     fit_time_ : float
         Seconds spent in ``fit`` (loading included).
+    mlflow_run_id_ : str or None
+        The MLflow run of the fit (None with ``tracking=False``).
 
     Examples
     --------
@@ -147,6 +159,9 @@ class PneumoniaCNN(KerasClassifier):
         metrics=None,
         callbacks=None,
         verbose=0,
+        tracking=True,
+        tracking_uri=None,
+        experiment="pneumonia-cnn",
         **kwargs,
     ):
         super().__init__(
@@ -176,6 +191,9 @@ class PneumoniaCNN(KerasClassifier):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.threshold = threshold
+        self.tracking = tracking
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
 
     # -----------------------------------------------------------------------------------------
     # scikit-learn integration
@@ -300,6 +318,8 @@ class PneumoniaCNN(KerasClassifier):
                 monitor="val_auc", mode="max",
                 patience=self.patience if self.patience is not None else 10**9,
                 restore_best_weights=True, start_from_epoch=0, verbose=0))
+        if getattr(self, "_logger", None) is not None:
+            own.append(self._logger)
         self._fit_callbacks = own + self._fit_callbacks
 
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
@@ -337,9 +357,8 @@ class PneumoniaCNN(KerasClassifier):
         -------
         self
         """
-        import time
-
         start = time.perf_counter()
+        data_root = str(X) if isinstance(X, (str, os.PathLike)) else getattr(X, "root", None)
         if _is_path_list(X) and groups is None:
             from .data import patient_id
             groups = np.array([patient_id(p) for p in X])
@@ -356,6 +375,7 @@ class PneumoniaCNN(KerasClassifier):
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         check_consistent_length(y, groups)
 
+        run = self._start_run(data_root, X, y) if self.tracking else None
         self._validation = None
         self.n_train_ = len(y)
         if self.validation_fraction:
@@ -368,17 +388,50 @@ class PneumoniaCNN(KerasClassifier):
             self.n_train_ = len(tr)
         if self.random_state is not None and isinstance(self.random_state, (int, np.integer)):
             keras.utils.set_random_seed(int(self.random_state))
+        self._logger = MLflowLogger(run) if run is not None else None
+        self.mlflow_run_id_ = run.run_id if run is not None else None
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        except BaseException as exc:
+            if run is not None:
+                run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
         finally:
             has_val = self._validation is not None
             self._validation = None
+            self._logger = None
         self.best_epoch_ = None
         if has_val and self.history_.get("val_auc"):
             self.best_epoch_ = int(np.argmax(self.history_["val_auc"])) + 1
         self.history_ = dict(self.history_)
         self.fit_time_ = time.perf_counter() - start
+        if run is not None:
+            self._finish_run(run, X[:1])
         return self
+
+    def _start_run(self, data_root, X, y):
+        from .tracking import TrackedRun, data_fingerprint
+
+        run = TrackedRun.start(tracking_uri=self.tracking_uri, experiment=self.experiment,
+                               run_name=f"fit-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags={"pneumonia_cnn.kind": "fit"})
+        run.log_params({k: v for k, v in self.get_params().items()
+                        if k not in ("callbacks", "metrics")})
+        names, counts = np.unique(y, return_counts=True)
+        run.log_data({"dir": data_root or "(arrays)", "n_images": len(y),
+                      **{f"n_{n}": int(c) for n, c in zip(names, counts)},
+                      "image_size": self.image_size, "hash": data_fingerprint(None, X)})
+        return run
+
+    def _finish_run(self, run, input_example):
+        """Log the results of a finished fit; a tracking failure never loses the model."""
+        try:
+            run.log_fit(self)
+            run.log_model(self, input_example)
+            run.end("FINISHED")
+        except Exception as exc:
+            warnings.warn(f"the fit finished but MLflow logging failed ({exc}); the model is "
+                          "still in memory: save it with .save(path)", stacklevel=3)
 
     @staticmethod
     def _validate_labels(y) -> np.ndarray:
@@ -409,7 +462,9 @@ class PneumoniaCNN(KerasClassifier):
         check_is_fitted(self, "model_")
         X, _, _ = self._as_images(X, need_y=False)
         kwargs.setdefault("verbose", 0)
-        return super().predict_proba(X, **kwargs)
+        proba = super().predict_proba(X, **kwargs)
+        # scikeras squeezes the result for a single image to shape (2,): keep (1, 2).
+        return proba.reshape(len(X), -1)
 
     def predict(self, X, **kwargs):
         """Class name of every image: PNEUMONIA when P(PNEUMONIA) >= ``threshold``."""
@@ -533,7 +588,7 @@ class _CosineSchedule(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
         if self._initial is None:
-            self._initial = float(keras.ops.convert_to_numpy(opt.learning_rate))
+            self._initial = float(np.asarray(keras.ops.convert_to_numpy(opt.learning_rate)))
         frac = 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
         opt.learning_rate = self._initial * (self.floor + (1 - self.floor) * frac)
 

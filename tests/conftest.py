@@ -14,7 +14,7 @@ REAL_DATA_ENV = "PNEUMONIA_CNN_DATA"
 
 #: Hyperparameters of a tiny, fast network for logic tests.
 TINY = dict(image_size=32, filters=(4, 8), dense_units=8, epochs=2, batch_size=16,
-            augmentation=None, validation_fraction=0.0, random_state=0)
+            augmentation=None, validation_fraction=0.0, random_state=0, tracking=False)
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +38,19 @@ def private_cache(tmp_path_factory):
         os.environ.pop("PNEUMONIA_CNN_CACHE_DIR", None)
     else:
         os.environ["PNEUMONIA_CNN_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_mlflow_store(tmp_path_factory):
+    """MLflow runs of the tests go to a temporary sqlite store, never to ./mlflow.db."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    yield folder
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pneumonia_cnn.cli import build_parser, main
 
 TINY_ARGS = ["--image-size", "32", "--filters", "4,8", "--dense-units", "8", "--epochs", "2",
              "--augmentation", "none", "--validation-fraction", "0.25", "--random-state", "0",
-             "--quiet"]
+             "--quiet", "--no-tracking"]
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["run"]])

@@ -164,3 +164,11 @@ def test_bad_arrays_get_clear_errors(X, y, match):
 def test_folder_with_y_is_an_error(synthetic_dir):
     with pytest.raises(ValueError, match="y must be None"):
         PneumoniaCNN(**TINY).fit(synthetic_dir, ["NORMAL"])
+
+
+def test_single_image_probabilities_keep_two_columns(fitted_tiny, synthetic_data):
+    # scikeras 0.13 squeezes a single row to shape (2,)
+    one = fitted_tiny.predict_proba(synthetic_data.X[:1])
+    assert one.shape == (1, 2)
+    np.testing.assert_allclose(one[0], fitted_tiny.predict_proba(synthetic_data.X[:2])[0],
+                               rtol=1e-5)

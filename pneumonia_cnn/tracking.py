@@ -1,0 +1,299 @@
+"""MLflow tracking: where runs go, and what a fit or an evaluation logs.
+
+Everything here works through an explicit :class:`mlflow.MlflowClient` and run id (as
+skorch's MLflow logger does), so that runs land where they belong even when several fits,
+processes or searches log at the same time.
+
+Store: ``tracking_uri`` argument > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db`` in the
+current folder with artifacts under ``./mlruns`` -- MLflow 3's own default, so a plain
+``mlflow ui`` started in the same folder shows every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "MLflowLogger",
+    "TrackedRun",
+    "resolve_tracking_uri",
+]
+
+DEFAULT_EXPERIMENT = "pneumonia-cnn"
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The tracking URI to use: the argument, else ``$MLFLOW_TRACKING_URI``, else
+    ``sqlite:///<cwd>/mlflow.db``."""
+    if tracking_uri:
+        return str(tracking_uri)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _client(tracking_uri: str | None):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    uri = client._tracking_client.tracking_uri  # local stores: artifacts under ./mlruns
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path.cwd() / "mlruns").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by a concurrent process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def version_tags() -> dict:
+    """Library versions, as run tags."""
+    import mlflow
+    import scikeras
+    import sklearn
+    import tensorflow as tf
+
+    from . import __version__
+
+    return {
+        "pneumonia_cnn.version": __version__,
+        "tensorflow.version": tf.__version__,
+        "keras.version": keras.__version__,
+        "scikeras.version": scikeras.__version__,
+        "sklearn.version": sklearn.__version__,
+        "mlflow.version": mlflow.__version__,
+        "python.version": platform.python_version(),
+    }
+
+
+def _param_value(v) -> str:
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(v)
+    return str(v)
+
+
+class TrackedRun:
+    """One MLflow run, driven through an explicit client.
+
+    Parameters
+    ----------
+    client : mlflow.MlflowClient
+    run_id : str
+    """
+
+    def __init__(self, client, run_id: str):
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def start(cls, *, tracking_uri=None, experiment: str = DEFAULT_EXPERIMENT,
+              run_name: str | None = None, parent_run_id: str | None = None,
+              tags: dict | None = None) -> "TrackedRun":
+        """Create a run (a child of ``parent_run_id`` if given) in ``experiment``."""
+        client = _client(tracking_uri)
+        all_tags = {**version_tags(), **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(_experiment_id(client, experiment), run_name=run_name,
+                                tags=all_tags)
+        return cls(client, run.info.run_id)
+
+    # -- logging ------------------------------------------------------------------------------
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if v is not None and np.isfinite(float(v))]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: dict) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_figure(self, fig, name: str) -> None:
+        self.client.log_figure(self.run_id, fig, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, text, name)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self.client.log_dict(self.run_id, data, name)
+
+    def log_artifacts(self, folder, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    # -- what a fit and an evaluation log ---------------------------------------------------------
+    def log_data(self, data_info: dict) -> None:
+        """Data set description: folder, counts per class, image size, content hash."""
+        self.log_params({f"data.{k}": v for k, v in data_info.items()})
+
+    def log_fit(self, estimator) -> None:
+        """After a fit: fit time, best epoch and its validation metrics, history plot."""
+        from .evaluation import plot_history
+
+        hist = estimator.history_
+        final = {"fit_time_s": estimator.fit_time_, "epochs_run": len(hist.get("loss", [])),
+                 "n_train_images": estimator.n_train_}
+        if estimator.best_epoch_:
+            i = estimator.best_epoch_ - 1
+            final["best_epoch"] = estimator.best_epoch_
+            final.update({f"best_{k}": v[i] for k, v in hist.items() if k.startswith("val_")})
+        self.log_metrics(final)
+        if hist:
+            import matplotlib.pyplot as plt
+
+            fig = plot_history(hist)
+            self.log_figure(fig, "plots/training_history.png")
+            plt.close(fig)
+
+    def log_model(self, estimator, input_example: np.ndarray | None = None) -> None:
+        """Log the fitted model twice over: our folder format under ``model/`` (load with
+        ``PneumoniaCNN.load``), and an MLflow pyfunc model ``pyfunc_model`` with signature
+        and input example (load with ``mlflow.pyfunc.load_model``)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = estimator.save(Path(tmp) / "model")
+            self.log_artifacts(folder, "model")
+            try:
+                _log_pyfunc(self, folder, estimator, input_example)
+            except Exception as exc:  # the folder above is logged already
+                warnings.warn(f"could not log the MLflow pyfunc model: {exc}", stacklevel=2)
+
+    def log_evaluation(self, result: dict, prefix: str = "test_") -> None:
+        """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate`."""
+        import matplotlib.pyplot as plt
+
+        from .evaluation import (
+            plot_confusion_matrix,
+            plot_precision_recall,
+            plot_roc,
+            public_metrics,
+        )
+
+        keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
+        self.log_metrics({prefix + k: result[k] for k in keys})
+        self.log_metrics({prefix + "n_images": result["n_images"]})
+        y_true, y_score = result["_y_true"], result["_y_score"]
+        figs = {"confusion_matrix": plot_confusion_matrix(result["confusion_matrix"])}
+        if len(np.unique(y_true)) == 2:
+            figs["roc_curve"] = plot_roc(y_true, y_score)
+            figs["precision_recall_curve"] = plot_precision_recall(y_true, y_score)
+        for name, fig in figs.items():
+            self.log_figure(fig, f"evaluation/{name}.png")
+            plt.close(fig)
+        self.log_text(result["classification_report_text"],
+                      "evaluation/classification_report.txt")
+        self.log_dict(result["classification_report"], "evaluation/classification_report.json")
+        self.log_dict(public_metrics(result), "evaluation/metrics.json")
+
+
+def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from . import __version__
+
+    class PneumoniaPyfunc(mlflow.pyfunc.PythonModel):
+        """Input: images (n, h, w, 1) uint8; output: P(PNEUMONIA)."""
+
+        def load_context(self, context):
+            from pneumonia_cnn import PneumoniaCNN
+
+            self.model = PneumoniaCNN.load(context.artifacts["model"])
+
+        def predict(self, context, model_input, params=None):
+            proba = self.model.predict_proba(np.asarray(model_input))
+            return proba[:, list(self.model.classes_).index("PNEUMONIA")]
+
+    if input_example is None:
+        size = estimator.image_size
+        input_example = np.zeros((1, size, size, 1), np.uint8)
+    signature = infer_signature(input_example, estimator.predict_proba(input_example)[:, 1])
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(run.client.tracking_uri)  # the fluent API below uses the global URI
+    try:
+        with mlflow.start_run(run_id=run.run_id, nested=mlflow.active_run() is not None):
+            mlflow.pyfunc.log_model(
+                name="pyfunc_model", python_model=PneumoniaPyfunc(),
+                artifacts={"model": str(folder)}, signature=signature,
+                input_example=input_example,
+                pip_requirements=[f"pneumonia-cnn=={__version__}",
+                                  f"keras=={keras.__version__}",
+                                  f"mlflow=={mlflow.__version__}"])
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+
+class MLflowLogger(keras.callbacks.Callback):
+    """Keras callback: logs every epoch's metrics (loss, accuracy, auc and ``val_*``) to a
+    run as MLflow metric history (step = epoch number, from 1).
+
+    Parameters
+    ----------
+    run : TrackedRun
+        The run to log to, owned by the caller.
+    """
+
+    def __init__(self, run: TrackedRun):
+        super().__init__()
+        self.run = run
+        self.failed = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        lr = getattr(self.model.optimizer, "learning_rate", None)
+        if lr is not None:
+            logs["learning_rate"] = float(np.asarray(keras.ops.convert_to_numpy(lr)))
+        try:
+            self.run.log_metrics({("auc" if k == "a_u_c" else k): v for k, v in logs.items()},
+                                 step=epoch + 1)
+        except Exception as exc:  # tracking must never stop training
+            if self.failed is None:
+                warnings.warn(f"MLflow logging failed from epoch {epoch + 1} on ({exc}); "
+                              "training goes on, and the model is still saved locally",
+                              stacklevel=2)
+            self.failed = str(exc)
+
+
+def data_fingerprint(paths, X: np.ndarray | None = None) -> str:
+    """Content hash of a data set (file names and pixels), 16 hex digits."""
+    h = hashlib.sha256()
+    if paths is not None:
+        for p in paths:
+            h.update(os.path.basename(str(p)).encode())
+    if X is not None:
+        h.update(np.ascontiguousarray(X).tobytes())
+    return h.hexdigest()[:16]
