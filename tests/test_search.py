@@ -1,0 +1,108 @@
+"""Grid searches logged to MLflow: run tree, read-back, resume after an interruption."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import TINY
+from pneumonia_cnn import PneumoniaCNN
+from pneumonia_cnn import search as search_mod
+from pneumonia_cnn.search import candidate_key, search
+
+GRID = {"filters": [(4,), (4, 8)], "augmentation": [None, "light"]}
+
+
+def _runs(uri, parent_id, kind):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("pneumonia-cnn")
+    return client.search_runs([exp.experiment_id], filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_id}' and tags.`pneumonia_cnn.kind` = '{kind}'"))
+
+
+def test_search_logs_parent_children_and_refit(synthetic_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 's.db'}"
+    res = search(synthetic_dir, GRID, estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2,
+                 tracking_uri=uri, name="grid", holdout=0.25, verbose=0)
+    assert len(res.cv_results) == 4
+    assert res.best_score == pytest.approx(res.cv_results["mean_test_roc_auc"].max())
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(res.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_candidates"] == 4
+    assert {a.path for a in client.list_artifacts(res.parent_run_id)} >= {"cv_results.csv",
+                                                                            "plots"}
+    children = _runs(uri, res.parent_run_id, "candidate")
+    assert len(children) == 4
+    seen = {(c.data.params["filters"], c.data.params["augmentation"]) for c in children}
+    assert seen == {("[4]", "None"), ("[4]", "light"), ("[4, 8]", "None"), ("[4, 8]", "light")}
+    for c in children:
+        for score in ("roc_auc", "accuracy", "sensitivity", "specificity"):
+            assert f"mean_test_{score}" in c.data.metrics and f"std_test_{score}" in c.data.metrics
+            assert f"split0_test_{score}" in c.data.metrics
+        assert c.data.metrics["mean_fit_time"] > 0
+    refit = _runs(uri, res.parent_run_id, "refit")
+    assert len(refit) == 1
+    rid = refit[0].info.run_id
+    assert "holdout_roc_auc" in refit[0].data.metrics
+    assert len(client.get_metric_history(rid, "loss")) == 1
+    paths = {a.path for a in client.list_artifacts(rid, "evaluation")}
+    assert "evaluation/confusion_matrix.png" in paths and "evaluation/roc_curve.png" in paths
+    assert res.best_estimator.predict(np.zeros((2, 32, 32, 1), np.uint8)).shape == (2,)
+
+
+def test_interrupted_search_resumes_without_redoing_candidates(synthetic_dir, tmp_path,
+                                                               monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'r.db'}"
+    kw = dict(estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2, tracking_uri=uri,
+              name="resume", holdout=0, verbose=0)
+    real_log = search_mod._MLflowSearchMixin._log_candidate
+    logged = []
+
+    def interrupt_after_two(self, params, results, i):
+        real_log(self, params, results, i)
+        logged.append(candidate_key(params))
+        if len(logged) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_mod._MLflowSearchMixin, "_log_candidate", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        search(synthetic_dir, GRID, **kw)
+    monkeypatch.setattr(search_mod._MLflowSearchMixin, "_log_candidate", real_log)
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("pneumonia-cnn")
+    parents = client.search_runs([exp.experiment_id], "tags.`pneumonia_cnn.kind` = 'search'")
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+    evaluated = []
+    real_fit = PneumoniaCNN.fit
+
+    def counting_fit(self, X, y=None, **k):
+        evaluated.append(candidate_key({"augmentation": self.augmentation,
+                                        "filters": self.filters}))
+        return real_fit(self, X, y, **k)
+
+    monkeypatch.setattr(PneumoniaCNN, "fit", counting_fit)
+    res = search(synthetic_dir, GRID, **kw)
+    assert res.resumed == 2 and res.parent_run_id == parents[0].info.run_id
+    assert len(res.cv_results) == 4
+    # the two finished candidates were not fitted again (2 folds each for the others + refit)
+    assert not set(evaluated[:-1]) & set(logged)
+    assert len(evaluated) == 2 * 2 + 1
+    assert client.get_run(res.parent_run_id).info.status == "FINISHED"
+
+
+def test_read_back_params_round_trip(synthetic_dir, tmp_path):
+    res = search(synthetic_dir, {"filters": [(4,)], "dropout": [0.0, 0.5]},
+                 estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2,
+                 tracking_uri=f"sqlite:///{tmp_path / 'p.db'}", holdout=0, refit=False,
+                 verbose=0)
+    params = [json.loads(p) for p in res.cv_results["candidate_params"]]
+    assert sorted(p["dropout"] for p in params) == [0.0, 0.5]
+    assert res.best_estimator is None
+
+
+def test_unknown_parameter_is_rejected(synthetic_dir):
+    with pytest.raises(ValueError, match="unknown PneumoniaCNN parameter"):
+        search(synthetic_dir, {"filterz": [(4,)]}, verbose=0)
