@@ -2,8 +2,12 @@
 
 >>> from pneumonia_cnn import PneumoniaCNN
 >>> clf = PneumoniaCNN().fit("chest_xray/train")   # doctest: +SKIP
+
+Names are imported lazily, so ``import pneumonia_cnn`` (and the command line's ``--help``)
+does not pay for importing TensorFlow.
 """
 
+import importlib
 import os as _os
 
 # Quieter TensorFlow start-up (C++ info logs); users can still override it.
@@ -12,15 +16,27 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-from .data import DataError, ImageData, load_image_folder, load_images, patient_id  # noqa: E402
-from .estimator import PneumoniaCNN  # noqa: E402
+_EXPORTS = {
+    "PneumoniaCNN": "estimator",
+    "DataError": "data",
+    "ImageData": "data",
+    "load_image_folder": "data",
+    "load_images": "data",
+    "patient_id": "data",
+    "evaluate": "evaluation",
+    "build_model": "model",
+}
 
-__all__ = [
-    "DataError",
-    "ImageData",
-    "PneumoniaCNN",
-    "__version__",
-    "load_image_folder",
-    "load_images",
-    "patient_id",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -97,6 +97,24 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
                            default=argparse.SUPPRESS, help=help_)
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+        raise argparse.ArgumentTypeError('expected a JSON object of lists, e.g. '
+                                         '\'{"filters": [[16,32],[32,64]]}\'')
+    return {k: [tuple(x) if isinstance(x, list) else x for x in v] for k, v in value.items()}
+
+
+def _add_tracking_options(parser, default_help: str) -> None:
+    parser.add_argument("--tracking", dest="tracking", action=argparse.BooleanOptionalAction,
+                        default=None, help=f"log to MLflow {default_help}")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
+
+
 def _estimator_params(args) -> dict:
     from .estimator import PneumoniaCNN
 
@@ -139,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "classification report here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threshold", type=float, help="decision threshold [the model's]")
+    _add_tracking_options(p, default_help="[the model's setting]")
 
     p = sub.add_parser("predict", help="predict images or folders of images",
                        description="Print one line per image: path, label, P(PNEUMONIA).")
@@ -147,6 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files and/or folders (searched recursively)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tab-"
                                                        "separated text")
+
+    p = sub.add_parser("search", help="grid or random search with patient-grouped CV, "
+                                      "logged to MLflow",
+                       description="Search PneumoniaCNN hyperparameters with StratifiedGroupKFold "
+                                   "on patient ids. Every candidate is a child run of one "
+                                   "MLflow parent run; the best is refit and evaluated on "
+                                   "held-out patients. Re-running an interrupted search with "
+                                   "the same --name and grid resumes it.")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("--grid", metavar="JSON", type=_json_object,
+                   help='parameter grid, e.g. \'{"filters": [[16,32],[32,64]], '
+                        '"augmentation": [null, "standard"]}\'')
+    p.add_argument("--random", metavar="JSON", type=_json_object,
+                   help="lists to sample from for a random search (with --n-iter)")
+    p.add_argument("--n-iter", type=int, default=10, help="random-search candidates [10]")
+    p.add_argument("--cv", type=int, default=3, help="patient-grouped CV folds [3]")
+    p.add_argument("--name", default="search", help="search name (for resuming) [search]")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="fraction of patients held out to evaluate the refit best model [0.2]")
+    p.add_argument("--n-jobs", type=int, default=None, help="parallel fold fits [1]")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="start afresh even if an unfinished run of this search exists")
+    p.add_argument("--quiet", action="store_true", help="less output")
+    _add_estimator_options(p)
 
     p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
                        description="Train on DATA_DIR (or, with no DATA_DIR, on a small built-in "
@@ -206,7 +249,10 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate, public_metrics
 
     clf = PneumoniaCNN.load(args.model)
-    result = evaluate(clf, args.data_dir, out_dir=args.out, threshold=args.threshold)
+    if args.tracking_uri:
+        clf.set_params(tracking_uri=args.tracking_uri)
+    result = evaluate(clf, args.data_dir, out_dir=args.out, threshold=args.threshold,
+                      track=args.tracking)
     metrics = public_metrics(result)
     if args.json:
         metrics.pop("classification_report_text", None)
@@ -259,6 +305,31 @@ def cmd_predict(args) -> int:
                               "probability_pneumonia": round(float(p), 6)}))
         else:
             print(f"{path}\t{label}\t{p:.4f}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .search import search
+
+    if (args.grid is None) == (args.random is None):
+        raise CLIError("give exactly one of --grid and --random")
+    base = _make_estimator(args)
+    base.set_params(verbose=0)
+    tracking_uri = vars(args).get("tracking_uri")
+    result = search(args.data_dir, args.grid, param_distributions=args.random,
+                    n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
+                    name=args.name, tracking_uri=tracking_uri, resume=args.resume,
+                    holdout=args.holdout, verbose=0 if args.quiet else 1)
+    cols = [c for c in result.cv_results.columns if c.startswith("param_")]
+    scores = ["mean_test_roc_auc", "std_test_roc_auc", "mean_test_accuracy",
+              "mean_test_sensitivity", "mean_test_specificity", "mean_fit_time"]
+    table = result.cv_results.sort_values("mean_test_roc_auc", ascending=False)
+    print(table[cols + [c for c in scores if c in table]].to_string(index=False,
+                                                                     float_format="%.4f"))
+    if result.holdout:
+        print(f"Refit best on held-out patients: {_fmt(result.holdout)}")
+    print(f"MLflow parent run: {result.parent_run_id} (mlflow ui, experiment "
+          f"{base.experiment!r})")
     return 0
 
 
@@ -317,7 +388,40 @@ def cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "run": cmd_run}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "search": cmd_search, "run": cmd_run}
+
+
+# TensorFlow's C++ start-up notes and a harmless tf.data attribute warning, written straight to
+# file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says (TensorFlow 2.21 with Keras 3.15).
+_NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog|"
+    r"[IW]\d{4} .*(port\.cc|cpu_feature_guard\.cc)|To enable the following instructions|"
+    r"E\d{4} .*NodeDef mentions attribute use_unbounded_threadpool)")
+
+
+def _filter_native_stderr() -> None:
+    """Route fd 2 through a thread that drops TensorFlow's native start-up noise."""
+    import os
+    import threading
+
+    if os.environ.get("PNEUMONIA_CNN_RAW_STDERR"):
+        return
+    try:
+        real = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except OSError:
+        return
+
+    def pump():
+        with os.fdopen(read_end, "rb") as src, os.fdopen(real, "wb", buffering=0) as dst:
+            for line in src:
+                if not _NATIVE_NOISE.match(line.decode("utf-8", "replace")):
+                    dst.write(line)
+
+    threading.Thread(target=pump, daemon=True, name="stderr-filter").start()
 
 
 def main(argv=None) -> int:
@@ -339,5 +443,13 @@ def main(argv=None) -> int:
         return 130
 
 
+def console_main() -> None:
+    """``pneumonia-cnn`` console script: ``main`` with TensorFlow's native noise filtered."""
+    _filter_native_stderr()
+    code = main()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

@@ -362,8 +362,8 @@ class PneumoniaCNN(KerasClassifier):
         if _is_path_list(X) and groups is None:
             from .data import patient_id
             groups = np.array([patient_id(p) for p in X])
-        if y is not None:
-            y = self._validate_labels(y)
+        if y is not None and not isinstance(X, (str, os.PathLike, ImageData)):
+            y = self._validate_labels(y)  # labels first: their errors are the clearest
         X, y, groups = self._as_images(X, y, groups, need_y=True)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
@@ -522,6 +522,7 @@ class PneumoniaCNN(KerasClassifier):
             "params_not_saved": dropped,
             "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
             "best_epoch": self.best_epoch_,
+            "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -573,6 +574,7 @@ class PneumoniaCNN(KerasClassifier):
         est.model_ = model
         est.history_ = meta.get("history", {})
         est.best_epoch_ = meta.get("best_epoch")
+        est.mlflow_run_id_ = meta.get("mlflow_run_id")
         return est
 
 

@@ -99,7 +99,8 @@ def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
     }
 
 
-def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = None) -> dict:
+def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = None,
+             track: bool | None = None, data_name: str | None = None) -> dict:
     """Evaluate a fitted classifier on a data folder, image files or arrays.
 
     Parameters
@@ -115,6 +116,12 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         ``classification_report.txt`` there.
     threshold : float, default=None
         Decision threshold; defaults to the estimator's ``threshold`` (or 0.5).
+    track : bool, default=None
+        Log the metrics, plots and classification report to MLflow, in a new evaluation run
+        that is a child of the model's fit run (``estimator.mlflow_run_id_``) when there is
+        one. None follows the estimator's ``tracking`` parameter.
+    data_name : str, default=None
+        Name of the evaluated data, logged with the run (default: the folder).
 
     Returns
     -------
@@ -126,6 +133,7 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     from .data import ImageData, load_image_folder
 
     paths = None
+    X_name = X if isinstance(X, (str, Path)) else getattr(X, "root", None)
     if isinstance(X, (str, Path)) and y is None:
         size = getattr(estimator, "image_size", 128)
         X = load_image_folder(X, size, verbose=0)
@@ -145,7 +153,31 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     result["_paths"] = paths
     if out_dir is not None:
         save_evaluation(result, out_dir, history=getattr(estimator, "history_", None))
+    if track is None:
+        track = bool(getattr(estimator, "tracking", False))
+    if track:
+        result["mlflow_run_id"] = _log_evaluation_run(
+            estimator, result, data_name or (str(X_name) if X_name else "(arrays)"))
     return result
+
+
+def _log_evaluation_run(estimator, result: dict, data_name: str) -> str:
+    from .tracking import DEFAULT_EXPERIMENT, TrackedRun
+
+    parent = getattr(estimator, "mlflow_run_id_", None)
+    run = TrackedRun.start(tracking_uri=getattr(estimator, "tracking_uri", None),
+                           experiment=getattr(estimator, "experiment", DEFAULT_EXPERIMENT),
+                           run_name="evaluation", parent_run_id=parent,
+                           tags={"pneumonia_cnn.kind": "evaluation",
+                                 **({"model_run_id": parent} if parent else {})})
+    try:
+        run.log_params({"data": data_name, "threshold": result["threshold"]})
+        run.log_evaluation(result)
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")
+    return run.run_id
 
 
 def public_metrics(result: dict) -> dict:
