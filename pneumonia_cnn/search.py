@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,13 +77,24 @@ class _MLflowSearchMixin:
     def _candidates(self):  # pragma: no cover - defined by the concrete classes
         raise NotImplementedError
 
+    progress: bool = False
+
     def _run_search(self, evaluate_candidates):
-        for params in self._candidates():
+        candidates = list(self._candidates())
+        for n, params in enumerate(candidates, start=1):
             if candidate_key(params) in self.skip_keys:
                 continue
+            start = time.perf_counter()
             results = evaluate_candidates([params])
+            i = len(results["params"]) - 1
             if self.parent_run is not None:
-                self._log_candidate(params, results, len(results["params"]) - 1)
+                self._log_candidate(params, results, i)
+            if self.progress:
+                score = results.get(f"mean_test_{REFIT_METRIC}", [float("nan")] * (i + 1))[i]
+                print(f"  candidate {n}/{len(candidates)} "
+                      f"{', '.join(f'{k}={_short(v)}' for k, v in params.items())}: "
+                      f"{REFIT_METRIC}={score:.4f} ({time.perf_counter() - start:.0f} s)",
+                      flush=True)
 
     def _log_candidate(self, params, results, i):
         run = TrackedRun.start(
@@ -253,6 +265,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         inner = MLflowRandomizedSearchCV(base, param_distributions, n_iter=n_iter,
                                          random_state=random_state, **common)
     inner.parent_run, inner.experiment, inner.skip_keys = parent, experiment, frozenset(done)
+    inner.progress = bool(verbose)
     try:
         if len(done) < len(list(inner._candidates())):
             inner.fit(X, y, groups=groups)

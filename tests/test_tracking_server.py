@@ -1,0 +1,87 @@
+"""A tiny search logged over HTTP to a real `mlflow server` on 127.0.0.1."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import TINY
+from pneumonia_cnn import PneumoniaCNN
+from pneumonia_cnn.search import search
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin) if mlflow_bin.exists() else shutil.which("mlflow"), "server",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+           "--artifacts-destination", str(folder / "artifacts")]
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("mlflow server did not start:\n" + (folder / "server.log").read_text())
+        time.sleep(0.5)
+    yield url, folder
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def test_search_over_http(mlflow_server, synthetic_dir):
+    url, folder = mlflow_server
+    grid = {"filters": [(4,), (4, 8)], "augmentation": [None, "light"]}
+    res = search(synthetic_dir, grid, estimator=PneumoniaCNN(**{**TINY, "epochs": 2,
+                                                                 "validation_fraction": 0.25}),
+                 cv=2, tracking_uri=url, name="http", holdout=0.25, verbose=0)
+    client = mlflow.MlflowClient(url)
+    exp = client.get_experiment_by_name("pneumonia-cnn")
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    kinds = sorted(c.data.tags["pneumonia_cnn.kind"] for c in children)
+    assert kinds == ["candidate"] * 4 + ["refit"]
+    cands = [c for c in children if c.data.tags["pneumonia_cnn.kind"] == "candidate"]
+    assert {c.data.params["filters"] for c in cands} == {"[4]", "[4, 8]"}
+    assert {c.data.params["augmentation"] for c in cands} == {"None", "light"}
+    refit = next(c for c in children if c.data.tags["pneumonia_cnn.kind"] == "refit")
+    history = client.get_metric_history(refit.info.run_id, "val_auc")
+    assert [m.step for m in history] == [1, 2]
+    assert len(client.get_metric_history(refit.info.run_id, "loss")) == 2
+    # artifacts went through the server into its artifact folder
+    parent_files = {a.path for a in client.list_artifacts(res.parent_run_id)}
+    assert "cv_results.csv" in parent_files
+    model_files = {a.path for a in client.list_artifacts(refit.info.run_id, "model")}
+    assert "model/model.keras" in model_files
+    stored = list((folder / "artifacts").rglob("model.keras"))
+    assert stored, "no artifact reached the server's artifact folder"
+    eval_files = {a.path for a in client.list_artifacts(refit.info.run_id, "evaluation")}
+    assert "evaluation/roc_curve.png" in eval_files
