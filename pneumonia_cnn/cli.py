@@ -108,6 +108,12 @@ def _json_object(text: str) -> dict:
     return {k: [tuple(x) if isinstance(x, list) else x for x in v] for k, v in value.items()}
 
 
+def _add_strict_option(parser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="stop on an unreadable image file instead of skipping it "
+                             "with a warning")
+
+
 def _add_tracking_options(parser, default_help: str) -> None:
     parser.add_argument("--tracking", dest="tracking", action=argparse.BooleanOptionalAction,
                         default=None, help=f"log to MLflow {default_help}")
@@ -145,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", metavar="DIR",
                    help="also write the training-history plot here")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_strict_option(p)
     _add_estimator_options(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a data folder",
@@ -157,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "classification report here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threshold", type=float, help="decision threshold [the model's]")
+    _add_strict_option(p)
     _add_tracking_options(p, default_help="[the model's setting]")
 
     p = sub.add_parser("predict", help="predict images or folders of images",
@@ -189,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh even if an unfinished run of this search exists")
     p.add_argument("--quiet", action="store_true", help="less output")
+    _add_strict_option(p)
     _add_estimator_options(p)
 
     p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
@@ -200,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class folder (chest_xray/train) or Kaggle root (chest_xray)")
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder [outputs]")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+    _add_strict_option(p)
     _add_estimator_options(p)
     return parser
 
@@ -224,10 +234,20 @@ def cmd_train(args) -> int:
     from .data import load_image_folder
 
     clf = _make_estimator(args)
-    data = load_image_folder(args.data_dir, clf.image_size, verbose=int(not args.quiet))
+    data = load_image_folder(args.data_dir, clf.image_size, verbose=int(not args.quiet),
+                             strict=args.strict)
     print(f"Training on {len(data)} images {data.class_counts()} from {args.data_dir}",
           flush=True)
-    clf.fit(data)
+    try:
+        clf.fit(data)
+    except KeyboardInterrupt:
+        if getattr(clf, "history_", None) and hasattr(clf, "model_"):
+            path = clf.save(args.model_out)
+            print(f"Interrupted: the best of the {len(clf.history_['loss'])} finished epoch(s) "
+                  f"(epoch {clf.best_epoch_}) is saved to {path}"
+                  + (f" and to MLflow run {clf.mlflow_run_id_} (artifact checkpoint/)"
+                     if clf.mlflow_run_id_ else ""), file=sys.stderr)
+        raise
     path = clf.save(args.model_out)
     hist = clf.history_
     if clf.best_epoch_:
@@ -245,14 +265,16 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .data import load_image_folder
     from .estimator import PneumoniaCNN
     from .evaluation import evaluate, public_metrics
 
     clf = PneumoniaCNN.load(args.model)
     if args.tracking_uri:
         clf.set_params(tracking_uri=args.tracking_uri)
-    result = evaluate(clf, args.data_dir, out_dir=args.out, threshold=args.threshold,
-                      track=args.tracking)
+    data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict)
+    result = evaluate(clf, data, out_dir=args.out, threshold=args.threshold,
+                      track=args.tracking, data_name=str(args.data_dir))
     metrics = public_metrics(result)
     if args.json:
         metrics.pop("classification_report_text", None)
@@ -316,7 +338,11 @@ def cmd_search(args) -> int:
     base = _make_estimator(args)
     base.set_params(verbose=0)
     tracking_uri = vars(args).get("tracking_uri")
-    result = search(args.data_dir, args.grid, param_distributions=args.random,
+    from .data import load_image_folder
+
+    data = load_image_folder(args.data_dir, base.image_size, strict=args.strict,
+                             verbose=0 if args.quiet else 1)
+    result = search(data, args.grid, param_distributions=args.random,
                     n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
                     name=args.name, tracking_uri=tracking_uri, resume=args.resume,
                     holdout=args.holdout, verbose=0 if args.quiet else 1)
@@ -360,7 +386,8 @@ def cmd_run(args) -> int:
             test_dir = root / "test" if (root / "test").is_dir() else None
         else:
             train_dir, test_dir = root, None
-    data = load_image_folder(train_dir, clf.image_size, verbose=int(not args.quiet))
+    data = load_image_folder(train_dir, clf.image_size, verbose=int(not args.quiet),
+                             strict=args.strict)
     if test_dir is None:
         tr, te = grouped_split(data.y, data.groups, 0.2, random_state=0)
         held_out = "20% of the patients, held out from training (patient-grouped)"
@@ -400,40 +427,76 @@ _NATIVE_NOISE = re.compile(
     r"E\d{4} .*NodeDef mentions attribute use_unbounded_threadpool)")
 
 
-def _filter_native_stderr() -> None:
-    """Route fd 2 through a thread that drops TensorFlow's native start-up noise."""
+def _filter_native_stderr():
+    """Route fd 2 through a thread that drops TensorFlow's native start-up noise.
+
+    Returns a function that restores fd 2 and waits until every line got through."""
     import os
     import threading
 
     if os.environ.get("PNEUMONIA_CNN_RAW_STDERR"):
-        return
+        return lambda: None
     try:
-        real = os.dup(2)
+        saved = os.dup(2)          # restored at the end
+        out = os.dup(2)            # where the filter writes
         read_end, write_end = os.pipe()
         os.dup2(write_end, 2)
         os.close(write_end)
     except OSError:
-        return
+        return lambda: None
 
     def pump():
-        with os.fdopen(read_end, "rb") as src, os.fdopen(real, "wb", buffering=0) as dst:
+        with os.fdopen(read_end, "rb") as src, os.fdopen(out, "wb", buffering=0) as dst:
             for line in src:
                 if not _NATIVE_NOISE.match(line.decode("utf-8", "replace")):
                     dst.write(line)
 
-    threading.Thread(target=pump, daemon=True, name="stderr-filter").start()
+    thread = threading.Thread(target=pump, daemon=True, name="stderr-filter")
+    thread.start()
+
+    def finish():
+        sys.stderr.flush()
+        os.dup2(saved, 2)          # closes the pipe's last write end: the pump sees EOF
+        os.close(saved)
+        thread.join(timeout=5)
+
+    return finish
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def main(argv=None) -> int:
     """Entry point of ``pneumonia-cnn``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .data import DataError
+    import signal
 
+    from .data import DataError
+    from .tracking import TrackingError
+
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        MlflowException = TrackingError
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+    def terminate(signum, frame):  # SIGTERM ends a fit like Ctrl-C: nothing done is lost
+        raise KeyboardInterrupt
+
+    old_show, old_term = warnings.showwarning, None
+    warnings.showwarning = show_warning
+    if threading_is_main():
+        old_term = signal.signal(signal.SIGTERM, terminate)
     start = time.perf_counter()
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, DataError, ValueError, OSError) as exc:
+    except (CLIError, DataError, TrackingError, MlflowException, ValueError, OSError) as exc:
         msg = str(exc).strip() or type(exc).__name__
         print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
         return 2
@@ -441,13 +504,19 @@ def main(argv=None) -> int:
         print(f"{PROG} {args.command}: interrupted after {time.perf_counter() - start:.0f} s",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = old_show
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 def console_main() -> None:
     """``pneumonia-cnn`` console script: ``main`` with TensorFlow's native noise filtered."""
-    _filter_native_stderr()
-    code = main()
-    sys.stderr.flush()
+    finish = _filter_native_stderr()
+    try:
+        code = main()
+    finally:
+        finish()
     sys.exit(code)
 
 

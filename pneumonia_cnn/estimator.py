@@ -125,6 +125,9 @@ class PneumoniaCNN(KerasClassifier):
         Seconds spent in ``fit`` (loading included).
     mlflow_run_id_ : str or None
         The MLflow run of the fit (None with ``tracking=False``).
+    interrupted_ : bool
+        True if the fit was interrupted (Ctrl-C / SIGTERM); ``model_`` then holds the best
+        weights of the epochs that finished.
 
     Examples
     --------
@@ -318,8 +321,11 @@ class PneumoniaCNN(KerasClassifier):
                 monitor="val_auc", mode="max",
                 patience=self.patience if self.patience is not None else 10**9,
                 restore_best_weights=True, start_from_epoch=0, verbose=0))
+        self._recorder = _BestWeights()
+        own.append(self._recorder)
         if getattr(self, "_logger", None) is not None:
             own.append(self._logger)
+        self._own_callbacks = own
         self._fit_callbacks = own + self._fit_callbacks
 
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
@@ -390,16 +396,25 @@ class PneumoniaCNN(KerasClassifier):
             keras.utils.set_random_seed(int(self.random_state))
         self._logger = MLflowLogger(run) if run is not None else None
         self.mlflow_run_id_ = run.run_id if run is not None else None
+        self.interrupted_ = False
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
-        except BaseException as exc:
+        except KeyboardInterrupt:
+            self._salvage(run, time.perf_counter() - start)
+            raise
+        except BaseException:
             if run is not None:
-                run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                run.end("FAILED")
             raise
         finally:
             has_val = self._validation is not None
-            self._validation = None
-            self._logger = None
+            # drop the per-fit helpers (they hold the model and the MLflow client): the
+            # fitted estimator stays picklable and light
+            own = getattr(self, "_own_callbacks", [])
+            self._fit_callbacks = [c for c in getattr(self, "_fit_callbacks", [])
+                                   if all(c is not o for o in own)]
+            self._validation = self._logger = self._recorder = None
+            self._own_callbacks = []
         self.best_epoch_ = None
         if has_val and self.history_.get("val_auc"):
             self.best_epoch_ = int(np.argmax(self.history_["val_auc"])) + 1
@@ -408,6 +423,29 @@ class PneumoniaCNN(KerasClassifier):
         if run is not None:
             self._finish_run(run, X[:1])
         return self
+
+    def _salvage(self, run, elapsed: float) -> None:
+        """After Ctrl-C / SIGTERM: keep the best weights of the finished epochs (in
+        ``model_``), log them to the run as artifact ``checkpoint/`` and end it as KILLED."""
+        recorder = getattr(self, "_recorder", None)
+        self.interrupted_ = True
+        if recorder is None or not recorder.history or not hasattr(self, "model_"):
+            if run is not None:
+                run.end("KILLED")
+            return
+        recorder.restore(self.model_)
+        self.history_ = dict(recorder.history)
+        self.best_epoch_ = recorder.best_epoch
+        self.fit_time_ = elapsed
+        if run is not None:
+            try:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    run.log_artifacts(self.save(Path(tmp) / "checkpoint"), "checkpoint")
+                run.log_metrics({"fit_time_s": elapsed, "epochs_run": len(recorder.epochs)})
+            finally:
+                run.end("KILLED")
 
     def _start_run(self, data_root, X, y):
         from .tracking import TrackedRun, data_fingerprint
@@ -430,8 +468,11 @@ class PneumoniaCNN(KerasClassifier):
             run.log_model(self, input_example)
             run.end("FINISHED")
         except Exception as exc:
-            warnings.warn(f"the fit finished but MLflow logging failed ({exc}); the model is "
-                          "still in memory: save it with .save(path)", stacklevel=3)
+            warnings.warn(f"the fit finished but MLflow logging failed ({exc}): the final "
+                          "metrics, plots and model were not logged to run "
+                          f"{run.run_id}; the trained model is kept (save it with "
+                          ".save(path); `pneumonia-cnn train` saves it to --model-out)",
+                          stacklevel=3)
 
     @staticmethod
     def _validate_labels(y) -> np.ndarray:
@@ -443,7 +484,8 @@ class PneumoniaCNN(KerasClassifier):
         if len(classes) != 2:
             raise ValueError(f"Only binary classification is supported. PneumoniaCNN needs "
                              f"exactly 2 classes in y (NORMAL and PNEUMONIA), got "
-                             f"{len(classes)}: {classes.tolist()[:5]}")
+                             f"{len(classes)}: {classes.tolist()[:5]}. A data folder needs "
+                             "images in both its NORMAL/ and PNEUMONIA/ sub-folders.")
         return y
 
     def predict_proba(self, X, **kwargs):
@@ -523,6 +565,7 @@ class PneumoniaCNN(KerasClassifier):
             "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
             "best_epoch": self.best_epoch_,
             "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
+            "interrupted": bool(getattr(self, "interrupted_", False)),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -576,6 +619,33 @@ class PneumoniaCNN(KerasClassifier):
         est.best_epoch_ = meta.get("best_epoch")
         est.mlflow_run_id_ = meta.get("mlflow_run_id")
         return est
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Records every epoch's logs and keeps the weights of the best epoch so far (highest
+    ``val_auc``, else lowest ``loss``), so an interrupted fit can keep them."""
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict = {}
+        self.epochs: list = []
+        self.best_epoch = None
+        self._best = None
+        self._weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {("auc" if k == "a_u_c" else k): float(v) for k, v in (logs or {}).items()}
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+        self.epochs.append(epoch + 1)
+        score = logs.get("val_auc", -logs.get("loss", 0.0))
+        if self._best is None or score > self._best:
+            self._best, self.best_epoch = score, epoch + 1
+            self._weights = self.model.get_weights()
+
+    def restore(self, model):
+        if self._weights is not None:
+            model.set_weights(self._weights)
 
 
 class _CosineSchedule(keras.callbacks.Callback):

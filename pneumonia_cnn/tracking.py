@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "TrackingError",
     "MLflowLogger",
     "TrackedRun",
     "resolve_tracking_uri",
@@ -43,10 +44,68 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used; the message says what to do."""
+
+
 def _client(tracking_uri: str | None):
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        # MLflow retries a dead server for minutes by default; a few quick tries are enough.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        check_server(uri)
+    if uri.startswith("sqlite:///"):
+        _init_sqlite_store(uri)
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+_READY_STORES: set = set()
+
+
+def _init_sqlite_store(uri: str) -> None:
+    """Create (migrate) a local sqlite store under an inter-process file lock: two processes
+    creating the same new store at once would otherwise race in MLflow's migrations."""
+    import mlflow
+
+    db_path = uri[len("sqlite:///"):]
+    if db_path in _READY_STORES:
+        return
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        fcntl = None
+    with open(db_path + ".lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:  # opening the store creates / migrates it
+            mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY_STORES.add(db_path)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, if the tracking server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers (a proxy or an older server without /health)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({reason}): start it "
+            "(`mlflow server`), correct MLFLOW_TRACKING_URI / tracking_uri, or train without "
+            "tracking (tracking=False, --no-tracking)") from None
 
 
 def _experiment_id(client, name: str) -> str:
@@ -273,6 +332,8 @@ class MLflowLogger(keras.callbacks.Callback):
         self.failed = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.failed is not None:
+            return  # the store failed before: do not slow training down with more retries
         logs = dict(logs or {})
         lr = getattr(self.model.optimizer, "learning_rate", None)
         if lr is not None:
@@ -281,11 +342,10 @@ class MLflowLogger(keras.callbacks.Callback):
             self.run.log_metrics({("auc" if k == "a_u_c" else k): v for k, v in logs.items()},
                                  step=epoch + 1)
         except Exception as exc:  # tracking must never stop training
-            if self.failed is None:
-                warnings.warn(f"MLflow logging failed from epoch {epoch + 1} on ({exc}); "
-                              "training goes on, and the model is still saved locally",
-                              stacklevel=2)
-            self.failed = str(exc)
+            warnings.warn(f"MLflow logging failed at epoch {epoch + 1} ({exc}); training "
+                          f"goes on; the metrics of epoch {epoch + 1} onwards are not logged",
+                          stacklevel=2)
+            self.failed = f"epoch {epoch + 1}: {exc}"
 
 
 def data_fingerprint(paths, X: np.ndarray | None = None) -> str:

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +34,7 @@ def mlflow_server(tmp_path_factory):
            "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
            "--artifacts-destination", str(folder / "artifacts")]
     log = open(folder / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "MLFLOW_TRACKING_URI": ""})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -49,11 +50,11 @@ def mlflow_server(tmp_path_factory):
             pytest.fail("mlflow server did not start:\n" + (folder / "server.log").read_text())
         time.sleep(0.5)
     yield url, folder
-    proc.terminate()
+    os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn workers
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
     log.close()
 
 
