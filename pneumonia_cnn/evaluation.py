@@ -228,22 +228,22 @@ def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE)):
     return fig
 
 
+def _curve(display, title: str, y_true, y_score, pos_label):
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    display.from_predictions(y_true, y_score, pos_label=pos_label, ax=ax, name="PneumoniaCNN",
+                             plot_chance_level=True)
+    ax.set_title(title)
+    return fig
+
+
 def plot_roc(y_true, y_score, pos_label=POSITIVE):
     """ROC curve with its AUC (scikit-learn's RocCurveDisplay)."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    RocCurveDisplay.from_predictions(y_true, y_score, pos_label=pos_label, ax=ax,
-                                     name="PneumoniaCNN", plot_chance_level=True)
-    ax.set_title("ROC curve")
-    return fig
+    return _curve(RocCurveDisplay, "ROC curve", y_true, y_score, pos_label)
 
 
 def plot_precision_recall(y_true, y_score, pos_label=POSITIVE):
     """Precision-recall curve with average precision (scikit-learn's display)."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.2))
-    PrecisionRecallDisplay.from_predictions(y_true, y_score, pos_label=pos_label, ax=ax,
-                                            name="PneumoniaCNN", plot_chance_level=True)
-    ax.set_title("Precision-recall curve")
-    return fig
+    return _curve(PrecisionRecallDisplay, "Precision-recall curve", y_true, y_score, pos_label)
 
 
 def plot_history(history: dict):
