@@ -58,6 +58,15 @@ def _int_tuple(text: str):
                                          f"32,64,128, got {text!r}") from None
 
 
+def _float_or_auto(text: str):
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _str_or_json(text: str):
     if text.lstrip().startswith("{"):
         try:
@@ -87,6 +96,8 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
             kind, metavar = _int_tuple, "N,N,..."
         elif isinstance(default, int):
             kind, metavar = _none_or(int), "N"
+        elif name == "threshold":
+            kind, metavar = _float_or_auto, "X|auto"
         elif isinstance(default, float):
             kind, metavar = float, "X"
         elif name == "random_state":

@@ -82,8 +82,10 @@ class PneumoniaCNN(KerasClassifier):
         Early stopping: stop when validation ROC AUC has not improved for this many epochs
         and restore the best epoch's weights. None trains for ``epochs`` epochs but still
         restores the best weights. Needs ``validation_fraction > 0``.
-    threshold : float, default=0.5
-        ``predict`` says PNEUMONIA when its probability is >= threshold.
+    threshold : float or "auto", default=0.5
+        ``predict`` says PNEUMONIA when its probability is >= threshold. "auto" picks the
+        threshold that maximises sensitivity + specificity (Youden's J) on the
+        patient-grouped validation hold-out (0.5 without one); see ``threshold_``.
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, shuffling, augmentation, dropout and the validation
         split; with an int, fits on the same data and machine are identical.
@@ -125,6 +127,8 @@ class PneumoniaCNN(KerasClassifier):
         Seconds spent in ``fit`` (loading included).
     mlflow_run_id_ : str or None
         The MLflow run of the fit (None with ``tracking=False``).
+    threshold_ : float
+        The decision threshold in use (``threshold``, or the one "auto" chose).
     interrupted_ : bool
         True if the fit was interrupted (Ctrl-C / SIGTERM); ``model_`` then holds the best
         weights of the epochs that finished.
@@ -408,6 +412,7 @@ class PneumoniaCNN(KerasClassifier):
             raise
         finally:
             has_val = self._validation is not None
+            validation = self._validation
             # drop the per-fit helpers (they hold the model and the MLflow client): the
             # fitted estimator stays picklable and light
             own = getattr(self, "_own_callbacks", [])
@@ -419,6 +424,10 @@ class PneumoniaCNN(KerasClassifier):
         if has_val and self.history_.get("val_auc"):
             self.best_epoch_ = int(np.argmax(self.history_["val_auc"])) + 1
         self.history_ = dict(self.history_)
+        if self.threshold == "auto":
+            self.threshold_ = self._choose_threshold(*(validation or (None, None)))
+        else:
+            self.threshold_ = float(self.threshold)
         self.fit_time_ = time.perf_counter() - start
         if run is not None:
             self._finish_run(run, X[:1])
@@ -512,7 +521,24 @@ class PneumoniaCNN(KerasClassifier):
         """Class name of every image: PNEUMONIA when P(PNEUMONIA) >= ``threshold``."""
         check_is_fitted(self, "model_")
         proba = self.predict_proba(X, **kwargs)
-        return self.classes_[(proba[:, 1] >= self.threshold).astype(int)]
+        return self.classes_[(proba[:, 1] >= self._decision_threshold()).astype(int)]
+
+    def _decision_threshold(self) -> float:
+        if self.threshold == "auto":
+            return float(getattr(self, "threshold_", 0.5))
+        return float(self.threshold)
+
+    def _choose_threshold(self, X_val, y_val) -> float:
+        """Youden's J on the validation hold-out (scikit-learn's roc_curve)."""
+        from sklearn.metrics import roc_curve
+
+        y_pos = np.asarray(y_val) == self.classes_[1]
+        if X_val is None or y_pos.all() or not y_pos.any():
+            return 0.5
+        scores = self.predict_proba(X_val)[:, 1]
+        fpr, tpr, thresholds = roc_curve(y_pos, scores)
+        best = int(np.argmax(tpr - fpr))
+        return float(np.clip(thresholds[best], 0.0, 1.0))
 
     def score(self, X, y=None, sample_weight=None):
         """Accuracy on a data folder, or on images and labels."""
@@ -566,6 +592,8 @@ class PneumoniaCNN(KerasClassifier):
             "best_epoch": self.best_epoch_,
             "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
             "interrupted": bool(getattr(self, "interrupted_", False)),
+            "threshold": float(getattr(self, "threshold_", self._decision_threshold()
+                                       if self.threshold != "auto" else 0.5)),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -618,6 +646,7 @@ class PneumoniaCNN(KerasClassifier):
         est.history_ = meta.get("history", {})
         est.best_epoch_ = meta.get("best_epoch")
         est.mlflow_run_id_ = meta.get("mlflow_run_id")
+        est.threshold_ = float(meta.get("threshold", 0.5))
         return est
 
 

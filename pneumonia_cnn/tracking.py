@@ -226,7 +226,8 @@ class TrackedRun:
 
         hist = estimator.history_
         final = {"fit_time_s": estimator.fit_time_, "epochs_run": len(hist.get("loss", [])),
-                 "n_train_images": estimator.n_train_}
+                 "n_train_images": estimator.n_train_,
+                 "threshold": getattr(estimator, "threshold_", None)}
         if estimator.best_epoch_:
             i = estimator.best_epoch_ - 1
             final["best_epoch"] = estimator.best_epoch_

@@ -172,3 +172,17 @@ def test_single_image_probabilities_keep_two_columns(fitted_tiny, synthetic_data
     assert one.shape == (1, 2)
     np.testing.assert_allclose(one[0], fitted_tiny.predict_proba(synthetic_data.X[:2])[0],
                                rtol=1e-5)
+
+
+def test_auto_threshold_from_validation_split(synthetic_dir, tmp_path):
+    clf = PneumoniaCNN(**{**TINY, "threshold": "auto", "validation_fraction": 0.25, "epochs": 3})
+    clf.fit(synthetic_dir)
+    assert 0.0 <= clf.threshold_ <= 1.0
+    p = clf.predict_proba(synthetic_dir)[:, 1]
+    np.testing.assert_array_equal(clf.predict(synthetic_dir) == "PNEUMONIA", p >= clf.threshold_)
+    loaded = PneumoniaCNN.load(clf.save(tmp_path / "m"))
+    assert loaded.threshold_ == clf.threshold_
+    np.testing.assert_array_equal(loaded.predict(synthetic_dir), clf.predict(synthetic_dir))
+    # without a validation hold-out there is nothing to choose on: 0.5
+    no_val = PneumoniaCNN(**{**TINY, "threshold": "auto"}).fit(synthetic_dir)
+    assert no_val.threshold_ == 0.5
