@@ -221,7 +221,8 @@ def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE)):
     pct = np.divide(cm, row, out=np.zeros_like(cm, dtype=float), where=row > 0) * 100
     annot = np.array([[f"{c}\n{p:.1f}%" for c, p in zip(rc, rp)] for rc, rp in zip(cm, pct)])
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
-    sns.heatmap(cm, annot=annot, fmt="", cmap="Blues", cbar=False, square=True,
+    # coloured by row percentage, so that the smaller class reads as clearly as the larger
+    sns.heatmap(pct, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=100, cbar=False, square=True,
                 xticklabels=labels, yticklabels=labels, ax=ax, annot_kws={"size": 12})
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")

@@ -92,3 +92,23 @@ def test_console_script_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "pneumonia_cnn", "--version"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.startswith("pneumonia-cnn ")
+
+
+def test_search_command_prints_table_and_parent_run(synthetic_dir, capsys):
+    code = main(["search", str(synthetic_dir), "--grid", '{"filters": [[4], [4, 8]]}',
+                 "--cv", "2", "--holdout", "0.25", "--name", "cli", "--quiet", *TINY_ARGS])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "param_filters" in out and "mean_test_roc_auc" in out
+    assert "4-8" in out and "MLflow parent run:" in out
+    assert "Refit best on held-out patients" in out
+
+
+def test_search_command_needs_a_grid(synthetic_dir, capsys):
+    assert main(["search", str(synthetic_dir)]) == 2
+    assert "--grid" in capsys.readouterr().err
+
+
+def test_threshold_option_accepts_auto():
+    args = build_parser().parse_args(["train", "d", "--model-out", "m", "--threshold", "auto"])
+    assert args.threshold == "auto"
