@@ -42,9 +42,9 @@ class PneumoniaCNN(KerasClassifier):
 
     Parameters
     ----------
-    image_size : int, default=128
+    image_size : int, default=80
         Images are resized to ``image_size x image_size`` grayscale.
-    filters : tuple of int, default=(16, 32, 64, 128)
+    filters : tuple of int, default=(8, 16, 32, 64)
         Filters of each convolution block (one block per entry, each halving the resolution).
     kernel_size : int, default=3
         Convolution kernel size.
@@ -67,7 +67,7 @@ class PneumoniaCNN(KerasClassifier):
         Initial learning rate (``optimizer__learning_rate``, if given, wins).
     lr_schedule : {"cosine", "constant"}, default="cosine"
         Per-epoch cosine decay from ``learning_rate`` to 1% of it over ``epochs``, or constant.
-    epochs : int, default=20
+    epochs : int, default=14
         Maximum number of epochs.
     batch_size : int, default=32
         Mini-batch size.
@@ -82,7 +82,7 @@ class PneumoniaCNN(KerasClassifier):
         Early stopping: stop when validation ROC AUC has not improved for this many epochs
         and restore the best epoch's weights. None trains for ``epochs`` epochs but still
         restores the best weights. Needs ``validation_fraction > 0``.
-    threshold : float or "auto", default=0.5
+    threshold : float or "auto", default="auto"
         ``predict`` says PNEUMONIA when its probability is >= threshold. "auto" picks the
         threshold that maximises sensitivity + specificity (Youden's J) on the
         patient-grouped validation hold-out (0.5 without one); see ``threshold_``.
@@ -142,8 +142,8 @@ class PneumoniaCNN(KerasClassifier):
     def __init__(
         self,
         *,
-        image_size=128,
-        filters=(16, 32, 64, 128),
+        image_size=80,
+        filters=(8, 16, 32, 64),
         kernel_size=3,
         convs_per_block=1,
         pooling="max",
@@ -154,12 +154,12 @@ class PneumoniaCNN(KerasClassifier):
         augmentation="standard",
         learning_rate=1e-3,
         lr_schedule="cosine",
-        epochs=20,
+        epochs=14,
         batch_size=32,
         class_weight="balanced",
         validation_fraction=0.15,
         patience=6,
-        threshold=0.5,
+        threshold="auto",
         random_state=None,
         optimizer="adam",
         loss="binary_crossentropy",

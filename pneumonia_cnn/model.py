@@ -13,9 +13,9 @@ __all__ = ["build_model", "count_flops"]
 
 
 def build_model(
-    input_shape: Sequence[int] = (128, 128, 1),
+    input_shape: Sequence[int] = (80, 80, 1),
     *,
-    filters: Sequence[int] = (16, 32, 64, 128),
+    filters: Sequence[int] = (8, 16, 32, 64),
     kernel_size: int = 3,
     convs_per_block: int = 1,
     pooling: str = "max",
@@ -30,9 +30,9 @@ def build_model(
 
     Parameters
     ----------
-    input_shape : tuple of int, default=(128, 128, 1)
+    input_shape : tuple of int, default=(80, 80, 1)
         ``(height, width, channels)`` of the input, pixel values 0-255.
-    filters : sequence of int, default=(16, 32, 64, 128)
+    filters : sequence of int, default=(8, 16, 32, 64)
         Filters of each convolution block; one block per entry, each followed by 2x2 pooling.
     kernel_size : int, default=3
         Convolution kernel size.
