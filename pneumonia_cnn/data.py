@@ -345,7 +345,7 @@ def _load(paths: list[str], labels: list[str], image_size: int, *, cache, n_jobs
     )
 
 
-def load_image_folder(root: str | os.PathLike, image_size: int = 80, *,
+def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
                       classes: Sequence[str] = CLASS_NAMES, cache=True, n_jobs: int | None = None,
                       strict: bool = False, verbose: int = 0) -> ImageData:
     """Load every image of a class-per-sub-folder data folder.
@@ -355,7 +355,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 80, *,
     root : str or path-like
         Folder with one sub-folder per class, e.g. ``chest_xray/train`` holding ``NORMAL/``
         and ``PNEUMONIA/`` (any case; images may be nested deeper inside them).
-    image_size : int, default=80
+    image_size : int, default=96
         Images are resized to ``image_size x image_size``.
     classes : sequence of str, default=("NORMAL", "PNEUMONIA")
         Class folder names to read.
@@ -396,7 +396,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 80, *,
     return data
 
 
-def load_images(paths: Iterable[str | os.PathLike], image_size: int = 80, *, cache=True,
+def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cache=True,
                 n_jobs: int | None = None, strict: bool = True, verbose: int = 0) -> ImageData:
     """Load a list of image files (no labels).
 
@@ -404,7 +404,7 @@ def load_images(paths: Iterable[str | os.PathLike], image_size: int = 80, *, cac
     ----------
     paths : iterable of str or path-like
         Image files.
-    image_size : int, default=80
+    image_size : int, default=96
         Images are resized to ``image_size x image_size``.
     cache, n_jobs, verbose
         As in :func:`load_image_folder`.

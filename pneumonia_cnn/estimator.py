@@ -42,7 +42,7 @@ class PneumoniaCNN(KerasClassifier):
 
     Parameters
     ----------
-    image_size : int, default=80
+    image_size : int, default=96
         Images are resized to ``image_size x image_size`` grayscale.
     filters : tuple of int, default=(8, 16, 32, 64)
         Filters of each convolution block (one block per entry, each halving the resolution).
@@ -54,13 +54,13 @@ class PneumoniaCNN(KerasClassifier):
         Pooling after each block.
     batch_norm : bool, default=True
         Batch normalisation after every convolution.
-    global_pooling : bool, default=True
+    global_pooling : bool, default=False
         Global average pooling (True) or flatten (False) before the head.
     dense_units : int, default=64
         Hidden units of the classifier head (0 for none).
     dropout : float, default=0.3
         Dropout before the output unit.
-    augmentation : None, str or dict, default="standard"
+    augmentation : None, str or dict, default=None
         None, ``"light"``, ``"standard"``, ``"heavy"`` or a dict of factors; see
         :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
     learning_rate : float, default=1e-3
@@ -82,7 +82,7 @@ class PneumoniaCNN(KerasClassifier):
         Early stopping: stop when validation ROC AUC has not improved for this many epochs
         and restore the best epoch's weights. None trains for ``epochs`` epochs but still
         restores the best weights. Needs ``validation_fraction > 0``.
-    threshold : float or "auto", default="auto"
+    threshold : float or "auto", default=0.5
         ``predict`` says PNEUMONIA when its probability is >= threshold. "auto" picks the
         threshold that maximises sensitivity + specificity (Youden's J) on the
         patient-grouped validation hold-out (0.5 without one); see ``threshold_``.
@@ -142,16 +142,16 @@ class PneumoniaCNN(KerasClassifier):
     def __init__(
         self,
         *,
-        image_size=80,
+        image_size=96,
         filters=(8, 16, 32, 64),
         kernel_size=3,
         convs_per_block=1,
         pooling="max",
         batch_norm=True,
-        global_pooling=True,
+        global_pooling=False,
         dense_units=64,
         dropout=0.3,
-        augmentation="standard",
+        augmentation=None,
         learning_rate=1e-3,
         lr_schedule="cosine",
         epochs=14,
@@ -159,7 +159,7 @@ class PneumoniaCNN(KerasClassifier):
         class_weight="balanced",
         validation_fraction=0.15,
         patience=6,
-        threshold="auto",
+        threshold=0.5,
         random_state=None,
         optimizer="adam",
         loss="binary_crossentropy",

@@ -13,14 +13,14 @@ __all__ = ["build_model", "count_flops"]
 
 
 def build_model(
-    input_shape: Sequence[int] = (80, 80, 1),
+    input_shape: Sequence[int] = (96, 96, 1),
     *,
     filters: Sequence[int] = (8, 16, 32, 64),
     kernel_size: int = 3,
     convs_per_block: int = 1,
     pooling: str = "max",
     batch_norm: bool = True,
-    global_pooling: bool = True,
+    global_pooling: bool = False,
     dense_units: int = 64,
     dropout: float = 0.3,
     augmentation=None,
@@ -30,7 +30,7 @@ def build_model(
 
     Parameters
     ----------
-    input_shape : tuple of int, default=(80, 80, 1)
+    input_shape : tuple of int, default=(96, 96, 1)
         ``(height, width, channels)`` of the input, pixel values 0-255.
     filters : sequence of int, default=(8, 16, 32, 64)
         Filters of each convolution block; one block per entry, each followed by 2x2 pooling.
@@ -42,7 +42,7 @@ def build_model(
         Pooling after each block.
     batch_norm : bool, default=True
         Batch normalisation after every convolution.
-    global_pooling : bool, default=True
+    global_pooling : bool, default=False
         Global average pooling before the head (True) or flatten (False).
     dense_units : int, default=64
         Units of the hidden dense layer of the head; 0 for none.
@@ -88,7 +88,7 @@ def build_model(
         x = pool(2, name=f"block{b}_pool")(x)
 
     # Classifier head.
-    x = layers.GlobalAveragePooling2D(name="gap")(x) if global_pooling else layers.Flatten()(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if global_pooling else layers.Flatten(name="flatten")(x)
     if dense_units:
         x = layers.Dense(int(dense_units), activation="relu", name="dense")(x)
     if dropout:
