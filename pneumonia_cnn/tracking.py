@@ -304,8 +304,15 @@ def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
     signature = infer_signature(input_example, estimator.predict_proba(input_example)[:, 1])
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(run.client.tracking_uri)  # the fluent API below uses the global URI
+    import logging
+
+    mlflow_logger = logging.getLogger("mlflow")
+    old_level = mlflow_logger.level
+    mlflow_logger.setLevel(logging.ERROR)  # MLflow's notes on cloudpickle and type hints
     try:
-        with mlflow.start_run(run_id=run.run_id, nested=mlflow.active_run() is not None):
+        with warnings.catch_warnings(), mlflow.start_run(
+                run_id=run.run_id, nested=mlflow.active_run() is not None):
+            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
             mlflow.pyfunc.log_model(
                 name="pyfunc_model", python_model=PneumoniaPyfunc(),
                 artifacts={"model": str(folder)}, signature=signature,
@@ -314,6 +321,7 @@ def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
                                   f"keras=={keras.__version__}",
                                   f"mlflow=={mlflow.__version__}"])
     finally:
+        mlflow_logger.setLevel(old_level)
         mlflow.set_tracking_uri(previous_uri)
 
 
