@@ -281,6 +281,12 @@ class TrackedRun:
 
 
 def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
+    with warnings.catch_warnings():  # MLflow's advice on type hints, from class creation on
+        warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
+        _log_pyfunc_quietly(run, folder, estimator, input_example)
+
+
+def _log_pyfunc_quietly(run: TrackedRun, folder, estimator, input_example):
     import mlflow
     from mlflow.models import infer_signature
 
