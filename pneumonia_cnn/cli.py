@@ -496,6 +496,8 @@ def main(argv=None) -> int:
         MlflowException = TrackingError
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
+        if "Add type hints to the `predict` method" in str(message):
+            return  # MLflow's advice to library authors; warning filters do not stop it
         print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
     def terminate(signum, frame):  # SIGTERM ends a fit like Ctrl-C: nothing done is lost

@@ -281,12 +281,6 @@ class TrackedRun:
 
 
 def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
-    with warnings.catch_warnings():  # MLflow's advice on type hints, from class creation on
-        warnings.filterwarnings("ignore", message=".*type hints", category=UserWarning)
-        _log_pyfunc_quietly(run, folder, estimator, input_example)
-
-
-def _log_pyfunc_quietly(run: TrackedRun, folder, estimator, input_example):
     import mlflow
     from mlflow.models import infer_signature
 
@@ -316,9 +310,7 @@ def _log_pyfunc_quietly(run: TrackedRun, folder, estimator, input_example):
     old_level = mlflow_logger.level
     mlflow_logger.setLevel(logging.ERROR)  # MLflow's notes on cloudpickle and type hints
     try:
-        with warnings.catch_warnings(), mlflow.start_run(
-                run_id=run.run_id, nested=mlflow.active_run() is not None):
-            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        with mlflow.start_run(run_id=run.run_id, nested=mlflow.active_run() is not None):
             mlflow.pyfunc.log_model(
                 name="pyfunc_model", python_model=PneumoniaPyfunc(),
                 artifacts={"model": str(folder)}, signature=signature,
