@@ -222,7 +222,7 @@ class PneumoniaCNN(KerasClassifier):
     # -----------------------------------------------------------------------------------------
     # Input handling
     # -----------------------------------------------------------------------------------------
-    def _as_images(self, X, y=None, groups=None, *, need_y: bool):
+    def _as_images(self, X, y=None, groups=None):
         """Turn a folder, a list of files or an array into ``(X uint8/float, y, groups)``."""
         if isinstance(X, ImageData):
             data = X
@@ -239,22 +239,18 @@ class PneumoniaCNN(KerasClassifier):
             data = load_images(list(X), self.image_size)
         else:
             return self._validate_array(X), y, groups
-        if data.y.size:
-            y = data.y if y is None else y
-            groups = data.groups if groups is None else groups
-        return data.X, y, groups
+        if data.y.size and y is None:
+            y = data.y
+        return data.X, y, data.groups if groups is None else groups
 
     def _validate_array(self, X) -> np.ndarray:
         if sp.issparse(X):
             raise TypeError("Sparse data was passed for X, but dense data is required: "
                             "PneumoniaCNN takes image arrays, folders or files")
-        if hasattr(X, "dtype") and getattr(X, "dtype", None) is not None:
+        try:
             arr = np.asarray(X)
-        else:
-            try:
-                arr = np.asarray(X)
-            except ValueError as exc:
-                raise ValueError(f"X could not be turned into an image array: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"X could not be turned into an image array: {exc}") from exc
         if arr.dtype.kind not in "uif" and arr.dtype != bool:
             raise ValueError(f"X must hold numeric pixel values 0-255, got dtype {arr.dtype}; "
                              "pass a data folder or a list of image files to load images")
@@ -369,12 +365,9 @@ class PneumoniaCNN(KerasClassifier):
         """
         start = time.perf_counter()
         data_root = str(X) if isinstance(X, (str, os.PathLike)) else getattr(X, "root", None)
-        if _is_path_list(X) and groups is None:
-            from .data import patient_id
-            groups = np.array([patient_id(p) for p in X])
         if y is not None and not isinstance(X, (str, os.PathLike, ImageData)):
             y = self._validate_labels(y)  # labels first: their errors are the clearest
-        X, y, groups = self._as_images(X, y, groups, need_y=True)
+        X, y, groups = self._as_images(X, y, groups)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
         y = self._validate_labels(y)
@@ -467,7 +460,7 @@ class PneumoniaCNN(KerasClassifier):
         names, counts = np.unique(y, return_counts=True)
         run.log_data({"dir": data_root or "(arrays)", "n_images": len(y),
                       **{f"n_{n}": int(c) for n, c in zip(names, counts)},
-                      "image_size": self.image_size, "hash": data_fingerprint(None, X)})
+                      "image_size": self.image_size, "hash": data_fingerprint(X)})
         return run
 
     def _finish_run(self, run, input_example):
@@ -511,7 +504,7 @@ class PneumoniaCNN(KerasClassifier):
         ndarray of shape (n, 2)
         """
         check_is_fitted(self, "model_")
-        X, _, _ = self._as_images(X, need_y=False)
+        X, _, _ = self._as_images(X)
         kwargs.setdefault("verbose", 0)
         proba = super().predict_proba(X, **kwargs)
         # scikeras squeezes the result for a single image to shape (2,): keep (1, 2).
@@ -543,7 +536,7 @@ class PneumoniaCNN(KerasClassifier):
     def score(self, X, y=None, sample_weight=None):
         """Accuracy on a data folder, or on images and labels."""
         check_is_fitted(self, "model_")
-        X, y, _ = self._as_images(X, y, need_y=True)
+        X, y, _ = self._as_images(X, y)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
         return accuracy_score(np.asarray(y), self.predict(X), sample_weight=sample_weight)
@@ -663,7 +656,7 @@ class _BestWeights(keras.callbacks.Callback):
         self._weights = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {("auc" if k == "a_u_c" else k): float(v) for k, v in (logs or {}).items()}
+        logs = {k: float(v) for k, v in (logs or {}).items()}
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
         self.epochs.append(epoch + 1)

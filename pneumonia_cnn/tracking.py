@@ -346,8 +346,7 @@ class MLflowLogger(keras.callbacks.Callback):
         if lr is not None:
             logs["learning_rate"] = float(np.asarray(keras.ops.convert_to_numpy(lr)))
         try:
-            self.run.log_metrics({("auc" if k == "a_u_c" else k): v for k, v in logs.items()},
-                                 step=epoch + 1)
+            self.run.log_metrics(logs, step=epoch + 1)
         except Exception as exc:  # tracking must never stop training
             warnings.warn(f"MLflow logging failed at epoch {epoch + 1} ({exc}); training "
                           f"goes on; the metrics of epoch {epoch + 1} onwards are not logged",
@@ -355,12 +354,6 @@ class MLflowLogger(keras.callbacks.Callback):
             self.failed = f"epoch {epoch + 1}: {exc}"
 
 
-def data_fingerprint(paths, X: np.ndarray | None = None) -> str:
-    """Content hash of a data set (file names and pixels), 16 hex digits."""
-    h = hashlib.sha256()
-    if paths is not None:
-        for p in paths:
-            h.update(os.path.basename(str(p)).encode())
-    if X is not None:
-        h.update(np.ascontiguousarray(X).tobytes())
-    return h.hexdigest()[:16]
+def data_fingerprint(X: np.ndarray) -> str:
+    """Content hash of the pixels of a data set, 16 hex digits."""
+    return hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]
