@@ -112,7 +112,7 @@ def _experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    uri = client._tracking_client.tracking_uri  # local stores: artifacts under ./mlruns
+    uri = client.tracking_uri  # local stores: artifacts under ./mlruns
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path.cwd() / "mlruns").resolve().as_uri()
