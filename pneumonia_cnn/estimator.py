@@ -399,9 +399,9 @@ class PneumoniaCNN(KerasClassifier):
         except KeyboardInterrupt:
             self._salvage(run, time.perf_counter() - start)
             raise
-        except BaseException:
+        except BaseException as exc:
             if run is not None:
-                run.end("FAILED")
+                run.end_after_error(exc)
             raise
         finally:
             has_val = self._validation is not None
@@ -428,26 +428,30 @@ class PneumoniaCNN(KerasClassifier):
 
     def _salvage(self, run, elapsed: float) -> None:
         """After Ctrl-C / SIGTERM: keep the best weights of the finished epochs (in
-        ``model_``), log them to the run as artifact ``checkpoint/`` and end it as KILLED."""
+        ``model_``), log them to the run as artifact ``checkpoint/`` and end it as KILLED.
+        A failing tracking store is only warned about: the interrupt is what propagates."""
         recorder = getattr(self, "_recorder", None)
         self.interrupted_ = True
-        if recorder is None or not recorder.history or not hasattr(self, "model_"):
-            if run is not None:
-                run.end("KILLED")
+        salvaged = recorder is not None and bool(recorder.history) and hasattr(self, "model_")
+        if salvaged:
+            recorder.restore(self.model_)
+            self.history_ = dict(recorder.history)
+            self.best_epoch_ = recorder.best_epoch
+            self.fit_time_ = elapsed
+        if run is None:
             return
-        recorder.restore(self.model_)
-        self.history_ = dict(recorder.history)
-        self.best_epoch_ = recorder.best_epoch
-        self.fit_time_ = elapsed
-        if run is not None:
-            try:
-                import tempfile
+        if salvaged:
+            import tempfile
 
+            try:
                 with tempfile.TemporaryDirectory() as tmp:
                     run.log_artifacts(self.save(Path(tmp) / "checkpoint"), "checkpoint")
                 run.log_metrics({"fit_time_s": elapsed, "epochs_run": len(recorder.epochs)})
-            finally:
-                run.end("KILLED")
+            except Exception as exc:
+                warnings.warn(f"could not log the interrupted fit's checkpoint to MLflow run "
+                              f"{run.run_id} ({exc}); the model is kept in memory (save it "
+                              "with .save(path))", stacklevel=3)
+        run.end_after_error(KeyboardInterrupt())
 
     def _start_run(self, data_root, X, y):
         from .tracking import TrackedRun, data_fingerprint

@@ -174,8 +174,8 @@ def _log_evaluation_run(estimator, result: dict, data_name: str) -> str:
     try:
         run.log_params({"data": data_name, "threshold": result["threshold"]})
         run.log_evaluation(result)
-    except BaseException:
-        run.end("FAILED")
+    except BaseException as exc:
+        run.end_after_error(exc)
         raise
     run.end("FINISHED")
     return run.run_id

@@ -283,7 +283,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
                 parent, base, best_params, X, y, groups, data, holdout_idx, experiment,
                 evaluate)
     except BaseException as exc:
-        parent.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        parent.end_after_error(exc)
         raise
     parent.log_metrics({f"best_mean_test_{REFIT_METRIC}": result.best_score,
                         "n_candidates": len(table)})
@@ -426,7 +426,7 @@ def _refit(parent, base, best_params, X, y, groups, data, holdout_idx, experimen
                                data.paths[holdout_idx], data.y[holdout_idx])
             run.log_evaluation(holdout, prefix="holdout_")
     except BaseException as exc:
-        run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        run.end_after_error(exc)
         raise
     run.end("FINISHED")
     est.set_params(callbacks=base.callbacks)

@@ -11,11 +11,15 @@ current folder with artifacts under ``./mlruns`` -- MLflow 3's own default, so a
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
+import signal
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -151,6 +155,66 @@ def _param_value(v) -> str:
     return str(v)
 
 
+_deferring = False  # True inside deferred_interrupts() in the main thread
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
+
+    A write to the tracking store cut in half by ``KeyboardInterrupt`` can leave a SQLite
+    transaction open, and the database then stays locked for every later write of the same
+    process -- including the ones that save an interrupted fit.  Each store write of
+    :class:`TrackedRun` runs inside this block.  A second signal during the same block is
+    delivered at once (press Ctrl-C twice to stop immediately).  Outside the main thread,
+    where Python never runs signal handlers, and inside an outer block, this does nothing.
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    old = {}
+
+    def restore():
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        old.clear()
+
+    def hold(signum, frame):
+        if pending:  # second signal: stop now
+            pending.clear()
+            restore()
+            signal.raise_signal(signum)
+        else:
+            pending.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler not in (None, signal.SIG_IGN):  # None: not installed from Python
+            old[signum] = handler
+            signal.signal(signum, hold)
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        restore()
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+def _atomic(method):
+    """Run a :class:`TrackedRun` write with :func:`deferred_interrupts`."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with deferred_interrupts():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class TrackedRun:
     """One MLflow run, driven through an explicit client.
 
@@ -165,6 +229,7 @@ class TrackedRun:
         self.run_id = run_id
 
     @classmethod
+    @_atomic
     def start(cls, *, tracking_uri=None, experiment: str = DEFAULT_EXPERIMENT,
               run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict | None = None) -> "TrackedRun":
@@ -178,6 +243,7 @@ class TrackedRun:
         return cls(client, run.info.run_id)
 
     # -- logging ------------------------------------------------------------------------------
+    @_atomic
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
@@ -185,6 +251,7 @@ class TrackedRun:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
+    @_atomic
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import time
 
@@ -196,24 +263,40 @@ class TrackedRun:
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
+    @_atomic
     def set_tags(self, tags: dict) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))
 
+    @_atomic
     def log_figure(self, fig, name: str) -> None:
         self.client.log_figure(self.run_id, fig, name)
 
+    @_atomic
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, text, name)
 
+    @_atomic
     def log_dict(self, data: dict, name: str) -> None:
         self.client.log_dict(self.run_id, data, name)
 
+    @_atomic
     def log_artifacts(self, folder, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
+    @_atomic
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+    def end_after_error(self, exc: BaseException) -> None:
+        """End the run as KILLED (``KeyboardInterrupt``) or FAILED after ``exc``; a failure
+        of the store here is only warned about, so that ``exc`` is what the caller sees."""
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            self.end(status)
+        except Exception as store_exc:
+            warnings.warn(f"could not mark MLflow run {self.run_id} as {status} "
+                          f"({store_exc}); it may show as RUNNING in mlflow ui", stacklevel=2)
 
     # -- what a fit and an evaluation log ---------------------------------------------------------
     def log_data(self, data_info: dict) -> None:
@@ -240,6 +323,7 @@ class TrackedRun:
             self.log_figure(fig, "plots/training_history.png")
             plt.close(fig)
 
+    @_atomic
     def log_model(self, estimator, input_example: np.ndarray | None = None) -> None:
         """Log the fitted model twice over: our folder format under ``model/`` (load with
         ``PneumoniaCNN.load``), and an MLflow pyfunc model ``pyfunc_model`` with signature

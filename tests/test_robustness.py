@@ -158,6 +158,76 @@ def test_ctrl_c_keeps_best_weights_and_logs_checkpoint(synthetic_data, tmp_path)
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
 
 
+def test_ctrl_c_with_a_failing_store_still_keeps_the_model(synthetic_data, tmp_path,
+                                                          monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from pneumonia_cnn.tracking import TrackedRun
+
+    def broken(self, *args, **kwargs):
+        raise MlflowException("database is locked")
+
+    clf = PneumoniaCNN(**{**TINY, "epochs": 10, "tracking": True,
+                          "tracking_uri": f"sqlite:///{tmp_path / 'b.db'}",
+                          "validation_fraction": 0.25, "callbacks": [_InterruptAt(2)]})
+    monkeypatch.setattr(TrackedRun, "log_artifacts", broken)
+    monkeypatch.setattr(TrackedRun, "end", broken)
+    with pytest.warns(UserWarning, match="could not log the interrupted fit's checkpoint"):
+        with pytest.raises(KeyboardInterrupt):  # not the store's error
+            clf.fit(synthetic_data.X, synthetic_data.y, groups=synthetic_data.groups)
+    assert clf.interrupted_ and len(clf.history_["loss"]) == 2
+    assert clf.predict(synthetic_data.X[:2]).shape == (2,)
+
+
+def test_signal_in_the_middle_of_a_store_write_is_held_until_it_is_done(tmp_path,
+                                                                         monkeypatch):
+    # Regression: a signal inside a SQLite metrics write lost the write, and in CI
+    # (2026-11-25) the transaction it left open kept the database locked, so the salvage
+    # writes of the interrupted fit failed with "database is locked".
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from pneumonia_cnn.tracking import TrackedRun
+
+    uri = f"sqlite:///{tmp_path / 's.db'}"
+    run = TrackedRun.start(tracking_uri=uri, experiment="signals")
+    original = SqlAlchemyStore._update_latest_metrics_if_necessary
+    inside = []
+
+    def interrupted_mid_transaction(self, *args, **kwargs):
+        inside.append(True)
+        signal.raise_signal(signal.SIGINT)  # Python runs the handler at the next bytecode
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "_update_latest_metrics_if_necessary",
+                        interrupted_mid_transaction)
+    with pytest.raises(KeyboardInterrupt):
+        run.log_metrics({"loss": 0.5}, step=1)
+    assert inside
+    monkeypatch.setattr(SqlAlchemyStore, "_update_latest_metrics_if_necessary", original)
+    t = time.monotonic()
+    run.log_metrics({"fit_time_s": 1.0})  # the database is not left locked
+    run.end("KILLED")
+    assert time.monotonic() - t < 5
+    client = mlflow.MlflowClient(uri)
+    assert [m.value for m in client.get_metric_history(run.run_id, "loss")] == [0.5]
+    assert client.get_run(run.run_id).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_second_signal_during_a_write_stops_at_once():
+    from pneumonia_cnn.tracking import deferred_interrupts
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            signal.raise_signal(signal.SIGINT)
+            reached.append("held")
+            signal.raise_signal(signal.SIGINT)
+            reached.append("not reached")
+    assert reached == ["held"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigterm_during_cli_train_saves_model_and_exits_cleanly(synthetic_dir, tmp_path):
     model = tmp_path / "model"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 't.db'}",
