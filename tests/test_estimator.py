@@ -186,3 +186,30 @@ def test_auto_threshold_from_validation_split(synthetic_dir, tmp_path):
     # without a validation hold-out there is nothing to choose on: 0.5
     no_val = PneumoniaCNN(**{**TINY, "threshold": "auto"}).fit(synthetic_dir)
     assert no_val.threshold_ == 0.5
+
+
+def test_training_batches_come_from_memory_with_weights(synthetic_data, monkeypatch):
+    import pneumonia_cnn.estimator as est
+
+    calls = []
+    original = est._in_memory_batches
+
+    def spy(*arrays, **kw):
+        calls.append(([np.asarray(a) for a in arrays if a is not None], kw))
+        return original(*arrays, **kw)
+
+    monkeypatch.setattr(est, "_in_memory_batches", spy)
+    X, y = synthetic_data.X, synthetic_data.y
+    user_w = np.linspace(0.5, 1.5, len(y))
+    clf = PneumoniaCNN(**{**TINY, "validation_fraction": 0.25, "epochs": 2})
+    clf.fit(X, y, sample_weight=user_w, groups=synthetic_data.groups)
+    (train, train_kw), (val, val_kw) = sorted(calls, key=lambda c: -len(c[0][0]))
+    assert train_kw == {"batch_size": 16, "shuffle": True} and val_kw == {"batch_size": 16}
+    assert len(train) == 3 and len(val) == 2  # images, labels, weights / images, labels
+    Xt, wt = train[0], train[2]
+    idx = [next(i for i in range(len(X)) if np.array_equal(X[i], x)) for x in Xt]
+    yt = y[idx]
+    balanced = {c: len(yt) / (2 * np.sum(yt == c)) for c in np.unique(yt)}
+    np.testing.assert_allclose(wt, user_w[idx] * np.array([balanced[c] for c in yt]),
+                               rtol=1e-5)  # user weights times balanced class weights
+    assert "fit" not in vars(clf.model_)  # Keras' own fit is back
