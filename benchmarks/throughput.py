@@ -2,10 +2,11 @@
 
     python benchmarks/throughput.py [--data chest_xray/train]
 
-Prints one JSON object: for the default PneumoniaCNN (with and without its augmentation) and
-for the lab's reference CNN, the forward FLOPs per image (convolutions and dense layers;
-multiply-add = 2), training FLOPs per image (3x forward: forward, input gradients, weight
-gradients), steady-state training images/s (second epoch over 1,024 images) and achieved
+Prints one JSON object: for the default PneumoniaCNN (fed as ``PneumoniaCNN.fit`` feeds it;
+again fed by Keras' own NumPy pipeline; and with the "standard" augmentation) and for the
+lab's reference CNN: forward FLOPs per image (convolutions and dense layers; multiply-add =
+2), training FLOPs per image (3x forward: forward, input gradients, weight gradients),
+steady-state training images/s (3 epochs over 1,024 images after a warm-up) and achieved
 GFLOP/s; and the machine's dense float32 matrix-multiply peak (2048x2048 tf.matmul, best of
 3 runs of 2 s) measured in the same process, with each model's fraction of it.
 """
@@ -37,11 +38,24 @@ def matmul_peak_gflops(n: int = 2048, seconds: float = 2.0) -> float:
     return best
 
 
-def train_rate(model, X, y, batch_size: int) -> float:
-    model.fit(X[:256], y[:256], batch_size=batch_size, epochs=1, verbose=0)  # warm-up / trace
+def train_rate(model, X, y, batch_size: int, pipeline: str = "memory",
+               epochs: int = 3) -> float:
+    """Steady-state training images/s over ``epochs`` epochs, after a warm-up that traces.
+
+    ``pipeline="memory"`` feeds batches as ``PneumoniaCNN.fit`` does (its in-memory
+    ``tf.data`` pipeline); ``"keras"`` passes the NumPy arrays to ``Model.fit`` directly."""
+    from pneumonia_cnn.estimator import _in_memory_batches
+
+    if pipeline == "memory":
+        data = {"x": _in_memory_batches(X, y, batch_size=batch_size, shuffle=True)}
+        warm = {"x": _in_memory_batches(X[:256], y[:256], batch_size=batch_size)}
+    else:
+        data = {"x": X, "y": y, "batch_size": batch_size}
+        warm = {"x": X[:256], "y": y[:256], "batch_size": batch_size}
+    model.fit(**warm, epochs=1, verbose=0)
     start = time.perf_counter()
-    model.fit(X, y, batch_size=batch_size, epochs=1, verbose=0)
-    return len(X) / (time.perf_counter() - start)
+    model.fit(**data, epochs=epochs, verbose=0)
+    return epochs * len(X) / (time.perf_counter() - start)
 
 
 def main():
@@ -65,22 +79,26 @@ def main():
     X, y = d.X[:args.images], (d.y[:args.images] == "PNEUMONIA").astype("float32")
     arch = {k: p[k] for k in ("filters", "kernel_size", "convs_per_block", "pooling",
                               "batch_norm", "global_pooling", "dense_units", "dropout")}
-    cases = {"default": (lambda: build_model(X.shape[1:], augmentation=p["augmentation"],
-                                             **arch), X, p["batch_size"]),
-             "default_no_augmentation": (lambda: build_model(X.shape[1:], augmentation=None,
-                                                             **arch), X, p["batch_size"])}
+    def default(augmentation=p["augmentation"]):
+        return build_model(X.shape[1:], augmentation=augmentation, **arch)
+
+    cases = {"default": (default, X, p["batch_size"], "memory"),
+             "default_fed_by_keras_numpy": (default, X, p["batch_size"], "keras"),
+             "default_with_standard_augmentation": (lambda: default("standard"), X,
+                                                    p["batch_size"], "memory")}
     r = load_image_folder(data, 150)
     Xr = to_rgb(r.X[:args.images])
-    cases["lab_reference"] = (build_reference_model, Xr, 20)
-    for name, (make, Xc, bs) in cases.items():
+    cases["lab_reference"] = (build_reference_model, Xr, 20, "keras")
+    for name, (make, Xc, bs, pipeline) in cases.items():
         keras.utils.set_random_seed(0)
         model = make()
         if not model.compiled:
             model.compile(optimizer="adam", loss="binary_crossentropy")
         fwd = count_flops(model)
-        rate = train_rate(model, Xc, y, bs)
+        rate = train_rate(model, Xc, y, bs, pipeline)
         achieved = 3 * fwd * rate / 1e9
-        out["models"][name] = {"input": list(Xc.shape[1:]), "forward_gflop_per_image":
+        out["models"][name] = {"input": list(Xc.shape[1:]), "pipeline": pipeline,
+                               "forward_gflop_per_image":
                                round(fwd / 1e9, 4),
                                "train_gflop_per_image": round(3 * fwd / 1e9, 4),
                                "train_images_per_s": round(rate, 1),
