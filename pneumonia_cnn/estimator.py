@@ -542,6 +542,7 @@ class PneumoniaCNN(KerasClassifier):
         return self.classes_[(proba[:, 1] >= self._decision_threshold()).astype(int)]
 
     def _decision_threshold(self) -> float:
+        """The threshold ``predict`` uses: ``threshold``, or the one "auto" chose in fit."""
         if self.threshold == "auto":
             return float(getattr(self, "threshold_", 0.5))
         return float(self.threshold)
@@ -610,8 +611,7 @@ class PneumoniaCNN(KerasClassifier):
             "best_epoch": self.best_epoch_,
             "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
             "interrupted": bool(getattr(self, "interrupted_", False)),
-            "threshold": float(getattr(self, "threshold_", self._decision_threshold()
-                                       if self.threshold != "auto" else 0.5)),
+            "threshold": self._decision_threshold(),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path

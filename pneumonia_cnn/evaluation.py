@@ -146,8 +146,8 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         raise ValueError(f"the estimator's classes {classes} do not include {POSITIVE}")
     scores = estimator.predict_proba(X)[:, classes.index(POSITIVE)]
     if threshold is None:
-        threshold = getattr(estimator, "threshold_", getattr(estimator, "threshold", 0.5))
-        threshold = 0.5 if threshold == "auto" else float(threshold)
+        rule = getattr(estimator, "_decision_threshold", None)  # PneumoniaCNN's, as predict
+        threshold = rule() if rule is not None else float(getattr(estimator, "threshold", 0.5))
     result = metrics_from_scores(y, scores, threshold)
     result["_y_true"] = np.asarray(y).astype(str)
     result["_y_score"] = scores

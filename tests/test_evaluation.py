@@ -67,3 +67,19 @@ def test_confusion_matrix_plot_shows_counts_and_percentages():
     fig = plot_confusion_matrix([[30, 10], [5, 55]])
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
     assert "30\n75.0%" in texts and "55\n91.7%" in texts
+
+
+def test_evaluate_and_save_use_the_threshold_predict_uses(fitted_tiny, synthetic_data, tmp_path):
+    import copy
+
+    from pneumonia_cnn import PneumoniaCNN
+
+    clf = copy.deepcopy(fitted_tiny)
+    clf.set_params(threshold=0.9)  # changed after fit: threshold_ still holds the fit's 0.5
+    X, y = synthetic_data.X, synthetic_data.y
+    result = evaluate(clf, X, y, track=False)
+    assert result["threshold"] == 0.9
+    assert result["accuracy"] == pytest.approx(np.mean(clf.predict(X) == y))
+    loaded = PneumoniaCNN.load(clf.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    assert loaded._decision_threshold() == 0.9
