@@ -7,6 +7,7 @@ import inspect
 import json
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -444,7 +445,6 @@ def _filter_native_stderr():
 
     Returns a function that restores fd 2 and waits until every line got through."""
     import os
-    import threading
 
     if os.environ.get("PNEUMONIA_CNN_RAW_STDERR"):
         return lambda: None
@@ -475,12 +475,6 @@ def _filter_native_stderr():
     return finish
 
 
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def main(argv=None) -> int:
     """Entry point of ``pneumonia-cnn``; returns the exit code."""
     parser = build_parser()
@@ -505,7 +499,7 @@ def main(argv=None) -> int:
 
     old_show, old_term = warnings.showwarning, None
     warnings.showwarning = show_warning
-    if threading_is_main():
+    if threading.current_thread() is threading.main_thread():  # signals live there only
         old_term = signal.signal(signal.SIGTERM, terminate)
     start = time.perf_counter()
     try:
