@@ -7,6 +7,9 @@ Presets are chosen for chest radiographs, which are taken in a standard position
 
 - small rotations (a few degrees), zooms and shifts imitate patient positioning;
 - contrast and brightness changes imitate exposure differences between machines;
+- "acquisition" adds what else differs between sites: blur and edge enhancement (detector
+  and vendor processing) and sensor noise, with strong contrast / brightness changes, so
+  that the network cannot key on one batch's grey levels or sharpness;
 - **no horizontal flip by default**: the heart lies on the left, and a flipped film is an
   anatomically impossible image (situs inversus is ~1 in 10,000); it also moves the side
   markers. It can still be asked for with ``{"flip": "horizontal"}``.
@@ -19,7 +22,8 @@ from typing import Mapping
 
 import keras
 
-__all__ = ["AUGMENTATION_PRESETS", "augmentation_factors", "build_augmentation"]
+__all__ = ["AUGMENTATION_PRESETS", "TTA_VIEWS", "affine", "augmentation_factors",
+           "build_augmentation", "tta_views"]
 
 #: Factors of each preset. rotation is a fraction of a full turn (0.02 = 7.2 degrees),
 #: zoom / translation / contrast / brightness are fractions (see the Keras layers).
@@ -28,9 +32,12 @@ AUGMENTATION_PRESETS: dict[str, dict] = {
     "standard": {"rotation": 0.02, "zoom": 0.1, "translation": 0.08, "contrast": 0.1},
     "heavy": {"rotation": 0.04, "zoom": 0.2, "translation": 0.12, "contrast": 0.25,
               "brightness": 0.15},
+    "acquisition": {"rotation": 0.01, "zoom": 0.08, "translation": 0.05, "contrast": 0.35,
+                    "brightness": 0.2, "sharpness": 0.5, "blur": 0.5, "noise": 0.025},
 }
 
-_KNOWN = ("rotation", "zoom", "translation", "contrast", "brightness", "flip")
+_KNOWN = ("rotation", "zoom", "translation", "contrast", "brightness", "sharpness", "blur",
+          "noise", "flip")
 _FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
 
 
@@ -41,8 +48,11 @@ def augmentation_factors(augmentation) -> dict:
     ----------
     augmentation : None, str or dict
         ``None`` / ``"none"`` (no augmentation), a preset name (``"light"``, ``"standard"``,
-        ``"heavy"``) or a dict with any of the keys ``rotation``, ``zoom``, ``translation``,
-        ``contrast``, ``brightness`` (non-negative floats) and ``flip``
+        ``"heavy"``, ``"acquisition"``) or a dict with any of the keys ``rotation``, ``zoom``,
+        ``translation``, ``contrast``, ``brightness``, ``sharpness`` (Keras'
+        ``RandomSharpness`` factor), ``blur`` (``RandomGaussianBlur`` factor), ``noise``
+        (standard deviation of Gaussian noise, as a fraction of the 0-255 range) (non-negative floats)
+        and ``flip``
         (``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or None).
 
     Returns
@@ -116,4 +126,60 @@ def build_augmentation(augmentation, seed: int | None = None) -> keras.Sequentia
     if "brightness" in factors:
         layers.append(keras.layers.RandomBrightness(factors["brightness"], value_range=(0, 255),
                                                     seed=layer_seed()))
+    if "sharpness" in factors:
+        layers.append(keras.layers.RandomSharpness(factors["sharpness"], value_range=(0, 255),
+                                                   seed=layer_seed()))
+    if "blur" in factors:
+        layers.append(keras.layers.RandomGaussianBlur(factors["blur"], value_range=(0, 255),
+                                                      seed=layer_seed()))
+    if "noise" in factors:
+        layers += [keras.layers.Rescaling(1 / 255),  # Keras' noise layer wants a 0-1 scale
+                   keras.layers.GaussianNoise(factors["noise"], seed=layer_seed()),
+                   keras.layers.Rescaling(255.0)]
     return keras.Sequential(layers, name="augmentation")
+
+
+def affine(img, rotation_deg: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0)):
+    """Rotate / scale / shift one 2-D image about its centre (scikit-image ``warp``; black
+    where the film has no data). ``shift`` is a fraction of the width and height."""
+    import numpy as np
+    from skimage.transform import AffineTransform, warp
+
+    h, w = img.shape
+    centre = np.array([w / 2, h / 2])
+    tform = (AffineTransform(translation=-centre)
+             + AffineTransform(rotation=np.deg2rad(rotation_deg), scale=scale,
+                               translation=(shift[0] * w, shift[1] * h))
+             + AffineTransform(translation=centre))
+    return warp(img, tform.inverse, order=1, mode="constant", cval=0.0, preserve_range=True)
+
+
+#: The fixed views of test-time augmentation, in order (the original image comes first):
+#: (rotation in degrees, scale, (shift x, shift y)), positioning changes a film really shows.
+TTA_VIEWS = (
+    (0.0, 1.05, (0.0, 0.0)),
+    (0.0, 0.95, (0.0, 0.0)),
+    (3.0, 1.0, (0.0, 0.0)),
+    (-3.0, 1.0, (0.0, 0.0)),
+    (0.0, 1.0, (0.03, 0.0)),
+    (0.0, 1.0, (-0.03, 0.0)),
+    (0.0, 1.0, (0.0, 0.03)),
+    (0.0, 1.0, (0.0, -0.03)),
+)
+
+
+def tta_views(X, n_views: int):
+    """The first ``n_views`` fixed views of :data:`TTA_VIEWS` of a batch ``(n, h, w, 1)``
+    uint8 (deterministic: small zooms, rotations and shifts)."""
+    import numpy as np
+
+    if not 0 <= n_views <= len(TTA_VIEWS):
+        raise ValueError(f"tta must be between 0 and {len(TTA_VIEWS)}, got {n_views!r}")
+    views = []
+    for rot, scale, shift in TTA_VIEWS[:n_views]:
+        out = np.empty_like(X)
+        for i, img in enumerate(X[..., 0]):
+            out[i, ..., 0] = np.clip(np.rint(affine(img.astype(np.float32), rot, scale, shift)),
+                                     0, 255)
+        views.append(out)
+    return views

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from . import __version__
 from .data import DataError, ImageData, grouped_split, load_image_folder, load_images
-from .model import build_model
+from .model import build_model, ensemble_model
 from .tracking import MLflowLogger
 
 __all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
@@ -28,7 +28,12 @@ __all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
 #: Files of a saved model folder (see :meth:`PneumoniaCNN.save`).
 MODEL_FILE = "model.keras"
 META_FILE = "pneumonia_cnn.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats :meth:`PneumoniaCNN.load` reads.
+READABLE_FORMATS = (1, 2)
+#: Parameters that format 1 did not know, with the value that models of that format used:
+#: a folder saved before a parameter existed must not pick up a newer default.
+_FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0}
 
 
 class PneumoniaCNN(KerasClassifier):
@@ -61,8 +66,22 @@ class PneumoniaCNN(KerasClassifier):
     dropout : float, default=0.3
         Dropout before the output unit.
     augmentation : None, str or dict, default=None
-        None, ``"light"``, ``"standard"``, ``"heavy"`` or a dict of factors; see
-        :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
+        None, ``"light"``, ``"standard"``, ``"heavy"``, ``"acquisition"`` or a dict of
+        factors; see :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
+    intensity_norm : {None, "standardize", "equalize", "clahe"}, default=None
+        Per-image intensity normalisation before the network, at fit and predict time (see
+        :mod:`pneumonia_cnn.preprocessing`).
+    label_smoothing : float, default=0.0
+        Label smoothing of the binary cross-entropy (0 = off): targets 0/1 become
+        ``s/2`` / ``1 - s/2``, which keeps probabilities away from 0 and 1.
+    n_networks : int, default=1
+        Train this many networks with different seeds (same data, same validation hold-out)
+        and average their probabilities: a deep ensemble, still one estimator and one saved
+        model. Fit time grows with it.
+    tta : int, default=0
+        Test-time augmentation: average the prediction over the original image and this many
+        fixed views (small zooms, rotations and shifts; see
+        :data:`pneumonia_cnn.augmentation.TTA_VIEWS`, at most 8). 0 = off.
     learning_rate : float, default=1e-3
         Initial learning rate (``optimizer__learning_rate``, if given, wins).
     lr_schedule : {"cosine", "constant"}, default="cosine"
@@ -152,6 +171,10 @@ class PneumoniaCNN(KerasClassifier):
         dense_units=64,
         dropout=0.3,
         augmentation=None,
+        intensity_norm=None,
+        label_smoothing=0.0,
+        n_networks=1,
+        tta=0,
         learning_rate=1e-3,
         lr_schedule="cosine",
         epochs=14,
@@ -193,6 +216,10 @@ class PneumoniaCNN(KerasClassifier):
         self.dense_units = dense_units
         self.dropout = dropout
         self.augmentation = augmentation
+        self.intensity_norm = intensity_norm
+        self.label_smoothing = label_smoothing
+        self.n_networks = n_networks
+        self.tta = tta
         self.learning_rate = learning_rate
         self.lr_schedule = lr_schedule
         self.validation_fraction = validation_fraction
@@ -285,20 +312,35 @@ class PneumoniaCNN(KerasClassifier):
     # -----------------------------------------------------------------------------------------
     # Model
     # -----------------------------------------------------------------------------------------
+    @property
+    def feature_encoder(self):
+        """scikeras' input transformer: per-image intensity normalisation (``intensity_norm``),
+        applied alike to training, validation and prediction images."""
+        from sklearn.preprocessing import FunctionTransformer
+
+        from .preprocessing import normalize_intensity
+
+        return FunctionTransformer(normalize_intensity,
+                                   kw_args={"method": self.intensity_norm})
+
     def _keras_build_fn(self, meta, compile_kwargs):
-        model = build_model(
-            meta["X_shape_"][1:],
-            filters=tuple(self.filters),
-            kernel_size=self.kernel_size,
-            convs_per_block=self.convs_per_block,
-            pooling=self.pooling,
-            batch_norm=self.batch_norm,
-            global_pooling=self.global_pooling,
-            dense_units=self.dense_units,
-            dropout=self.dropout,
-            augmentation=self.augmentation,
-            seed=self._random_state,
-        )
+        members = getattr(self, "_members", None)
+        if members:  # a fitted ensemble: average the members' outputs
+            model = ensemble_model(members)
+        else:
+            model = build_model(
+                meta["X_shape_"][1:],
+                filters=tuple(self.filters),
+                kernel_size=self.kernel_size,
+                convs_per_block=self.convs_per_block,
+                pooling=self.pooling,
+                batch_norm=self.batch_norm,
+                global_pooling=self.global_pooling,
+                dense_units=self.dense_units,
+                dropout=self.dropout,
+                augmentation=self.augmentation,
+                seed=self._random_state,
+            )
         optimizer = compile_kwargs["optimizer"]
         if "optimizer__learning_rate" not in self.get_params() and isinstance(
                 self.optimizer, (str, type)):
@@ -306,6 +348,9 @@ class PneumoniaCNN(KerasClassifier):
         if compile_kwargs.get("metrics") is None:
             compile_kwargs["metrics"] = [keras.metrics.BinaryAccuracy(name="accuracy"),
                                          keras.metrics.AUC(name="auc")]
+        if self.label_smoothing and compile_kwargs.get("loss") == "binary_crossentropy":
+            compile_kwargs["loss"] = keras.losses.BinaryCrossentropy(
+                label_smoothing=float(self.label_smoothing))
         model.compile(**compile_kwargs)
         return model
 
@@ -399,12 +444,56 @@ class PneumoniaCNN(KerasClassifier):
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         check_consistent_length(y, groups)
 
+        self._check_shift_params()
+
         run = self._start_run(data_root, X, y) if self.tracking else None
+        self.mlflow_run_id_ = run.run_id if run is not None else None
+        self.interrupted_ = False
+        if int(self.n_networks) > 1:
+            validation = self._fit_ensemble(X, y, sample_weight, groups, run, start)
+        else:
+            validation = self._fit_network(X, y, sample_weight, groups, run, start, **kwargs)
+        self.history_ = dict(self.history_)
+        if self.threshold == "auto":
+            self.threshold_ = self._choose_threshold(*(validation or (None, None)))
+        else:
+            self.threshold_ = float(self.threshold)
+        self.fit_time_ = time.perf_counter() - start
+        if run is not None:
+            self._finish_run(run, X[:1], validation)
+        return self
+
+    def _check_shift_params(self) -> None:
+        """Validate the robustness parameters before any work (named as the user wrote them)."""
+        from .augmentation import TTA_VIEWS
+        from .preprocessing import check_intensity_norm
+
+        check_intensity_norm(self.intensity_norm)
+        if not isinstance(self.n_networks, (int, np.integer)) or self.n_networks < 1:
+            raise ValueError(f"n_networks must be an int >= 1, got {self.n_networks!r}")
+        if (not isinstance(self.tta, (int, np.integer)) or isinstance(self.tta, bool)
+                or not 0 <= self.tta <= len(TTA_VIEWS)):
+            raise ValueError(f"tta must be an int from 0 (off) to {len(TTA_VIEWS)}, "
+                             f"got {self.tta!r}")
+        ls = self.label_smoothing
+        if not isinstance(ls, (int, float, np.floating)) or not 0 <= ls < 1:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
+
+    def _split_validation(self, y, groups):
+        """Patient-grouped (train, validation) indices, or None without a hold-out. An
+        ensemble's members all use the ensemble's split (``_split_random_state``)."""
+        if not self.validation_fraction:
+            return None
+        seed = getattr(self, "_split_random_state", self.random_state)
+        return grouped_split(y, groups, self.validation_fraction, random_state=seed)
+
+    def _fit_network(self, X, y, sample_weight, groups, run, start, **kwargs):
+        """Train one network (scikeras' fit); returns the validation hold-out or None."""
         self._validation = None
         self.n_train_ = len(y)
-        if self.validation_fraction:
-            seed = self.random_state if self.random_state is not None else None
-            tr, va = grouped_split(y, groups, self.validation_fraction, random_state=seed)
+        split = self._split_validation(y, groups)
+        if split is not None:
+            tr, va = split
             self._validation = (X[va], y[va])
             X, y = X[tr], y[tr]
             if sample_weight is not None:
@@ -413,8 +502,6 @@ class PneumoniaCNN(KerasClassifier):
         if self.random_state is not None and isinstance(self.random_state, (int, np.integer)):
             keras.utils.set_random_seed(int(self.random_state))
         self._logger = MLflowLogger(run) if run is not None else None
-        self.mlflow_run_id_ = run.run_id if run is not None else None
-        self.interrupted_ = False
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
         except KeyboardInterrupt:
@@ -425,7 +512,6 @@ class PneumoniaCNN(KerasClassifier):
                 run.end_after_error(exc)
             raise
         finally:
-            has_val = self._validation is not None
             validation = self._validation
             # drop the per-fit helpers (they hold the model and the MLflow client): the
             # fitted estimator stays picklable and light
@@ -435,17 +521,59 @@ class PneumoniaCNN(KerasClassifier):
             self._validation = self._logger = self._recorder = None
             self._own_callbacks = []
         self.best_epoch_ = None
-        if has_val and self.history_.get("val_auc"):
+        if validation is not None and self.history_.get("val_auc"):
             self.best_epoch_ = int(np.argmax(self.history_["val_auc"])) + 1
-        self.history_ = dict(self.history_)
-        if self.threshold == "auto":
-            self.threshold_ = self._choose_threshold(*(validation or (None, None)))
-        else:
-            self.threshold_ = float(self.threshold)
-        self.fit_time_ = time.perf_counter() - start
-        if run is not None:
-            self._finish_run(run, X[:1])
-        return self
+        return validation
+
+    def _fit_ensemble(self, X, y, sample_weight, groups, run, start):
+        """Train ``n_networks`` members with different seeds on the same split and combine
+        them into one averaging Keras model; returns the validation hold-out or None."""
+        from sklearn.base import clone
+
+        seeds = _member_seeds(self.random_state, int(self.n_networks))
+        members = []
+        try:
+            for i, seed in enumerate(seeds, start=1):
+                member = clone(self).set_params(n_networks=1, tracking=False, tta=0,
+                                                random_state=seed)
+                member._split_random_state = self.random_state
+                members.append(member)
+                member.fit(X, y, sample_weight=sample_weight, groups=groups)
+                if run is not None:
+                    run.log_metrics({"member_fit_time_s": member.fit_time_,
+                                     **({"member_best_val_auc": max(member.history_["val_auc"])}
+                                        if member.history_.get("val_auc") else {})}, step=i)
+        except KeyboardInterrupt:
+            done = [m for m in members if getattr(m, "history_", None) and hasattr(m, "model_")]
+            if done:  # keep what was trained: the finished members (and the interrupted one)
+                self._combine(done, X, y)
+            self.interrupted_ = True
+            self.fit_time_ = time.perf_counter() - start
+            if run is not None:
+                run.end_after_error(KeyboardInterrupt())
+            raise
+        except BaseException as exc:
+            if run is not None:
+                run.end_after_error(exc)
+            raise
+        self._combine(members, X, y)
+        split = self._split_validation(y, groups)
+        self.n_train_ = members[0].n_train_
+        if split is None:
+            return None
+        return X[split[1]], y[split[1]]
+
+    def _combine(self, members, X, y) -> None:
+        self._members = [m.model_ for m in members]
+        one_per_class = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
+        try:  # builds the averaging model (the labels set up scikeras' target encoder)
+            KerasClassifier.initialize(self, X[one_per_class], y[one_per_class])
+        finally:
+            self._members = None
+        self.member_histories_ = [dict(m.history_) for m in members]
+        self.history_ = dict(members[0].history_)
+        self.best_epoch_ = members[0].best_epoch_
+        self.n_train_ = members[0].n_train_
 
     def _salvage(self, run, elapsed: float) -> None:
         """After Ctrl-C / SIGTERM: keep the best weights of the finished epochs (in
@@ -488,9 +616,17 @@ class PneumoniaCNN(KerasClassifier):
                       "image_size": self.image_size, "hash": data_fingerprint(X)})
         return run
 
-    def _finish_run(self, run, input_example):
-        """Log the results of a finished fit; a tracking failure never loses the model."""
+    def _finish_run(self, run, input_example, validation=None):
+        """Log the results of a finished fit, with the shift-stress test of the validation
+        hold-out; a tracking failure never loses the model."""
         try:
+            if validation is not None and len(np.unique(validation[1])) == 2:
+                from .robustness import stress_test
+
+                result = stress_test(self, *validation)
+                self.stress_ = result.summary
+                run.log_metrics(result.summary)
+                run.log_dict(result.to_dict(), "stress/stress_test.json")
             run.log_fit(self)
             run.log_model(self, input_example)
             run.end("FINISHED")
@@ -531,9 +667,15 @@ class PneumoniaCNN(KerasClassifier):
         check_is_fitted(self, "model_")
         X, _, _ = self._as_images(X)
         kwargs.setdefault("verbose", 0)
-        proba = super().predict_proba(X, **kwargs)
         # scikeras squeezes the result for a single image to shape (2,): keep (1, 2).
-        return proba.reshape(len(X), -1)
+        proba = super().predict_proba(X, **kwargs).reshape(len(X), -1)
+        if self.tta:  # average over the original and the fixed test-time views
+            from .augmentation import tta_views
+
+            for view in tta_views(X, int(self.tta)):
+                proba = proba + super().predict_proba(view, **kwargs).reshape(len(X), -1)
+            proba = proba / (1 + int(self.tta))
+        return proba
 
     def predict(self, X, **kwargs):
         """Class name of every image: PNEUMONIA when P(PNEUMONIA) >= ``threshold``."""
@@ -644,12 +786,12 @@ class PneumoniaCNN(KerasClassifier):
                             "damaged: save or train the model again") from exc
         if not isinstance(meta, dict) or meta.get("format") != "pneumonia-cnn":
             raise DataError(f"{meta_file} is not a pneumonia-cnn model description")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_FORMATS:
             raise DataError(f"{path} uses model format {meta.get('format_version')!r} "
                             f"(pneumonia-cnn {meta.get('pneumonia_cnn_version')}); this version "
-                            f"({__version__}) reads format {FORMAT_VERSION}: load it with the "
-                            "version that saved it, or retrain")
-        params = dict(meta["params"])
+                            f"({__version__}) reads formats {READABLE_FORMATS}: load it with "
+                            "the version that saved it, or retrain")
+        params = {**_FORMAT1_VALUES, **meta["params"]}
         if isinstance(params.get("filters"), list):
             params["filters"] = tuple(params["filters"])
         est = cls(**params)
@@ -731,6 +873,15 @@ def _in_memory_batches(x, y, sample_weight=None, *, batch_size: int = 32,
     options.experimental_optimization.apply_default_optimizations = False
     options.autotune.enabled = False
     return ds.batch(batch_size).prefetch(2).with_options(options)
+
+
+def _member_seeds(random_state, n: int) -> list:
+    """Distinct seeds of the members of an ensemble (None stays None: unseeded)."""
+    if random_state is None:
+        return [None] * n
+    if isinstance(random_state, np.random.RandomState):
+        return [int(v) for v in random_state.randint(0, 2**31 - 1, size=n)]
+    return [int(v) for v in np.random.SeedSequence(int(random_state)).generate_state(n) % 2**31]
 
 
 def _is_path_list(X) -> bool:

@@ -27,6 +27,8 @@ from sklearn.metrics import (  # noqa: E402
 
 __all__ = [
     "FIGURE_FILES",
+    "decision_threshold",
+    "image_arrays",
     "evaluate",
     "metrics_from_scores",
     "plot_confusion_matrix",
@@ -130,24 +132,12 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         given. The per-image scores are under the private keys ``_y_true``, ``_y_score``,
         ``_paths`` (omitted from ``metrics.json``).
     """
-    from .data import ImageData, load_image_folder
-
-    paths = None
     X_name = X if isinstance(X, (str, Path)) else getattr(X, "root", None)
-    if isinstance(X, (str, Path)) and y is None:
-        size = getattr(estimator, "image_size", 128)
-        X = load_image_folder(X, size, verbose=0)
-    if isinstance(X, ImageData):
-        paths, y, X = X.paths, X.y, X.X
-    if y is None:
-        raise ValueError("y is required unless X is a data folder")
+    X, y, paths, groups = image_arrays(estimator, X, y)
     classes = [str(c) for c in estimator.classes_]
-    if POSITIVE not in classes:
-        raise ValueError(f"the estimator's classes {classes} do not include {POSITIVE}")
-    scores = estimator.predict_proba(X)[:, classes.index(POSITIVE)]
+    scores = np.asarray(estimator.predict_proba(X))[:, classes.index(POSITIVE)]
     if threshold is None:
-        rule = getattr(estimator, "_decision_threshold", None)  # PneumoniaCNN's, as predict
-        threshold = rule() if rule is not None else float(getattr(estimator, "threshold", 0.5))
+        threshold = decision_threshold(estimator)
     result = metrics_from_scores(y, scores, threshold)
     result["_y_true"] = np.asarray(y).astype(str)
     result["_y_score"] = scores
@@ -160,6 +150,35 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         result["mlflow_run_id"] = _log_evaluation_run(
             estimator, result, data_name or (str(X_name) if X_name else "(arrays)"))
     return result
+
+
+def image_arrays(estimator, X, y=None):
+    """Labelled images as arrays at the estimator's input size: ``(X, y, paths, groups)``.
+
+    ``X`` is a data folder (labels from its class sub-folders), an :class:`ImageData`, or an
+    image array with labels ``y``; ``paths`` and ``groups`` (patient ids) are None for
+    arrays.
+    """
+    from .data import ImageData, load_image_folder
+
+    paths = groups = None
+    if isinstance(X, (str, Path)) and y is None:
+        X = load_image_folder(X, getattr(estimator, "image_size", 96), verbose=0)
+    if isinstance(X, ImageData):
+        paths, groups, y, X = X.paths, X.groups, X.y, X.X
+    if y is None:
+        raise ValueError("y is required unless X is a data folder")
+    classes = [str(c) for c in estimator.classes_]
+    if POSITIVE not in classes:
+        raise ValueError(f"the estimator's classes {classes} do not include {POSITIVE}")
+    return X, np.asarray(y).astype(str), paths, groups
+
+
+def decision_threshold(estimator) -> float:
+    """The threshold at which ``estimator.predict`` says PNEUMONIA (its own rule if it has
+    one, as PneumoniaCNN and site-calibrated models do; else ``threshold`` or 0.5)."""
+    rule = getattr(estimator, "_decision_threshold", None)
+    return float(rule()) if rule is not None else float(getattr(estimator, "threshold", 0.5))
 
 
 def _log_evaluation_run(estimator, result: dict, data_name: str) -> str:

@@ -9,7 +9,7 @@ from keras import layers
 
 from .augmentation import build_augmentation
 
-__all__ = ["build_model", "count_flops"]
+__all__ = ["build_model", "count_flops", "ensemble_model"]
 
 
 def build_model(
@@ -95,6 +95,21 @@ def build_model(
         x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
     return keras.Model(inputs, outputs, name="pneumonia_cnn")
+
+
+def ensemble_model(members: Sequence[keras.Model]) -> keras.Model:
+    """One model that averages the P(PNEUMONIA) of several trained networks.
+
+    ``image -> [member 1, ..., member n] -> Average = P(PNEUMONIA)``: a deep ensemble that
+    saves, loads and serves as a single Keras model.
+    """
+    inputs = keras.Input(shape=tuple(members[0].input_shape[1:]), name="image")
+    outputs = []
+    for i, member in enumerate(members, start=1):
+        member.name = f"member{i}"  # unique names inside the ensemble
+        outputs.append(member(inputs))
+    output = layers.Average(name="pneumonia")(outputs) if len(outputs) > 1 else outputs[0]
+    return keras.Model(inputs, output, name=f"pneumonia_cnn_ensemble_{len(members)}")
 
 
 def count_flops(model: keras.Model) -> int:
