@@ -179,6 +179,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_strict_option(p)
     _add_tracking_options(p, default_help="[the model's setting]")
 
+    p = sub.add_parser(
+        "calibrate", help="set a model's operating point on a new site's labelled images",
+        description="Site calibration without retraining: with a small labelled set of the "
+                    "new site (NORMAL/ and PNEUMONIA/, at least 10 of each, better 20+), "
+                    "choose the decision threshold that reaches --target-sensitivity (or "
+                    "use --threshold), optionally re-map the probabilities (--method), and "
+                    "save the calibrated model. evaluate and predict then use its operating "
+                    "point. The sensitivity the set can promise is printed with its 95% "
+                    "interval.")
+    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("data_dir", metavar="DATA_DIR",
+                   help="the site's labelled images: folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("--model-out", required=True, metavar="PATH",
+                   help="folder to save the calibrated model to")
+    p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="X",
+                   help="highest threshold whose sensitivity on DATA_DIR reaches X [0.95]")
+    p.add_argument("--threshold", type=float, metavar="X",
+                   help="a fixed threshold instead of --target-sensitivity")
+    p.add_argument("--method", choices=["sigmoid", "isotonic", "temperature"],
+                   help="also calibrate the probabilities (scikit-learn CalibratedClassifierCV)"
+                        " [off: keep the network's]")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_strict_option(p)
+    _add_tracking_options(p, default_help="[the model's setting]")
+
+    p = sub.add_parser(
+        "stress", help="shift-stress test: a model under acquisition-like perturbations",
+        description="Score a saved model on a labelled folder of images it never trained on, "
+                    "clean and under 13 acquisition-like perturbations (exposure, contrast, "
+                    "blur, sharpening, noise, JPEG, resolution, rotation, positioning, "
+                    "cropping, padding) at severities 1-3: ROC AUC, sensitivity and "
+                    "specificity at the model's threshold, and the shift of NORMAL films' "
+                    "mean P(PNEUMONIA).")
+    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("--severities", type=_int_tuple, default=(1, 2, 3), metavar="1,2,3",
+                   help="severities to run [1,2,3]")
+    p.add_argument("--perturbations", metavar="NAME,...",
+                   help="comma-separated subset [all]")
+    p.add_argument("--random-state", type=int, default=0, help="seed [0]")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_strict_option(p)
+
     p = sub.add_parser("predict", help="predict images or folders of images",
                        description="Print one line per image: path, label, P(PNEUMONIA).")
     p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
@@ -206,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.2,
                    help="fraction of patients held out to evaluate the refit best model [0.2]")
     p.add_argument("--n-jobs", type=int, default=None, help="parallel fold fits [1]")
+    p.add_argument("--stress", action="store_true",
+                   help="also score every candidate under shift (stress_roc_auc, "
+                        "stress_specificity...: slower)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh even if an unfinished run of this search exists")
     p.add_argument("--quiet", action="store_true", help="less output")
@@ -277,13 +323,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .calibration import load_model
     from .data import load_image_folder
-    from .estimator import PneumoniaCNN
     from .evaluation import evaluate, public_metrics
 
-    clf = PneumoniaCNN.load(args.model)
-    if args.tracking_uri:
-        clf.set_params(tracking_uri=args.tracking_uri)
+    clf = load_model(args.model)
+    _set_tracking_uri(clf, args.tracking_uri)
     data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict)
     result = evaluate(clf, data, out_dir=args.out, threshold=args.threshold,
                       track=args.tracking, data_name=str(args.data_dir))
@@ -292,8 +337,10 @@ def cmd_evaluate(args) -> int:
         metrics.pop("classification_report_text", None)
         print(json.dumps(metrics))
         return 0
-    print(f"{metrics['n_images']} images from {args.data_dir}")
+    print(f"{metrics['n_images']} images from {args.data_dir} (threshold "
+          f"{metrics['threshold']:.3f})")
     print(_fmt(metrics))
+    print(_fmt_ci(metrics))
     print(metrics["classification_report_text"])
     if args.out:
         print(f"Plots and metrics written to {args.out}")
@@ -318,11 +365,88 @@ def _collect_images(inputs) -> list[str]:
     return files
 
 
-def cmd_predict(args) -> int:
-    from .data import load_images
+def _set_tracking_uri(model, uri) -> None:
+    if uri:
+        net = getattr(model, "estimator", model)  # a site-calibrated model logs as its network
+        net.set_params(tracking_uri=uri)
+
+
+def _fmt_ci(metrics: dict) -> str:
+    ci = metrics.get("ci95", {})
+    parts = [f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in ci.items()]
+    return (f"95% CI: {', '.join(parts)}; Brier score {metrics['brier']:.3f} "
+            "(ROC AUC: bootstrap over patients; others: Wilson)")
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import calibrate
+    from .data import load_image_folder
     from .estimator import PneumoniaCNN
 
     clf = PneumoniaCNN.load(args.model)
+    _set_tracking_uri(clf, args.tracking_uri)
+    if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
+        raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict, verbose=0)
+    model = calibrate(clf, data, target_sensitivity=args.target_sensitivity,
+                      threshold=args.threshold, method=args.method, track=args.tracking,
+                      data_name=str(args.data_dir))
+    path = model.save(args.model_out)
+    c = model.calibration_
+    if args.json:
+        print(json.dumps({**c, "model_out": str(path),
+                          "mlflow_run_id": model.mlflow_run_id_}))
+        return 0
+    print(f"Calibrated on {c['n_NORMAL']} NORMAL and {c['n_PNEUMONIA']} PNEUMONIA images of "
+          f"{args.data_dir}" + (f" (probabilities: {args.method})" if args.method else ""))
+    print(f"Threshold {c['threshold']:.4f} (was {c['base_threshold']:.4f})"
+          + (f", chosen for sensitivity >= {c['target_sensitivity']:g}"
+             if c["target_sensitivity"] is not None else ""))
+    lo, hi = c["sensitivity_ci95"]
+    print(f"On the calibration set: sensitivity {c['sensitivity']:.3f} (95% CI {lo:.3f}-"
+          f"{hi:.3f}), specificity {c['specificity']:.3f} (95% CI "
+          f"{c['specificity_ci95'][0]:.3f}-{c['specificity_ci95'][1]:.3f})")
+    print(f"Calibrated model saved to {path}"
+          + (f"; MLflow run {model.mlflow_run_id_}" if model.mlflow_run_id_ else ""))
+    return 0
+
+
+def cmd_stress(args) -> int:
+    from .calibration import load_model
+    from .data import load_image_folder
+    from .robustness import PERTURBATIONS, SEVERITIES, stress_test
+
+    names = args.perturbations.split(",") if args.perturbations else None
+    unknown = [n for n in names or [] if n not in PERTURBATIONS]
+    if unknown:
+        raise CLIError(f"--perturbations: unknown {', '.join(unknown)}; choose from "
+                       f"{', '.join(PERTURBATIONS)}")
+    if not args.severities or any(v not in SEVERITIES for v in args.severities):
+        raise CLIError(f"--severities must be a subset of 1,2,3, got {args.severities}")
+    clf = load_model(args.model)
+    data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict, verbose=0)
+    result = stress_test(clf, data, perturbations=names, severities=tuple(args.severities),
+                         random_state=args.random_state)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    table = result.to_frame()
+    print(table.to_string(index=False, float_format="%.3f"))
+    s = result.summary
+    print(f"\nClean: ROC AUC {s['clean_roc_auc']:.3f}, sensitivity {s['clean_sensitivity']:.3f}"
+          f", specificity {s['clean_specificity']:.3f} at threshold {result.threshold:.3f}")
+    print(f"Under shift (mean of {len(table) - 1}): ROC AUC {s['stress_roc_auc']:.3f}, "
+          f"sensitivity {s['stress_sensitivity']:.3f}, specificity "
+          f"{s['stress_specificity']:.3f} (worst {s['stress_min_specificity']:.3f}); NORMAL "
+          f"films' mean P(PNEUMONIA) moves by {s['stress_normal_shift']:+.3f} on average")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .calibration import load_model
+    from .data import load_images
+
+    clf = load_model(args.model)
     files = _collect_images(args.inputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -357,10 +481,12 @@ def cmd_search(args) -> int:
     result = search(data, args.grid, param_distributions=args.random,
                     n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
                     name=args.name, tracking_uri=tracking_uri, resume=args.resume,
-                    holdout=args.holdout, verbose=0 if args.quiet else 1)
+                    holdout=args.holdout, verbose=0 if args.quiet else 1,
+                    scoring="stress" if args.stress else None)
     cols = [c for c in result.cv_results.columns if c.startswith("param_")]
     scores = ["mean_test_roc_auc", "std_test_roc_auc", "mean_test_accuracy",
-              "mean_test_sensitivity", "mean_test_specificity", "mean_fit_time"]
+              "mean_test_sensitivity", "mean_test_specificity", "mean_test_stress_roc_auc",
+              "mean_test_stress_specificity", "mean_fit_time"]
     table = result.cv_results.sort_values("mean_test_roc_auc", ascending=False)
     print(table[cols + [c for c in scores if c in table]].to_string(index=False,
                                                                      float_format="%.4f"))
@@ -428,8 +554,8 @@ def cmd_run(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "search": cmd_search, "run": cmd_run}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate,
+            "stress": cmd_stress, "predict": cmd_predict, "search": cmd_search, "run": cmd_run}
 
 
 # TensorFlow's C++ start-up notes and a harmless tf.data attribute warning, written straight to

@@ -13,10 +13,12 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     PrecisionRecallDisplay,
     RocCurveDisplay,
     accuracy_score,
+    brier_score_loss,
     classification_report,
     confusion_matrix,
     f1_score,
@@ -34,8 +36,11 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_history",
     "plot_precision_recall",
+    "plot_reliability",
     "plot_roc",
     "save_evaluation",
+    "confidence_intervals",
+    "wilson_interval",
 ]
 
 POSITIVE = "PNEUMONIA"
@@ -47,6 +52,7 @@ FIGURE_FILES = {
     "roc_curve": "roc_curve.png",
     "precision_recall_curve": "precision_recall_curve.png",
     "history": "training_history.png",
+    "reliability_diagram": "reliability_diagram.png",
 }
 
 
@@ -70,7 +76,8 @@ def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
     dict
         ``accuracy``, ``roc_auc`` (NaN if y_true has one class), ``sensitivity`` (recall of
         the positive class), ``specificity`` (recall of the negative class), ``precision``,
-        ``f1``, ``n_images``, ``threshold``, ``confusion_matrix`` (rows: true
+        ``f1``, ``brier`` (Brier score of the probabilities: mean squared error, lower is
+        better), ``n_images``, ``threshold``, ``confusion_matrix`` (rows: true
         ``labels``, columns: predicted) and ``classification_report`` (scikit-learn's, as a
         dict; its text form is under ``classification_report_text``).
     """
@@ -87,6 +94,7 @@ def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "roc_auc": auc,
+        "brier": float(brier_score_loss(y_true == pos, y_score)),
         "sensitivity": float(recall_score(y_true, y_pred, pos_label=pos, **kw)),
         "specificity": float(recall_score(y_true, y_pred, pos_label=neg, **kw)),
         "precision": float(precision_score(y_true, y_pred, pos_label=pos, **kw)),
@@ -128,7 +136,8 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     Returns
     -------
     dict
-        See :func:`metrics_from_scores`; plus ``figures`` (name -> file) when ``out_dir`` is
+        See :func:`metrics_from_scores`; plus ``ci95`` (95% confidence intervals, see
+        :func:`confidence_intervals`) and ``figures`` (name -> file) when ``out_dir`` is
         given. The per-image scores are under the private keys ``_y_true``, ``_y_score``,
         ``_paths`` (omitted from ``metrics.json``).
     """
@@ -139,6 +148,7 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     if threshold is None:
         threshold = decision_threshold(estimator)
     result = metrics_from_scores(y, scores, threshold)
+    result["ci95"] = confidence_intervals(y, scores, threshold, groups=groups)
     result["_y_true"] = np.asarray(y).astype(str)
     result["_y_score"] = scores
     result["_paths"] = paths
@@ -172,6 +182,54 @@ def image_arrays(estimator, X, y=None):
     if POSITIVE not in classes:
         raise ValueError(f"the estimator's classes {classes} do not include {POSITIVE}")
     return X, np.asarray(y).astype(str), paths, groups
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> list:
+    """Wilson score interval of a proportion k/n (scipy's ``binomtest``); [nan, nan] for
+    n = 0."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return [float("nan"), float("nan")]
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def confidence_intervals(y_true, y_score, threshold: float = 0.5, groups=None,
+                         n_boot: int = 1000, random_state: int = 0) -> dict:
+    """95% confidence intervals of an evaluation.
+
+    Accuracy, sensitivity and specificity: Wilson score intervals (counts of images).
+    ROC AUC: percentile bootstrap over **patients** (``groups``; images of one patient are
+    resampled together, since they are not independent), ``n_boot`` resamples.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``sensitivity``, ``specificity``, ``roc_auc`` -> [low, high].
+    """
+    y_pos = np.asarray(y_true).astype(str) == POSITIVE
+    y_score = np.asarray(y_score, float)
+    pred = y_score >= threshold
+    out = {"accuracy": wilson_interval((pred == y_pos).sum(), len(y_pos)),
+           "sensitivity": wilson_interval(pred[y_pos].sum(), y_pos.sum()),
+           "specificity": wilson_interval((~pred[~y_pos]).sum(), (~y_pos).sum())}
+    out["roc_auc"] = [float("nan"), float("nan")]
+    if y_pos.any() and (~y_pos).any():
+        groups = np.arange(len(y_pos)) if groups is None else np.asarray(groups)
+        _, inverse = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+        rng = np.random.default_rng(random_state)
+        aucs = []
+        for _ in range(n_boot):
+            idx = np.concatenate([members[g] for g in rng.integers(len(members),
+                                                                   size=len(members))])
+            if y_pos[idx].all() or not y_pos[idx].any():
+                continue
+            aucs.append(roc_auc_score(y_pos[idx], y_score[idx]))
+        if aucs:
+            out["roc_auc"] = [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
+    return out
 
 
 def decision_threshold(estimator) -> float:
@@ -216,6 +274,7 @@ def save_evaluation(result: dict, out_dir, history: dict | None = None) -> dict:
         "confusion_matrix": lambda: plot_confusion_matrix(result["confusion_matrix"]),
         "roc_curve": lambda: plot_roc(y_true, y_score),
         "precision_recall_curve": lambda: plot_precision_recall(y_true, y_score),
+        "reliability_diagram": lambda: plot_reliability(y_true, y_score),
     }
     if history:
         drawings["history"] = lambda: plot_history(history)
@@ -265,6 +324,19 @@ def plot_roc(y_true, y_score, pos_label=POSITIVE):
 def plot_precision_recall(y_true, y_score, pos_label=POSITIVE):
     """Precision-recall curve with average precision (scikit-learn's display)."""
     return _curve(PrecisionRecallDisplay, "Precision-recall curve", y_true, y_score, pos_label)
+
+
+def plot_reliability(y_true, y_score, pos_label=POSITIVE, n_bins: int = 10):
+    """Reliability diagram (scikit-learn's CalibrationDisplay, quantile bins) with the Brier
+    score: are the probabilities what they say?"""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    y_pos = np.asarray(y_true).astype(str) == pos_label
+    CalibrationDisplay.from_predictions(y_pos, y_score, n_bins=n_bins, strategy="quantile",
+                                        ax=ax, name="PneumoniaCNN")
+    ax.set_title(f"Reliability (Brier {brier_score_loss(y_pos, y_score):.3f})")
+    ax.set_xlabel("Mean predicted P(PNEUMONIA)")
+    ax.set_ylabel("Fraction of PNEUMONIA films")
+    return fig
 
 
 def plot_history(history: dict):

@@ -193,8 +193,12 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         CV (the search logs the candidates).
     cv : int, default=3
         Folds of ``StratifiedGroupKFold`` (shuffled with ``random_state``).
-    scoring : dict, default=None
-        Scorers; default :func:`default_scoring`. ``roc_auc`` selects the best candidate.
+    scoring : dict, callable or "stress", default=None
+        Scorers; default :func:`default_scoring`. ``"stress"`` uses
+        :func:`pneumonia_cnn.robustness.stress_scoring`: the same four scores plus
+        ``stress_roc_auc``, ``stress_sensitivity``, ``stress_specificity`` and
+        ``stress_normal_shift`` of every fold under acquisition-like perturbations.
+        ``roc_auc`` selects the best candidate.
     n_jobs : int, default=None
         Parallel fold fits (joblib). Child runs are logged by this process, under the parent.
     name : str, default="search"
@@ -244,6 +248,8 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
     X_all = data.paths if "image_size" in searched else data.X
     X, y, groups = X_all[search_idx], data.y[search_idx], data.groups[search_idx]
 
+    if scoring == "stress":  # within distribution and under shift, in one pass per fold
+        from .robustness import stress_scoring as scoring
     scoring = scoring or default_scoring()
     splitter = StratifiedGroupKFold(n_splits=cv, shuffle=True, random_state=random_state)
     spec = {"name": name, "space": space, "cv": cv, "holdout": holdout,
