@@ -1,0 +1,229 @@
+"""Shift-stress protocol and the robustness levers (intensity normalisation, label smoothing,
+ensembles, test-time augmentation, acquisition augmentation)."""
+
+import json
+import pickle
+
+import mlflow
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GroupKFold, cross_validate
+
+from conftest import TINY
+from pneumonia_cnn import PneumoniaCNN
+from pneumonia_cnn.augmentation import TTA_VIEWS, augmentation_factors, tta_views
+from pneumonia_cnn.preprocessing import normalize_intensity
+from pneumonia_cnn.robustness import (
+    PERTURBATIONS,
+    perturb,
+    stress_scoring,
+    stress_test,
+)
+
+RAMP = np.tile(np.linspace(30, 220, 32, dtype=np.uint8), (32, 1))
+
+
+def _batch(n=4):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(-20, 20, size=(n, 32, 32))
+    return np.clip(RAMP[None] + noise, 0, 255).astype(np.uint8)[..., None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Perturbations
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(PERTURBATIONS))
+def test_every_perturbation_changes_images_more_with_severity(name):
+    X = _batch()
+    diffs = []
+    for s in (1, 2, 3):
+        out = perturb(X, name, s, random_state=0)
+        assert out.shape == X.shape and out.dtype == np.uint8
+        diffs.append(np.abs(out.astype(float) - X).mean())
+    assert diffs[0] > 0.2, f"{name} severity 1 leaves the images unchanged"
+    assert diffs[2] > diffs[0], f"{name}: severity 3 should change more than severity 1"
+
+
+def test_perturbations_are_deterministic_for_a_seed():
+    X = _batch()
+    for name in ("noise", "rotation", "position"):
+        a, b = perturb(X, name, 2, random_state=3), perturb(X, name, 2, random_state=3)
+        assert np.array_equal(a, b)
+    assert not np.array_equal(perturb(X, "noise", 2, 3), perturb(X, "noise", 2, 4))
+
+
+def test_unknown_perturbation_and_severity_are_refused():
+    with pytest.raises(ValueError, match="unknown perturbation 'fog'"):
+        perturb(_batch(), "fog", 1)
+    with pytest.raises(ValueError, match="severity must be one of"):
+        perturb(_batch(), "blur", 4)
+
+
+def test_darker_and_brighter_move_the_mean_the_right_way():
+    X = _batch()
+    assert perturb(X, "darker", 2).mean() < X.mean() < perturb(X, "brighter", 2).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol and its scorer
+# ---------------------------------------------------------------------------------------------
+def test_stress_test_reports_per_perturbation_and_averages(fitted_tiny, synthetic_data):
+    d = synthetic_data
+    r = stress_test(fitted_tiny, d.X, d.y, perturbations=["darker", "blur"], severities=(1, 3))
+    assert [row["perturbation"] for row in r.table] == ["clean", "darker", "darker", "blur",
+                                                         "blur"]
+    for key in ("stress_roc_auc", "stress_sensitivity", "stress_specificity",
+                "stress_normal_shift", "clean_roc_auc", "stress_min_specificity"):
+        assert np.isfinite(r.summary[key]), key
+    perturbed = r.table[1:]
+    assert r.summary["stress_specificity"] == pytest.approx(
+        np.mean([row["specificity"] for row in perturbed]))
+    assert r.threshold == fitted_tiny.threshold_
+    again = stress_test(fitted_tiny, d.X, d.y, perturbations=["darker", "blur"],
+                        severities=(1, 3))
+    assert again.summary == r.summary  # deterministic
+    json.dumps(r.to_dict())  # serialisable
+
+
+def test_stress_normal_shift_is_measured_against_clean(synthetic_data):
+    class Brightness:  # a "model" whose P(PNEUMONIA) is the mean grey level
+        classes_ = np.array(["NORMAL", "PNEUMONIA"])
+        image_size = 32
+        threshold = 0.5
+
+        def predict_proba(self, X):
+            p = np.asarray(X, float).mean(axis=(1, 2, 3)) / 255
+            return np.column_stack([1 - p, p])
+
+    d = synthetic_data
+    r = stress_test(Brightness(), d.X, d.y, perturbations=["brighter", "darker"],
+                    severities=(2,))
+    assert r.by_perturbation["brighter"]["normal_shift"] > 0.02
+    assert r.by_perturbation["darker"]["normal_shift"] < -0.02
+
+
+def test_stress_scoring_works_as_a_search_scorer(synthetic_data):
+    d = synthetic_data
+    res = cross_validate(PneumoniaCNN(**TINY), d.X, d.y, groups=d.groups,
+                         cv=GroupKFold(2), scoring=stress_scoring)
+    for key in ("test_roc_auc", "test_accuracy", "test_stress_roc_auc",
+                "test_stress_specificity", "test_stress_normal_shift"):
+        assert key in res and np.isfinite(res[key]).all(), key
+
+
+def test_a_tracked_fit_logs_its_stress_test(synthetic_data):
+    d = synthetic_data
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "validation_fraction": 0.3}).fit(d)
+    run = mlflow.get_run(clf.mlflow_run_id_)
+    for key in ("stress_roc_auc", "stress_specificity", "stress_sensitivity",
+                "stress_normal_shift", "clean_roc_auc"):
+        assert key in run.data.metrics, key
+    assert clf.stress_["stress_specificity"] == pytest.approx(
+        run.data.metrics["stress_specificity"])
+    artifact = mlflow.artifacts.download_artifacts(run_id=clf.mlflow_run_id_,
+                                                   artifact_path="stress/stress_test.json")
+    assert json.load(open(artifact))["summary"]["stress_roc_auc"] == pytest.approx(
+        clf.stress_["stress_roc_auc"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Levers
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["standardize", "equalize", "clahe"])
+def test_intensity_normalisation_removes_a_global_exposure_change(method):
+    X = _batch()
+    brighter = perturb(X, "brighter", 2)
+    before = np.abs(X.astype(float) - brighter).mean()
+    after = np.abs(normalize_intensity(X, method).astype(float)
+                   - normalize_intensity(brighter, method)).mean()
+    assert after < before / 2, (before, after)
+    out = normalize_intensity(X, method)
+    assert out.dtype == np.uint8 and out.shape == X.shape
+    assert normalize_intensity(np.zeros_like(X), method).shape == X.shape  # flat images
+
+
+def test_intensity_norm_is_applied_at_predict_time_too(synthetic_data):
+    d = synthetic_data
+    clf = PneumoniaCNN(**TINY, intensity_norm="equalize").fit(d.X, d.y)
+    # equalisation makes the prediction blind to a monotone grey-level change
+    p = clf.predict_proba(d.X)[:, 1]
+    p_gamma = clf.predict_proba(perturb(d.X, "darker", 1))[:, 1]
+    plain = PneumoniaCNN(**TINY).fit(d.X, d.y)
+    shift_plain = np.abs(plain.predict_proba(d.X)[:, 1]
+                         - plain.predict_proba(perturb(d.X, "darker", 1))[:, 1]).mean()
+    assert np.abs(p - p_gamma).mean() < shift_plain
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"intensity_norm": "hist"}, "intensity_norm must be one of"),
+    ({"n_networks": 0}, "n_networks must be an int >= 1"),
+    ({"tta": 9}, "tta must be an int from 0"),
+    ({"tta": True}, "tta must be an int from 0"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be a number in \[0, 1\)"),
+])
+def test_bad_lever_values_are_refused_before_training(synthetic_data, params, match):
+    with pytest.raises(ValueError, match=match):
+        PneumoniaCNN(**{**TINY, **params}).fit(synthetic_data.X, synthetic_data.y)
+
+
+def test_tta_averages_fixed_views(fitted_tiny, synthetic_data):
+    X = synthetic_data.X[:6]
+    views = tta_views(X, 3)
+    assert len(views) == 3 and all(v.shape == X.shape for v in views)
+    clf = pickle.loads(pickle.dumps(fitted_tiny)).set_params(tta=3)
+    expected = np.mean([fitted_tiny.predict_proba(v) for v in [X, *views]], axis=0)
+    np.testing.assert_allclose(clf.predict_proba(X), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(clf.predict_proba(X), clf.predict_proba(X))
+    assert len(TTA_VIEWS) == 8
+
+
+def test_ensemble_is_one_estimator_that_averages_its_members(synthetic_data, tmp_path):
+    d = synthetic_data
+    clf = PneumoniaCNN(**{**TINY, "n_networks": 3, "validation_fraction": 0.25}).fit(d)
+    members = [layer for layer in clf.model_.layers if layer.name.startswith("member")]
+    assert len(members) == 3
+    p = clf.predict_proba(d.X)[:, 1]
+    member_mean = np.mean([m.predict(d.X, verbose=0)[:, 0] for m in members], axis=0)
+    np.testing.assert_allclose(p, member_mean, rtol=1e-5, atol=1e-6)
+    assert len(clf.member_histories_) == 3 and clf.best_epoch_ is not None
+    # members differ (different seeds), and the fit is reproducible
+    assert np.std([m.predict(d.X[:8], verbose=0)[:, 0] for m in members], axis=0).max() > 1e-4
+    again = PneumoniaCNN(**{**TINY, "n_networks": 3, "validation_fraction": 0.25}).fit(d)
+    np.testing.assert_allclose(again.predict_proba(d.X)[:, 1], p, rtol=1e-5, atol=1e-6)
+    # saves, loads, pickles and clones as one estimator
+    loaded = PneumoniaCNN.load(clf.save(tmp_path / "ens"))
+    np.testing.assert_allclose(loaded.predict_proba(d.X)[:, 1], p, rtol=1e-6)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(clf)).predict_proba(d.X)[:, 1], p,
+                               rtol=1e-6)
+    assert clone(clf).get_params()["n_networks"] == 3
+
+
+def test_label_smoothing_keeps_probabilities_off_the_extremes(synthetic_data):
+    d = synthetic_data
+    kw = {**TINY, "epochs": 8}
+    sharp = PneumoniaCNN(**kw).fit(d.X, d.y).predict_proba(d.X)[:, 1]
+    smooth = PneumoniaCNN(**kw, label_smoothing=0.4).fit(d.X, d.y).predict_proba(d.X)[:, 1]
+    extreme = lambda p: np.abs(p - 0.5).max()  # noqa: E731
+    assert extreme(smooth) < extreme(sharp)
+    assert extreme(smooth) <= 0.5 - 0.4 / 2 + 0.05  # targets are 0.2 / 0.8
+
+
+def test_acquisition_preset_has_intensity_and_sharpness_factors():
+    f = augmentation_factors("acquisition")
+    assert {"contrast", "brightness", "blur", "sharpness", "noise"} <= set(f)
+    assert "flip" not in f
+
+
+def test_format_1_model_folders_load_with_the_levers_off(fitted_tiny, synthetic_data, tmp_path):
+    path = fitted_tiny.save(tmp_path / "old")
+    meta_file = path / "pneumonia_cnn.json"
+    meta = json.loads(meta_file.read_text())
+    meta["format_version"] = 1
+    for k in ("intensity_norm", "label_smoothing", "n_networks", "tta"):
+        meta["params"].pop(k)
+    meta_file.write_text(json.dumps(meta))
+    old = PneumoniaCNN.load(path)
+    assert (old.intensity_norm, old.tta, old.n_networks, old.label_smoothing) == (None, 0, 1, 0.0)
+    np.testing.assert_allclose(old.predict_proba(synthetic_data.X),
+                               fitted_tiny.predict_proba(synthetic_data.X), rtol=1e-6)
