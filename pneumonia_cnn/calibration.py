@@ -142,7 +142,7 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         if self.threshold is not None:
             t = float(self.threshold)
         else:  # the highest threshold that reaches the target: the best specificity
-            _, tpr, thresholds = roc_curve(y_pos, p)
+            _, tpr, thresholds = roc_curve(y_pos, p, drop_intermediate=False)
             ok = np.flatnonzero(tpr >= self.target_sensitivity - 1e-12)
             t = float(np.clip(thresholds[ok[0]], 0.0, 1.0))
         self.threshold_ = t

@@ -348,9 +348,16 @@ class PneumoniaCNN(KerasClassifier):
         if compile_kwargs.get("metrics") is None:
             compile_kwargs["metrics"] = [keras.metrics.BinaryAccuracy(name="accuracy"),
                                          keras.metrics.AUC(name="auc")]
-        if self.label_smoothing and compile_kwargs.get("loss") == "binary_crossentropy":
-            compile_kwargs["loss"] = keras.losses.BinaryCrossentropy(
-                label_smoothing=float(self.label_smoothing))
+        if self.label_smoothing:
+            loss = compile_kwargs.get("loss")  # scikeras turns the name into a class or object
+            if loss in ("binary_crossentropy", keras.losses.BinaryCrossentropy) or isinstance(
+                    loss, keras.losses.BinaryCrossentropy) or getattr(
+                    loss, "__name__", "") == "binary_crossentropy":
+                compile_kwargs["loss"] = keras.losses.BinaryCrossentropy(
+                    label_smoothing=float(self.label_smoothing))
+            else:
+                raise ValueError(f"label_smoothing needs loss='binary_crossentropy', got "
+                                 f"{self.loss!r}: set label_smoothing=0 or use that loss")
         model.compile(**compile_kwargs)
         return model
 

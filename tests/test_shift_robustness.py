@@ -21,13 +21,11 @@ from pneumonia_cnn.robustness import (
     stress_test,
 )
 
-RAMP = np.tile(np.linspace(30, 220, 32, dtype=np.uint8), (32, 1))
-
-
-def _batch(n=4):
-    rng = np.random.default_rng(0)
-    noise = rng.integers(-20, 20, size=(n, 32, 32))
-    return np.clip(RAMP[None] + noise, 0, 255).astype(np.uint8)[..., None]
+def _batch(n=4, size=96):
+    """Film-like test images at the default input size: a grey ramp with texture."""
+    ramp = np.tile(np.linspace(30, 220, size), (size, 1))
+    noise = np.random.default_rng(0).integers(-20, 20, size=(n, size, size))
+    return np.clip(ramp[None] + noise, 0, 255).astype(np.uint8)[..., None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +135,9 @@ def test_intensity_normalisation_removes_a_global_exposure_change(method):
     before = np.abs(X.astype(float) - brighter).mean()
     after = np.abs(normalize_intensity(X, method).astype(float)
                    - normalize_intensity(brighter, method)).mean()
-    assert after < before / 2, (before, after)
+    # global methods undo a monotone grey-level change almost fully; CLAHE (local and
+    # clip-limited) about halves it
+    assert after < (0.75 if method == "clahe" else 0.5) * before, (before, after)
     out = normalize_intensity(X, method)
     assert out.dtype == np.uint8 and out.shape == X.shape
     assert normalize_intensity(np.zeros_like(X), method).shape == X.shape  # flat images
@@ -199,14 +199,18 @@ def test_ensemble_is_one_estimator_that_averages_its_members(synthetic_data, tmp
     assert clone(clf).get_params()["n_networks"] == 3
 
 
-def test_label_smoothing_keeps_probabilities_off_the_extremes(synthetic_data):
+def test_label_smoothing_is_the_training_loss(synthetic_data):
+    import keras
+
     d = synthetic_data
-    kw = {**TINY, "epochs": 8}
-    sharp = PneumoniaCNN(**kw).fit(d.X, d.y).predict_proba(d.X)[:, 1]
-    smooth = PneumoniaCNN(**kw, label_smoothing=0.4).fit(d.X, d.y).predict_proba(d.X)[:, 1]
-    extreme = lambda p: np.abs(p - 0.5).max()  # noqa: E731
-    assert extreme(smooth) < extreme(sharp)
-    assert extreme(smooth) <= 0.5 - 0.4 / 2 + 0.05  # targets are 0.2 / 0.8
+    clf = PneumoniaCNN(**TINY, label_smoothing=0.2).fit(d.X, d.y)
+    assert isinstance(clf.model_.loss, keras.losses.BinaryCrossentropy)
+    assert clf.model_.loss.get_config()["label_smoothing"] == pytest.approx(0.2)
+    # smoothed targets 0.1 / 0.9: even a perfect prediction of the hard labels has a loss
+    y_true = np.array([[0.0], [1.0]], np.float32)
+    assert float(clf.model_.loss(y_true, np.array([[1e-7], [1 - 1e-7]], np.float32))) > 0.3
+    with pytest.raises(ValueError, match="label_smoothing needs loss='binary_crossentropy'"):
+        PneumoniaCNN(**TINY, label_smoothing=0.2, loss="mse").fit(d.X, d.y)
 
 
 def test_acquisition_preset_has_intensity_and_sharpness_factors():
