@@ -30,3 +30,36 @@ def test_model_learns_on_unseen_patients(real_train_dir):
     clf.fit(X[tr], y[tr])
     auc = roc_auc_score(y[te] == "PNEUMONIA", clf.predict_proba(X[te])[:, 1])
     assert auc > 0.85, f"validation ROC AUC {auc:.3f}"
+
+
+def test_stress_and_site_calibration_on_real_films(real_train_dir):
+    """Small budget: train on part of the patients, stress-test and calibrate on others."""
+    from pneumonia_cnn.calibration import calibrate
+    from pneumonia_cnn.evaluation import evaluate
+    from pneumonia_cnn.robustness import stress_test
+
+    data = load_image_folder(real_train_dir, 64)
+    tr, rest = grouped_split(data.y, data.groups, 0.3, random_state=1)
+    clf = PneumoniaCNN(image_size=64, filters=(8, 16, 32), epochs=5, validation_fraction=0.0,
+                       random_state=0, tracking=False).fit(data.X[tr], data.y[tr])
+    Xr, yr = data.X[rest], data.y[rest]
+    stress = stress_test(clf, Xr, yr, perturbations=["darker", "padding"], severities=(3,))
+    assert stress.summary["clean_roc_auc"] > 0.9
+    # strong perturbations cost ranking quality on real films: the protocol measures that
+    assert stress.summary["stress_min_roc_auc"] < stress.summary["clean_roc_auc"]
+    # calibrate on 20 + 20 films of the "site", evaluate on its other films
+    rng = np.random.default_rng(0)
+    cal = np.r_[rng.choice(np.flatnonzero(yr == "NORMAL"), 20, replace=False),
+                rng.choice(np.flatnonzero(yr == "PNEUMONIA"), 20, replace=False)]
+    other = np.setdiff1d(np.arange(len(yr)), cal)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 20 positives cannot promise 0.95
+        site = calibrate(clf, Xr[cal], yr[cal], target_sensitivity=0.95, track=False)
+    assert site.calibration_["sensitivity"] >= 0.95
+    result = evaluate(site, Xr[other], yr[other], track=False)
+    assert result["threshold"] == site.threshold_
+    assert result["sensitivity"] > 0.85 and result["roc_auc"] > 0.9
+    lo, hi = result["ci95"]["roc_auc"]
+    assert lo < result["roc_auc"] < hi
