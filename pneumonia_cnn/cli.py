@@ -41,7 +41,12 @@ def _param_help() -> dict:
             helps[name] = ""
         elif name and line.startswith("    ") and not helps[name].endswith("."):
             helps[name] = (helps[name] + " " + line.strip()).strip()
-    return {k: v.split(". ")[0].rstrip(".").replace("%", "%%") for k, v in helps.items()}
+    def plain(text: str) -> str:  # reST roles and literals read badly in --help
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+        return text.replace("``", "")
+
+    return {k: plain(v.split(". ")[0].rstrip(".")).replace("%", "%%")
+            for k, v in helps.items()}
 
 
 def _none_or(parse):
@@ -312,6 +317,7 @@ def cmd_train(args) -> int:
         i = clf.best_epoch_ - 1
         print(f"Best epoch {clf.best_epoch_}/{len(hist['loss'])}: validation "
               f"auc={hist['val_auc'][i]:.3f} accuracy={hist['val_accuracy'][i]:.3f}")
+    _print_stress(clf)
     if args.report_dir:
         from .evaluation import plot_history
 
@@ -320,6 +326,17 @@ def cmd_train(args) -> int:
         fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
     print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")
     return 0
+
+
+def _print_stress(clf) -> None:
+    """The fit's shift-stress summary of its validation hold-out, when it has one."""
+    s = getattr(clf, "stress_", None)
+    if s:
+        print(f"Under shift (stress test of the validation hold-out, 39 perturbed copies): "
+              f"ROC AUC {s['stress_roc_auc']:.3f} (clean {s['clean_roc_auc']:.3f}), "
+              f"specificity {s['stress_specificity']:.3f} (clean "
+              f"{s['clean_specificity']:.3f}, worst {s['stress_min_specificity']:.3f}). "
+              "Calibrate on your site's images before use: `pneumonia-cnn calibrate`.")
 
 
 def cmd_evaluate(args) -> int:
@@ -546,7 +563,9 @@ def cmd_run(args) -> int:
     print(f"\nEvaluation on {metrics['n_images']} images: {held_out}"
           + (" [SYNTHETIC DATA]" if synthetic else ""))
     print(_fmt(metrics))
+    print(_fmt_ci(metrics))
     print(metrics["classification_report_text"])
+    _print_stress(clf)
     print(f"Training time: {clf.fit_time_:.1f} s")
     print(f"Model:   {model_path}")
     print(f"Plots:   {', '.join(result['figures'].values())}")
