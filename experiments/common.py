@@ -9,7 +9,8 @@ import time
 QUICK = dict(image_size=64, epochs=4, patience=None, validation_fraction=0.15)
 
 
-def run_experiment(name: str, grid: dict, quick_grid: dict, description: str) -> None:
+def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
+                   stress: bool = False) -> None:
     """Parse ``--data``/``--quick``/... and run :func:`pneumonia_cnn.search.search`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", default=os.environ.get("PNEUMONIA_CNN_DATA"),
@@ -34,11 +35,13 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str) ->
     result = search(args.data, quick_grid if args.quick else grid, estimator=base,
                     cv=args.cv or (2 if args.quick else 3), n_jobs=args.n_jobs,
                     name=name + ("-quick" if args.quick else ""), tracking_uri=args.tracking_uri,
-                    resume=args.resume)
+                    resume=args.resume, scoring="stress" if stress else None)
     table = result.cv_results.sort_values("mean_test_roc_auc", ascending=False)
     cols = [c for c in table.columns if c.startswith("param_")] + [
         "mean_test_roc_auc", "std_test_roc_auc", "mean_test_sensitivity",
-        "mean_test_specificity", "mean_fit_time"]
+        "mean_test_specificity", "mean_test_stress_roc_auc", "mean_test_stress_specificity",
+        "mean_fit_time"]
+    cols = [c for c in cols if c in table]
     print(table[cols].to_string(index=False, float_format="%.4f"))
     if result.holdout:
         h = result.holdout
