@@ -55,6 +55,14 @@ KEYS = ("roc_auc", "accuracy", "sensitivity", "specificity", "stress_roc_auc",
         "stress_min_specificity")
 
 
+def per_perturbation(rows_results: list) -> dict:
+    """Mean over networks of each perturbation's ROC AUC, specificity and NORMAL shift."""
+    names = rows_results[0].by_perturbation
+    return {n: {k: round(float(np.mean([r.by_perturbation[n][k] for r in rows_results])), 4)
+                for k in ("roc_auc", "specificity", "sensitivity", "normal_shift")}
+            for n in names}
+
+
 def row_of(result, fit_time=None) -> dict:
     s = result.summary
     row = {"roc_auc": s["clean_roc_auc"], "accuracy": s["clean_accuracy"],
@@ -76,6 +84,7 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
     from pneumonia_cnn.robustness import PERTURBATIONS, stress_scores, summarize_stress
 
     singles, ensembles, ttas = [], [], []
+    single_results, ensemble_results = [], []
     for f, (tr, te) in enumerate(folds):
         Xte, yte = data.X[te], data.y[te]
         fold_scores = []
@@ -86,7 +95,9 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
             fit_time = time.perf_counter() - start
             scores = stress_scores(clf, Xte, list(PERTURBATIONS))
             fold_scores.append(scores)
-            row = row_of(summarize_stress(yte, scores, clf.threshold_), fit_time)
+            result = summarize_stress(yte, scores, clf.threshold_)
+            single_results.append(result)
+            row = row_of(result, fit_time)
             singles.append({"fold": f, "seed": seed, **row})
             print(f"  {name} fold {f} seed {seed}: {row}", file=sys.stderr, flush=True)
             if seed == 0 and f < tta_folds and not clf.tta and clf.n_networks == 1:
@@ -100,6 +111,7 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
             r = summarize_stress(yte, mean_scores, 0.5 if params.get("threshold") is None
                                  else params["threshold"])
             ensembles.append({"fold": f, **row_of(r)})
+            ensemble_results.append(r)
     by_fold = {}
     for r in singles:
         by_fold.setdefault(r["fold"], []).append(r)
@@ -110,9 +122,10 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
         spread[k] = {"mean_std_over_seeds": round(float(np.mean(stds)), 4),
                      "max_range_over_seeds": round(float(np.max(ranges)), 4)}
     out = {"params": params, "single": mean_std(singles), "seed_spread": spread,
-           "rows": singles}
+           "single_by_perturbation": per_perturbation(single_results), "rows": singles}
     if ensembles:
-        out[f"ensemble_of_{n_seeds}"] = {**mean_std(ensembles), "rows": ensembles}
+        out[f"ensemble_of_{n_seeds}"] = {**mean_std(ensembles), "rows": ensembles,
+                                         "by_perturbation": per_perturbation(ensemble_results)}
     if ttas:
         out["tta_4"] = {**mean_std(ttas), "rows": ttas}
     return out
