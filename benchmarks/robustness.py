@@ -87,7 +87,7 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
     single_results, ensemble_results = [], []
     for f, (tr, te) in enumerate(folds):
         Xte, yte = data.X[te], data.y[te]
-        fold_scores = []
+        fold_scores, thresholds = [], []
         for seed in range(n_seeds):
             clf = PneumoniaCNN(**params, random_state=seed, tracking=False)
             start = time.perf_counter()
@@ -95,6 +95,7 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
             fit_time = time.perf_counter() - start
             scores = stress_scores(clf, Xte, list(PERTURBATIONS))
             fold_scores.append(scores)
+            thresholds.append(clf.threshold_)
             result = summarize_stress(yte, scores, clf.threshold_)
             single_results.append(result)
             row = row_of(result, fit_time)
@@ -105,11 +106,10 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
                 r = summarize_stress(yte, stress_scores(clf, Xte, list(PERTURBATIONS)),
                                      clf.threshold_)
                 ttas.append({"fold": f, **row_of(r)})
-        if n_seeds > 1 and params.get("n_networks", 1) == 1:
+        if n_seeds > 1 and clf.n_networks == 1:
             mean_scores = {k: np.mean([s[k] for s in fold_scores], axis=0)
                            for k in fold_scores[0]}
-            r = summarize_stress(yte, mean_scores, 0.5 if params.get("threshold") is None
-                                 else params["threshold"])
+            r = summarize_stress(yte, mean_scores, float(np.mean(thresholds)))
             ensembles.append({"fold": f, **row_of(r)})
             ensemble_results.append(r)
     by_fold = {}
