@@ -48,6 +48,8 @@ VARIANTS = {
     "standardize": {**OFF, "intensity_norm": "standardize"},
     "equalize": {**OFF, "intensity_norm": "equalize"},
     "label_smoothing": {**OFF, "label_smoothing": 0.1},
+    "gap": {**OFF, "global_pooling": True},
+    "threshold_auto": {**OFF, "threshold": "auto"},
     "default": {},  # whatever PneumoniaCNN() is now
 }
 KEYS = ("roc_auc", "accuracy", "sensitivity", "specificity", "stress_roc_auc",
