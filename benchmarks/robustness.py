@@ -38,7 +38,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import data_dir, machine  # noqa: E402
 
 #: Today's default before this benchmark (no levers), and each lever on top of it.
-OFF = dict(augmentation=None, intensity_norm=None, label_smoothing=0.0, n_networks=1, tta=0)
+OFF = dict(augmentation=None, intensity_norm=None, label_smoothing=0.0, n_networks=1, tta=0,
+           global_pooling=False, threshold=0.5, target_sensitivity=None)
 VARIANTS = {
     "baseline": OFF,
     "acquisition": {**OFF, "augmentation": "acquisition"},
@@ -50,6 +51,7 @@ VARIANTS = {
     "label_smoothing": {**OFF, "label_smoothing": 0.1},
     "gap": {**OFF, "global_pooling": True},
     "threshold_auto": {**OFF, "threshold": "auto"},
+    "target_sensitivity": {**OFF, "target_sensitivity": 0.95},
     "default": {},  # whatever PneumoniaCNN() is now
 }
 KEYS = ("roc_auc", "accuracy", "sensitivity", "specificity", "stress_roc_auc",

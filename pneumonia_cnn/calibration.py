@@ -31,7 +31,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .data import DataError
-from .evaluation import NEGATIVE, POSITIVE, decision_threshold, image_arrays, wilson_interval
+from .evaluation import (
+    NEGATIVE,
+    POSITIVE,
+    decision_threshold,
+    image_arrays,
+    threshold_for_sensitivity,
+    wilson_interval,
+)
 
 __all__ = ["CALIBRATION_FILE", "MIN_PER_CLASS", "SiteCalibratedCNN", "calibrate", "load_model"]
 
@@ -125,7 +132,6 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
     def _fit_scores(self, scores, y, warn: bool = True):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.frozen import FrozenEstimator
-        from sklearn.metrics import roc_curve
         from sklearn.model_selection import FixedThresholdClassifier
 
         self.scores_ = np.asarray(scores, float)
@@ -142,9 +148,7 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         if self.threshold is not None:
             t = float(self.threshold)
         else:  # the highest threshold that reaches the target: the best specificity
-            _, tpr, thresholds = roc_curve(y_pos, p, drop_intermediate=False)
-            ok = np.flatnonzero(tpr >= self.target_sensitivity - 1e-12)
-            t = float(np.clip(thresholds[ok[0]], 0.0, 1.0))
+            t = threshold_for_sensitivity(self.labels_, p, self.target_sensitivity)
         self.threshold_ = t
         self.classifier_ = FixedThresholdClassifier(
             FrozenEstimator(self.calibrator_), threshold=t, pos_label=POSITIVE,

@@ -33,7 +33,8 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
-_FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0}
+_FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
+                   "target_sensitivity": None}
 
 
 class PneumoniaCNN(KerasClassifier):
@@ -105,6 +106,11 @@ class PneumoniaCNN(KerasClassifier):
         ``predict`` says PNEUMONIA when its probability is >= threshold. "auto" picks the
         threshold that maximises sensitivity + specificity (Youden's J) on the
         patient-grouped validation hold-out (0.5 without one); see ``threshold_``.
+    target_sensitivity : float or None, default=None
+        If given, overrides ``threshold``: fit picks the highest threshold whose
+        sensitivity on the patient-grouped validation hold-out reaches this value (the most
+        specific operating point at that sensitivity; ``threshold`` without a hold-out).
+        For a new site, prefer :func:`pneumonia_cnn.calibration.calibrate` on its images.
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, shuffling, augmentation, dropout and the validation
         split; with an int, fits on the same data and machine are identical.
@@ -147,7 +153,8 @@ class PneumoniaCNN(KerasClassifier):
     mlflow_run_id_ : str or None
         The MLflow run of the fit (None with ``tracking=False``).
     threshold_ : float
-        The decision threshold in use (``threshold``, or the one "auto" chose).
+        The decision threshold in use (``threshold``, or the one "auto" or
+        ``target_sensitivity`` chose).
     interrupted_ : bool
         True if the fit was interrupted (Ctrl-C / SIGTERM); ``model_`` then holds the best
         weights of the epochs that finished.
@@ -183,6 +190,7 @@ class PneumoniaCNN(KerasClassifier):
         validation_fraction=0.15,
         patience=6,
         threshold=0.5,
+        target_sensitivity=None,
         random_state=None,
         optimizer="adam",
         loss="binary_crossentropy",
@@ -225,6 +233,7 @@ class PneumoniaCNN(KerasClassifier):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.threshold = threshold
+        self.target_sensitivity = target_sensitivity
         self.tracking = tracking
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -461,10 +470,7 @@ class PneumoniaCNN(KerasClassifier):
         else:
             validation = self._fit_network(X, y, sample_weight, groups, run, start, **kwargs)
         self.history_ = dict(self.history_)
-        if self.threshold == "auto":
-            self.threshold_ = self._choose_threshold(*(validation or (None, None)))
-        else:
-            self.threshold_ = float(self.threshold)
+        self.threshold_ = self._choose_threshold(*(validation or (None, None)))
         self.fit_time_ = time.perf_counter() - start
         if run is not None:
             self._finish_run(run, X[:1], validation)
@@ -482,6 +488,9 @@ class PneumoniaCNN(KerasClassifier):
                 or not 0 <= self.tta <= len(TTA_VIEWS)):
             raise ValueError(f"tta must be an int from 0 (off) to {len(TTA_VIEWS)}, "
                              f"got {self.tta!r}")
+        t = self.target_sensitivity
+        if t is not None and (not isinstance(t, (int, float, np.floating)) or not 0 < t <= 1):
+            raise ValueError(f"target_sensitivity must be None or a number in (0, 1], got {t!r}")
         ls = self.label_smoothing
         if not isinstance(ls, (int, float, np.floating)) or not 0 <= ls < 1:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
@@ -691,19 +700,33 @@ class PneumoniaCNN(KerasClassifier):
         return self.classes_[(proba[:, 1] >= self._decision_threshold()).astype(int)]
 
     def _decision_threshold(self) -> float:
-        """The threshold ``predict`` uses: ``threshold``, or the one "auto" chose in fit."""
-        if self.threshold == "auto":
+        """The threshold ``predict`` uses: ``threshold``, or the one "auto" or
+        ``target_sensitivity`` chose in fit."""
+        if self.threshold == "auto" or self.target_sensitivity is not None:
             return float(getattr(self, "threshold_", 0.5))
         return float(self.threshold)
 
     def _choose_threshold(self, X_val, y_val) -> float:
-        """Youden's J on the validation hold-out (scikit-learn's roc_curve)."""
+        """``threshold``; or on the validation hold-out the most specific threshold that
+        reaches ``target_sensitivity``, or for "auto" Youden's J (scikit-learn's roc_curve)."""
         from sklearn.metrics import roc_curve
 
+        from .evaluation import threshold_for_sensitivity
+
+        if self.threshold != "auto" and self.target_sensitivity is None:
+            return float(self.threshold)
         y_pos = np.asarray(y_val) == self.classes_[1]
         if X_val is None or y_pos.all() or not y_pos.any():
-            return 0.5
+            fallback = 0.5 if self.threshold == "auto" else float(self.threshold)
+            rule = ("target_sensitivity" if self.target_sensitivity is not None
+                    else 'threshold="auto"')
+            warnings.warn(f"{rule} needs a validation hold-out with both classes "
+                          f"(validation_fraction > 0); using threshold {fallback}",
+                          UserWarning, stacklevel=3)
+            return fallback
         scores = self.predict_proba(X_val)[:, 1]
+        if self.target_sensitivity is not None:
+            return threshold_for_sensitivity(y_val, scores, float(self.target_sensitivity))
         fpr, tpr, thresholds = roc_curve(y_pos, scores)
         best = int(np.argmax(tpr - fpr))
         return float(np.clip(thresholds[best], 0.0, 1.0))

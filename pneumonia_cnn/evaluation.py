@@ -40,6 +40,7 @@ __all__ = [
     "plot_roc",
     "save_evaluation",
     "confidence_intervals",
+    "threshold_for_sensitivity",
     "wilson_interval",
 ]
 
@@ -232,6 +233,18 @@ def confidence_intervals(y_true, y_score, threshold: float = 0.5, groups=None,
     return out
 
 
+def threshold_for_sensitivity(y_true, y_score, target: float) -> float:
+    """The highest threshold whose sensitivity on ``(y_true, y_score)`` reaches ``target``:
+    of all thresholds that meet the sensitivity, the most specific one (scikit-learn's
+    ``roc_curve`` over every distinct score)."""
+    from sklearn.metrics import roc_curve
+
+    y_pos = np.asarray(y_true).astype(str) == POSITIVE
+    _, tpr, thresholds = roc_curve(y_pos, np.asarray(y_score, float), drop_intermediate=False)
+    ok = np.flatnonzero(tpr >= target - 1e-12)
+    return float(np.clip(thresholds[ok[0]], 0.0, 1.0))
+
+
 def decision_threshold(estimator) -> float:
     """The threshold at which ``estimator.predict`` says PNEUMONIA (its own rule if it has
     one, as PneumoniaCNN and site-calibrated models do; else ``threshold`` or 0.5)."""
@@ -333,7 +346,8 @@ def plot_reliability(y_true, y_score, pos_label=POSITIVE, n_bins: int = 10):
     y_pos = np.asarray(y_true).astype(str) == pos_label
     CalibrationDisplay.from_predictions(y_pos, y_score, n_bins=n_bins, strategy="quantile",
                                         ax=ax, name="PneumoniaCNN")
-    ax.set_title(f"Reliability (Brier {brier_score_loss(y_pos, y_score):.3f})")
+    ax.set_title(f"Reliability, {len(y_pos)} images (Brier "
+                 f"{brier_score_loss(y_pos, y_score):.3f})")
     ax.set_xlabel("Mean predicted P(PNEUMONIA)")
     ax.set_ylabel("Fraction of PNEUMONIA films")
     return fig

@@ -231,3 +231,33 @@ def test_format_1_model_folders_load_with_the_levers_off(fitted_tiny, synthetic_
     assert (old.intensity_norm, old.tta, old.n_networks, old.label_smoothing) == (None, 0, 1, 0.0)
     np.testing.assert_allclose(old.predict_proba(synthetic_data.X),
                                fitted_tiny.predict_proba(synthetic_data.X), rtol=1e-6)
+
+
+def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(synthetic_data):
+    from pneumonia_cnn.data import grouped_split
+    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+
+    d = synthetic_data
+    kw = {**TINY, "validation_fraction": 0.3}
+    clf = PneumoniaCNN(**kw, target_sensitivity=0.9).fit(d)
+    _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
+    p = clf.predict_proba(d.X[va])[:, 1]
+    y_pos = d.y[va] == "PNEUMONIA"
+    assert np.mean(p[y_pos] >= clf.threshold_) >= 0.9
+    assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
+    assert (clf.predict(d.X) == np.where(clf.predict_proba(d.X)[:, 1] >= clf.threshold_,
+                                         "PNEUMONIA", "NORMAL")).all()
+    with pytest.raises(ValueError, match="target_sensitivity must be None or a number"):
+        PneumoniaCNN(**kw, target_sensitivity=0).fit(d)
+    with pytest.warns(UserWarning, match="needs a validation hold-out"):
+        PneumoniaCNN(**TINY, target_sensitivity=0.9).fit(d.X, d.y)
+
+
+def test_threshold_for_sensitivity_by_hand():
+    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+
+    y = np.array(["PNEUMONIA"] * 4 + ["NORMAL"] * 3)
+    s = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1])
+    assert threshold_for_sensitivity(y, s, 0.75) == 0.6   # 3 of 4 found, 0.7 is a FP
+    assert threshold_for_sensitivity(y, s, 1.0) == 0.3
+    assert threshold_for_sensitivity(y, s, 0.5) == 0.8
