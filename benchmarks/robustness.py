@@ -125,7 +125,11 @@ def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
         ranges = [np.ptp([r[k] for r in rs]) for rs in by_fold.values()]
         spread[k] = {"mean_std_over_seeds": round(float(np.mean(stds)), 4),
                      "max_range_over_seeds": round(float(np.max(ranges)), 4)}
-    out = {"params": params, "single": mean_std(singles), "seed_spread": spread,
+    from pneumonia_cnn.augmentation import augmentation_factors
+
+    used = PneumoniaCNN(**params)
+    out = {"params": params, "augmentation_factors": augmentation_factors(used.augmentation),
+           "single": mean_std(singles), "seed_spread": spread,
            "single_by_perturbation": per_perturbation(single_results), "rows": singles}
     if ensembles:
         out[f"ensemble_of_{n_seeds}"] = {**mean_std(ensembles), "rows": ensembles,

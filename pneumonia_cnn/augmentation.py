@@ -32,8 +32,8 @@ AUGMENTATION_PRESETS: dict[str, dict] = {
     "standard": {"rotation": 0.02, "zoom": 0.1, "translation": 0.08, "contrast": 0.1},
     "heavy": {"rotation": 0.04, "zoom": 0.2, "translation": 0.12, "contrast": 0.25,
               "brightness": 0.15},
-    "acquisition": {"rotation": 0.01, "zoom": 0.08, "translation": 0.05, "contrast": 0.35,
-                    "brightness": 0.2, "sharpness": 0.5, "blur": 0.5, "noise": 0.025},
+    "acquisition": {"rotation": 0.02, "zoom": 0.12, "translation": 0.06, "contrast": 0.5,
+                    "brightness": 0.2, "sharpness": 0.5, "blur": 0.5, "noise": 0.03},
 }
 
 _KNOWN = ("rotation", "zoom", "translation", "contrast", "brightness", "sharpness", "blur",
@@ -50,7 +50,8 @@ def augmentation_factors(augmentation) -> dict:
         ``None`` / ``"none"`` (no augmentation), a preset name (``"light"``, ``"standard"``,
         ``"heavy"``, ``"acquisition"``) or a dict with any of the keys ``rotation``, ``zoom``,
         ``translation``, ``contrast``, ``brightness``, ``sharpness`` (Keras'
-        ``RandomSharpness`` factor), ``blur`` (``RandomGaussianBlur`` factor), ``noise``
+        ``RandomSharpness`` factor), ``blur`` (share of images blurred by
+        ``RandomGaussianBlur``, sigma up to 1.5 px), ``noise``
         (standard deviation of Gaussian noise, as a fraction of the 0-255 range) (non-negative floats)
         and ``flip``
         (``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or None).
@@ -130,8 +131,10 @@ def build_augmentation(augmentation, seed: int | None = None) -> keras.Sequentia
         layers.append(keras.layers.RandomSharpness(factors["sharpness"], value_range=(0, 255),
                                                    seed=layer_seed()))
     if "blur" in factors:
-        layers.append(keras.layers.RandomGaussianBlur(factors["blur"], value_range=(0, 255),
-                                                      seed=layer_seed()))
+        # factor = share of images blurred; sigma up to 1.5 px with a 5x5 kernel (at 96 px
+        # roughly a detector or export at half the resolution)
+        layers.append(keras.layers.RandomGaussianBlur(factors["blur"], kernel_size=5, sigma=1.5,
+                                                      value_range=(0, 255), seed=layer_seed()))
     if "noise" in factors:
         layers += [keras.layers.Rescaling(1 / 255),  # Keras' noise layer wants a 0-1 scale
                    keras.layers.GaussianNoise(factors["noise"], seed=layer_seed()),
