@@ -305,7 +305,7 @@ class TrackedRun:
 
     def log_fit(self, estimator) -> None:
         """After a fit: fit time, best epoch and its validation metrics, history plot."""
-        from .evaluation import plot_history
+        from .plots import plot_history
 
         hist = estimator.history_
         final = {"fit_time_s": estimator.fit_time_, "epochs_run": len(hist.get("loss", [])),
@@ -340,12 +340,11 @@ class TrackedRun:
         """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate`."""
         import matplotlib.pyplot as plt
 
-        from .evaluation import (
+        from .plots import (
             plot_confusion_matrix,
             plot_precision_recall,
             plot_reliability,
             plot_roc,
-            public_metrics,
         )
 
         keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "brier")
@@ -365,7 +364,8 @@ class TrackedRun:
         self.log_text(result["classification_report_text"],
                       "evaluation/classification_report.txt")
         self.log_dict(result["classification_report"], "evaluation/classification_report.json")
-        self.log_dict(public_metrics(result), "evaluation/metrics.json")
+        self.log_dict({k: v for k, v in result.items() if not k.startswith("_")},
+                      "evaluation/metrics.json")
 
 
 def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
