@@ -51,7 +51,7 @@ def augmentation_factors(augmentation) -> dict:
         ``"heavy"``, ``"acquisition"``) or a dict with any of the keys ``rotation``, ``zoom``,
         ``translation``, ``contrast``, ``brightness``, ``sharpness`` (Keras'
         ``RandomSharpness`` factor), ``blur`` (share of images blurred by
-        ``RandomGaussianBlur``, sigma up to 1.5 px), ``noise``
+        ``RandomGaussianBlur``, sigma up to 1 px), ``noise``
         (standard deviation of Gaussian noise, as a fraction of the 0-255 range) (non-negative floats)
         and ``flip``
         (``"horizontal"``, ``"vertical"``, ``"horizontal_and_vertical"`` or None).
@@ -131,9 +131,8 @@ def build_augmentation(augmentation, seed: int | None = None) -> keras.Sequentia
         layers.append(keras.layers.RandomSharpness(factors["sharpness"], value_range=(0, 255),
                                                    seed=layer_seed()))
     if "blur" in factors:
-        # factor = share of images blurred; sigma up to 1.5 px with a 5x5 kernel (at 96 px
-        # roughly a detector or export at half the resolution)
-        layers.append(keras.layers.RandomGaussianBlur(factors["blur"], kernel_size=5, sigma=1.5,
+        # factor = share of images blurred; sigma up to 1 px (Keras' limit) with a 5x5 kernel
+        layers.append(keras.layers.RandomGaussianBlur(factors["blur"], kernel_size=5, sigma=1.0,
                                                       value_range=(0, 255), seed=layer_seed()))
     if "noise" in factors:
         layers += [keras.layers.Rescaling(1 / 255),  # Keras' noise layer wants a 0-1 scale

@@ -56,3 +56,15 @@ def test_layers_change_images_in_training_only():
     np.testing.assert_allclose(infer_out, x)
     assert np.abs(train_out - x).mean() > 1.0
     assert train_out.shape == x.shape
+
+
+def test_every_preset_builds_and_changes_training_images_only():
+    import numpy as np
+
+    from pneumonia_cnn.augmentation import AUGMENTATION_PRESETS, build_augmentation
+
+    x = np.tile(np.linspace(0, 255, 32, dtype=np.float32), (4, 32, 1))[..., None]
+    for name in AUGMENTATION_PRESETS:
+        aug = build_augmentation(name, seed=0)
+        assert np.abs(np.asarray(aug(x, training=True)) - x).mean() > 0.5, name
+        np.testing.assert_allclose(np.asarray(aug(x, training=False)), x, atol=1e-3)
