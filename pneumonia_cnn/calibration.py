@@ -6,9 +6,11 @@ small labelled set from the new site (tens of images) :func:`calibrate`
 
 1. optionally re-maps the probabilities (``method="sigmoid"`` / ``"isotonic"`` /
    ``"temperature"``: scikit-learn's ``CalibratedClassifierCV`` on the frozen network), and
-2. sets the decision threshold: the highest one whose sensitivity on the calibration set
-   reaches ``target_sensitivity`` (radiology screening fixes sensitivity first), or a fixed
-   ``threshold`` (scikit-learn's ``FixedThresholdClassifier``),
+2. sets the decision threshold for a ``target_sensitivity`` (radiology screening fixes
+   sensitivity first) by the split-conformal rule of
+   :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity` (the most specific threshold
+   that keeps the target on the site's *next* films, not just on the calibration set), or a
+   fixed ``threshold`` (scikit-learn's ``FixedThresholdClassifier``),
 
 without retraining the network (``FrozenEstimator``). The result is a scikit-learn
 classifier, :class:`SiteCalibratedCNN`, that predicts, evaluates, saves and loads like a
@@ -73,8 +75,8 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
     estimator : fitted PneumoniaCNN
         The network; never retrained (it is wrapped in ``FrozenEstimator``).
     target_sensitivity : float, default=0.95
-        Choose the highest threshold whose sensitivity on the calibration set is at least
-        this (ignored when ``threshold`` is given).
+        Choose the most specific threshold that keeps this sensitivity on new films of the
+        site (split-conformal rule; ignored when ``threshold`` is given).
     threshold : float or None, default=None
         A fixed decision threshold instead (on the calibrated probability).
     method : {None, "sigmoid", "isotonic", "temperature"}, default=None
@@ -147,7 +149,7 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         y_pos = self.labels_ == POSITIVE
         if self.threshold is not None:
             t = float(self.threshold)
-        else:  # the highest threshold that reaches the target: the best specificity
+        else:  # the most specific threshold that keeps the target on the next films
             t = threshold_for_sensitivity(self.labels_, p, self.target_sensitivity)
         self.threshold_ = t
         self.classifier_ = FixedThresholdClassifier(
@@ -265,7 +267,8 @@ def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
         ``y``); at least :data:`MIN_PER_CLASS` of each class.
     y : array-like, default=None
     target_sensitivity : float, default=0.95
-        The threshold is the highest one reaching this sensitivity on the set.
+        The threshold keeps this sensitivity on the site's next films (split-conformal
+        rule, see :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity`).
     threshold : float, default=None
         A fixed threshold instead.
     method : {None, "sigmoid", "isotonic", "temperature"}, default=None

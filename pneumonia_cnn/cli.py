@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="set a model's operating point on a new site's labelled images",
         description="Site calibration without retraining: with a small labelled set of the "
                     "new site (NORMAL/ and PNEUMONIA/, at least 10 of each, better 20+), "
-                    "choose the decision threshold that reaches --target-sensitivity (or "
+                    "choose the decision threshold that keeps --target-sensitivity (or "
                     "use --threshold), optionally re-map the probabilities (--method), and "
                     "save the calibrated model. evaluate and predict then use its operating "
                     "point. The sensitivity the set can promise is printed with its 95% "
@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-out", required=True, metavar="PATH",
                    help="folder to save the calibrated model to")
     p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="X",
-                   help="highest threshold whose sensitivity on DATA_DIR reaches X [0.95]")
+                   help="the most specific threshold that keeps sensitivity X on the "
+                        "site's next films (split-conformal rule on DATA_DIR's PNEUMONIA "
+                        "images) [0.95]")
     p.add_argument("--threshold", type=float, metavar="X",
                    help="a fixed threshold instead of --target-sensitivity")
     p.add_argument("--method", choices=["sigmoid", "isotonic", "temperature"],

@@ -107,9 +107,10 @@ class PneumoniaCNN(KerasClassifier):
         threshold that maximises sensitivity + specificity (Youden's J) on the
         patient-grouped validation hold-out (0.5 without one); see ``threshold_``.
     target_sensitivity : float or None, default=None
-        If given, overrides ``threshold``: fit picks the highest threshold whose
-        sensitivity on the patient-grouped validation hold-out reaches this value (the most
-        specific operating point at that sensitivity; ``threshold`` without a hold-out).
+        If given, overrides ``threshold``: fit picks, on the patient-grouped validation
+        hold-out, the most specific threshold that keeps this sensitivity on new films
+        (split-conformal rule, :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity`;
+        ``threshold`` without a hold-out).
         For a new site, prefer :func:`pneumonia_cnn.calibration.calibrate` on its images.
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, shuffling, augmentation, dropout and the validation

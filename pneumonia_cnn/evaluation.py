@@ -234,15 +234,23 @@ def confidence_intervals(y_true, y_score, threshold: float = 0.5, groups=None,
 
 
 def threshold_for_sensitivity(y_true, y_score, target: float) -> float:
-    """The highest threshold whose sensitivity on ``(y_true, y_score)`` reaches ``target``:
-    of all thresholds that meet the sensitivity, the most specific one (scikit-learn's
-    ``roc_curve`` over every distinct score)."""
-    from sklearn.metrics import roc_curve
+    """The most specific threshold that keeps sensitivity at ``target`` on *new* images.
 
+    The split-conformal rule (e.g. Angelopoulos & Bates, 2021): of the ``k`` PNEUMONIA
+    scores, take the ``j``-th smallest with ``j = floor((k + 1) * (1 - target))`` (at least
+    1). If the new site's PNEUMONIA films are exchangeable with these, a new one scores at or
+    above it with probability ``1 - j / (k + 1) >= target``. Choosing instead the highest
+    threshold whose sensitivity *on the set itself* reaches the target is optimistic: with
+    20 positives it may miss one of them, and more on the films that come after.
+    With fewer than ``1 / (1 - target) - 1`` positives no threshold can promise the target;
+    the lowest positive score is used (callers warn).
+    """
     y_pos = np.asarray(y_true).astype(str) == POSITIVE
-    _, tpr, thresholds = roc_curve(y_pos, np.asarray(y_score, float), drop_intermediate=False)
-    ok = np.flatnonzero(tpr >= target - 1e-12)
-    return float(np.clip(thresholds[ok[0]], 0.0, 1.0))
+    pos = np.sort(np.asarray(y_score, float)[y_pos])
+    if pos.size == 0:
+        raise ValueError("threshold_for_sensitivity needs PNEUMONIA images")
+    j = max(int(np.floor((pos.size + 1) * (1.0 - float(target)) + 1e-9)), 1)
+    return float(np.clip(pos[j - 1], 0.0, 1.0))
 
 
 def decision_threshold(estimator) -> float:

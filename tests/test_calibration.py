@@ -39,11 +39,9 @@ def test_threshold_reaches_the_target_sensitivity_with_the_best_specificity(
         model = calibrate(fitted_tiny, site, target_sensitivity=target, track=False)
     assert _sensitivity(model, site) >= target
     p = fitted_tiny.predict_proba(site.X)[:, 1]
-    # any higher threshold loses the target: this is the most specific one that reaches it
-    higher = p[p > model.threshold_]
-    if higher.size:
-        t_next = higher.min()
-        assert np.mean(p[site.y == "PNEUMONIA"] >= t_next) < target
+    # the conformal rule: the j-th smallest of the 30 PNEUMONIA scores, j = floor(31 (1 - t))
+    j = max(int(np.floor(31 * (1 - target) + 1e-9)), 1)
+    assert model.threshold_ == pytest.approx(np.sort(p[site.y == "PNEUMONIA"])[j - 1])
     c = model.calibration_
     assert c["n_NORMAL"] == 20 and c["n_PNEUMONIA"] == 30
     lo, hi = c["sensitivity_ci95"]

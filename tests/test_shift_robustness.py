@@ -258,6 +258,23 @@ def test_threshold_for_sensitivity_by_hand():
 
     y = np.array(["PNEUMONIA"] * 4 + ["NORMAL"] * 3)
     s = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1])
-    assert threshold_for_sensitivity(y, s, 0.75) == 0.6   # 3 of 4 found, 0.7 is a FP
-    assert threshold_for_sensitivity(y, s, 1.0) == 0.3
-    assert threshold_for_sensitivity(y, s, 0.5) == 0.8
+    # 4 positives: j = floor(5 * (1 - target)), the j-th smallest positive score
+    assert threshold_for_sensitivity(y, s, 0.75) == 0.3   # j = 1: all 4 kept
+    assert threshold_for_sensitivity(y, s, 1.0) == 0.3    # j = 0 -> 1 (cannot promise 1.0)
+    assert threshold_for_sensitivity(y, s, 0.5) == 0.6    # j = 2
+    assert threshold_for_sensitivity(y, s, 0.2) == 0.9    # j = 4
+
+
+def test_conformal_threshold_keeps_sensitivity_on_new_images():
+    """Many simulated calibration sets of 20 positives: the sensitivity on new positives
+    averages at least the target (it would fall short with the in-sample rule)."""
+    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+
+    rng = np.random.default_rng(0)
+    y = np.array(["PNEUMONIA"] * 20 + ["NORMAL"] * 20)
+    achieved = []
+    for _ in range(400):
+        s = np.r_[rng.beta(5, 2, 20), rng.beta(2, 5, 20)]
+        t = threshold_for_sensitivity(y, s, 0.9)
+        achieved.append(np.mean(rng.beta(5, 2, 2000) >= t))
+    assert np.mean(achieved) >= 0.9
