@@ -21,6 +21,7 @@ from sklearn.metrics import (
 
 from .data import CLASS_NAMES
 from .plots import (  # noqa: F401  (re-exported: evaluation's figures)
+    evaluation_figures,
     plot_confusion_matrix,
     plot_history,
     plot_precision_recall,
@@ -290,19 +291,10 @@ def save_evaluation(result: dict, out_dir, history: dict | None = None) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {}
-    y_true, y_score = result["_y_true"], result["_y_score"]
-    drawings = {
-        "confusion_matrix": lambda: plot_confusion_matrix(result["confusion_matrix"]),
-        "roc_curve": lambda: plot_roc(y_true, y_score),
-        "precision_recall_curve": lambda: plot_precision_recall(y_true, y_score),
-        "reliability_diagram": lambda: plot_reliability(y_true, y_score),
-    }
+    drawn = evaluation_figures(result)
     if history:
-        drawings["history"] = lambda: plot_history(history)
-    for name, draw in drawings.items():
-        if name != "confusion_matrix" and len(np.unique(y_true)) < 2:
-            continue  # curves need both classes
-        fig = draw()
+        drawn["history"] = plot_history(history)
+    for name, fig in drawn.items():
         path = out / FIGURE_FILES[name]
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -22,14 +22,15 @@ from sklearn.metrics import (  # noqa: E402
 
 from .data import CLASS_NAMES  # noqa: E402
 
-__all__ = ["plot_confusion_matrix", "plot_history", "plot_precision_recall",
+__all__ = ["evaluation_figures", "plot_confusion_matrix", "plot_history", "plot_precision_recall",
            "plot_reliability", "plot_roc"]
 
 NEGATIVE, POSITIVE = CLASS_NAMES  # "NORMAL", "PNEUMONIA"
 
 
-def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE)):
-    """Seaborn heat map of a confusion matrix with counts and row percentages."""
+def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE), ci95: dict | None = None):
+    """Seaborn heat map of a confusion matrix with counts and row percentages (and, given
+    ``ci95``, the 95% intervals of sensitivity and specificity under it)."""
     cm = np.asarray(cm)
     row = cm.sum(axis=1, keepdims=True)
     pct = np.divide(cm, row, out=np.zeros_like(cm, dtype=float), where=row > 0) * 100
@@ -40,11 +41,16 @@ def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE)):
                 xticklabels=labels, yticklabels=labels, ax=ax, annot_kws={"size": 12})
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
-    ax.set_title("Confusion matrix (% of true class)")
+    ax.set_title(f"Confusion matrix, {int(cm.sum())} images (% of true class)")
+    if ci95:
+        sens, spec = ci95.get("sensitivity"), ci95.get("specificity")
+        ax.text(0.5, -0.3, f"95% CI: sensitivity {sens[0]:.3f}-{sens[1]:.3f}, specificity "
+                f"{spec[0]:.3f}-{spec[1]:.3f}", transform=ax.transAxes, ha="center",
+                fontsize=9)
     return fig
 
 
-def _curve(display, title: str, y_true, y_score, pos_label):
+def _curve(display, title: str, y_true, y_score, pos_label):  # noqa: D401
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     display.from_predictions(y_true, y_score, pos_label=pos_label, ax=ax, name="PneumoniaCNN",
                              plot_chance_level=True)
@@ -52,9 +58,13 @@ def _curve(display, title: str, y_true, y_score, pos_label):
     return fig
 
 
-def plot_roc(y_true, y_score, pos_label=POSITIVE):
-    """ROC curve with its AUC (scikit-learn's RocCurveDisplay)."""
-    return _curve(RocCurveDisplay, "ROC curve", y_true, y_score, pos_label)
+def plot_roc(y_true, y_score, pos_label=POSITIVE, auc_ci: list | None = None):
+    """ROC curve with its AUC (scikit-learn's RocCurveDisplay) and, given ``auc_ci``, the
+    AUC's 95% interval in the title."""
+    title = f"ROC curve, {len(y_true)} images"
+    if auc_ci is not None and np.isfinite(auc_ci).all():
+        title += f"\nAUC 95% CI {auc_ci[0]:.3f}-{auc_ci[1]:.3f} (bootstrap)"
+    return _curve(RocCurveDisplay, title, y_true, y_score, pos_label)
 
 
 def plot_precision_recall(y_true, y_score, pos_label=POSITIVE):
@@ -74,6 +84,21 @@ def plot_reliability(y_true, y_score, pos_label=POSITIVE, n_bins: int = 10):
     ax.set_xlabel("Mean predicted P(PNEUMONIA)")
     ax.set_ylabel("Fraction of PNEUMONIA films")
     return fig
+
+
+def evaluation_figures(result: dict) -> dict:
+    """The figures of an :func:`pneumonia_cnn.evaluation.evaluate` result, name -> figure:
+    confusion matrix, and with both classes ROC and precision-recall curves and the
+    reliability diagram. The caller closes them."""
+    y_true, y_score = result["_y_true"], result["_y_score"]
+    ci = result.get("ci95") or {}
+    figs = {"confusion_matrix": plot_confusion_matrix(result["confusion_matrix"],
+                                                      ci95=ci or None)}
+    if len(np.unique(y_true)) == 2:
+        figs["roc_curve"] = plot_roc(y_true, y_score, auc_ci=ci.get("roc_auc"))
+        figs["precision_recall_curve"] = plot_precision_recall(y_true, y_score)
+        figs["reliability_diagram"] = plot_reliability(y_true, y_score)
+    return figs
 
 
 def plot_history(history: dict):

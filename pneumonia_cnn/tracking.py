@@ -340,25 +340,14 @@ class TrackedRun:
         """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate`."""
         import matplotlib.pyplot as plt
 
-        from .plots import (
-            plot_confusion_matrix,
-            plot_precision_recall,
-            plot_reliability,
-            plot_roc,
-        )
+        from .plots import evaluation_figures
 
         keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "brier")
         self.log_metrics({prefix + k: result[k] for k in keys if k in result})
         for k, (low, high) in result.get("ci95", {}).items():
             self.log_metrics({f"{prefix}{k}_ci_low": low, f"{prefix}{k}_ci_high": high})
         self.log_metrics({prefix + "n_images": result["n_images"]})
-        y_true, y_score = result["_y_true"], result["_y_score"]
-        figs = {"confusion_matrix": plot_confusion_matrix(result["confusion_matrix"])}
-        if len(np.unique(y_true)) == 2:
-            figs["roc_curve"] = plot_roc(y_true, y_score)
-            figs["precision_recall_curve"] = plot_precision_recall(y_true, y_score)
-            figs["reliability_diagram"] = plot_reliability(y_true, y_score)
-        for name, fig in figs.items():
+        for name, fig in evaluation_figures(result).items():
             self.log_figure(fig, f"evaluation/{name}.png")
             plt.close(fig)
         self.log_text(result["classification_report_text"],
