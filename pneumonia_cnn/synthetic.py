@@ -20,7 +20,7 @@ SYNTHETIC_MARKER = "SYNTHETIC_DATA_README.txt"
 
 
 def make_synthetic_xray(rng: np.random.Generator, size: int = 128,
-                        pneumonia: bool = False) -> np.ndarray:
+                        pneumonia: bool = False, return_mask: bool = False):
     """Draw one synthetic chest-X-ray-like image.
 
     Parameters
@@ -32,9 +32,15 @@ def make_synthetic_xray(rng: np.random.Generator, size: int = 128,
     pneumonia : bool, default=False
         Add 1-3 opacities inside the lung fields.
 
+    return_mask : bool, default=False
+        Also return where the opacities are: a boolean mask (empty for NORMAL) of the pixels
+        where they add more than a fifth of their peak brightness, to check where an
+        explanation looks.
+
     Returns
     -------
     ndarray of uint8, shape (size, size)
+        And the mask, with ``return_mask``.
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     cx = 0.5 + rng.normal(0, 0.02)
@@ -51,15 +57,20 @@ def make_synthetic_xray(rng: np.random.Generator, size: int = 128,
     ribs = 0.05 * (np.sin(yy * 2 * np.pi * 9 + rng.uniform(0, 6)) > 0.6)
     img += ribs * lungs
     img[np.abs(xx - cx) < 0.035] += 0.25  # spine / mediastinum
+    opacity = np.zeros_like(img)
     if pneumonia:
         ly, lx = np.nonzero(lungs)
         for _ in range(rng.integers(1, 4)):
             k = rng.integers(len(ly))
             oy, ox = ly[k] / size, lx[k] / size
             r = rng.uniform(0.05, 0.11)
-            img += 0.25 * np.exp(-(((xx - ox) ** 2 + (yy - oy) ** 2) / (2 * r * r))) * lungs
+            opacity += 0.25 * np.exp(-(((xx - ox) ** 2 + (yy - oy) ** 2) / (2 * r * r))) * lungs
+    img += opacity
     img += rng.normal(0, 0.03, img.shape)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    out = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    if return_mask:
+        return out, opacity > 0.05
+    return out
 
 
 def make_synthetic_dataset(root, n_normal: int = 40, n_pneumonia: int = 80, size: int = 128,
