@@ -229,6 +229,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_strict_option(p)
 
+    p = sub.add_parser(
+        "explain", help="Grad-CAM heat maps: where the network looked",
+        description="Write one overlay per image (film in grey, heat map in colour, "
+                    "P(PNEUMONIA) and label in the title) and index.html showing them side "
+                    "by side. The map shows the regions that raised the score of --target; "
+                    "it does not show that the model is right.")
+    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
+                   help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays")
+    p.add_argument("--layer", metavar="NAME",
+                   help="convolution layer to explain [the last convolution block]")
+    p.add_argument("--target", choices=["PNEUMONIA", "NORMAL", "both"], default="PNEUMONIA",
+                   help="whose evidence: PNEUMONIA (what raised its probability), NORMAL "
+                        "(what lowered it) or both [PNEUMONIA]")
+    p.add_argument("--method", choices=["hirescam", "gradcam"], default="hirescam",
+                   help="HiResCAM (position-wise gradients, faithful for the flatten head) "
+                        "or the original Grad-CAM [hirescam]")
+
     p = sub.add_parser("predict", help="predict images or folders of images",
                        description="Print one line per image: path, label, P(PNEUMONIA).")
     p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
@@ -461,6 +480,32 @@ def cmd_stress(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .calibration import load_model
+    from .data import load_images
+    from .explain import explain
+
+    clf = load_model(args.model)
+    files = _collect_images(args.inputs)
+    net = getattr(clf, "estimator", clf)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_images(files, net.image_size, strict=False, cache=False)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    if len(data) == 0:
+        raise CLIError("none of the images could be read")
+    targets = ["PNEUMONIA", "NORMAL"] if args.target == "both" else [args.target]
+    for target in targets:
+        out = Path(args.out) / target.lower() if len(targets) > 1 else Path(args.out)
+        print(f"Explaining {len(data)} image(s): {target} evidence, layer "
+              f"{args.layer or 'last convolution block'} -> {out}", flush=True)
+        result = explain(clf, data, layer=args.layer, target=target, method=args.method,
+                         out_dir=out, progress=len(data) > 20)
+        print(f"{len(result.files)} overlays and {out / 'index.html'}")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .calibration import load_model
     from .data import load_images
@@ -576,7 +621,8 @@ def cmd_run(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate,
-            "stress": cmd_stress, "predict": cmd_predict, "search": cmd_search, "run": cmd_run}
+            "stress": cmd_stress, "explain": cmd_explain, "predict": cmd_predict,
+            "search": cmd_search, "run": cmd_run}
 
 
 # TensorFlow's C++ start-up notes and a harmless tf.data attribute warning, written straight to

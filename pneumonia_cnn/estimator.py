@@ -827,7 +827,10 @@ class PneumoniaCNN(KerasClassifier):
             params["filters"] = tuple(params["filters"])
         est = cls(**params)
         try:
-            model = keras.saving.load_model(model_file, safe_mode=safe_mode)
+            with warnings.catch_warnings():
+                # the optimizer's state is not needed to predict (a refit starts afresh)
+                warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+                model = keras.saving.load_model(model_file, safe_mode=safe_mode)
         except Exception as exc:  # keras raises many types for a damaged file
             raise DataError(f"could not load the Keras model {model_file}: {exc}") from exc
         size = int(meta["image_size"])

@@ -1,0 +1,142 @@
+"""Grad-CAM / HiResCAM explanations: shapes, every model kind, honesty checks."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.stats import spearmanr
+
+from conftest import TINY
+from pneumonia_cnn import PneumoniaCNN
+from pneumonia_cnn.cli import main
+from pneumonia_cnn.explain import explain, gradcam, last_conv_layer
+from pneumonia_cnn.synthetic import make_synthetic_xray
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def films():
+    """480 synthetic films (half with opacities) and where the opacities are."""
+    rng = np.random.default_rng(0)
+    imgs, masks, y = [], [], []
+    for i in range(480):
+        im, m = make_synthetic_xray(rng, SIZE, i % 2 == 1, return_mask=True)
+        imgs.append(im)
+        masks.append(m)
+        y.append("PNEUMONIA" if i % 2 else "NORMAL")
+    return np.array(imgs)[..., None], np.array(masks), np.array(y)
+
+
+@pytest.fixture(scope="module")
+def trained(films):
+    """A small network that learns the synthetic task (held-out ROC AUC ~0.95)."""
+    X, _, y = films
+    return PneumoniaCNN(image_size=SIZE, filters=(8, 16, 32), dense_units=16, epochs=20,
+                        batch_size=16, validation_fraction=0.2, random_state=0,
+                        tracking=False).fit(X[:360], y[:360])
+
+
+def test_maps_have_the_input_size_and_both_classes_differ(fitted_tiny, synthetic_data):
+    X = synthetic_data.X[:6]
+    pos = explain(fitted_tiny, X)
+    neg = explain(fitted_tiny, X, target="NORMAL")
+    assert pos.heatmaps.shape == (6, 32, 32) and pos.heatmaps.dtype == np.float32
+    assert 0 <= pos.heatmaps.min() and pos.heatmaps.max() <= 1
+    assert pos.layer == "block2_relu1" == last_conv_layer(fitted_tiny.model_)
+    assert not np.allclose(pos.heatmaps, neg.heatmaps)
+    np.testing.assert_allclose(pos.probabilities, fitted_tiny.predict_proba(X)[:, 1])
+
+
+@pytest.mark.parametrize("params", [
+    {"augmentation": "acquisition"},
+    {"global_pooling": True, "batch_norm": False},
+    {"filters": (4, 8, 8, 8)},
+    {"intensity_norm": "clahe"},
+])
+def test_every_kind_of_network_is_explained(synthetic_data, params):
+    d = synthetic_data
+    clf = PneumoniaCNN(**{**TINY, **params}).fit(d.X, d.y)
+    e = explain(clf, d.X[:4])
+    assert e.heatmaps.shape == (4, 32, 32) and np.isfinite(e.heatmaps).all()
+
+
+def test_ensemble_map_is_the_mean_of_its_members(synthetic_data, tmp_path):
+    d = synthetic_data
+    clf = PneumoniaCNN(**{**TINY, "n_networks": 2}).fit(d.X, d.y)
+    e = explain(clf, d.X[:4])
+    members = [la for la in clf.model_.layers if la.name.startswith("member")]
+    expected = np.mean([gradcam(m, d.X[:4].astype(np.float32)) for m in members], axis=0)
+    np.testing.assert_allclose(e.heatmaps, expected, atol=1e-5)
+    loaded = PneumoniaCNN.load(clf.save(tmp_path / "ens"))
+    np.testing.assert_allclose(explain(loaded, d.X[:4]).heatmaps, e.heatmaps, atol=1e-5)
+
+
+def test_a_named_layer_and_a_wrong_one(fitted_tiny, synthetic_data):
+    e = explain(fitted_tiny, synthetic_data.X[:2], layer="block1_relu1")
+    assert e.layer == "block1_relu1" and e.heatmaps.shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="no layer 'conv9'.*block1_relu1"):
+        explain(fitted_tiny, synthetic_data.X[:2], layer="conv9")
+    with pytest.raises(ValueError, match="needs a convolution layer"):
+        explain(fitted_tiny, synthetic_data.X[:2], layer="dense")
+
+
+def test_maps_fall_on_the_opacities(films, trained):
+    """Most of the map's mass of correctly classified PNEUMONIA films lies on the opacity
+    (within half a cell of the last feature map, 4 px), and its peak is on it."""
+    X, masks, y = films
+    X, masks, y = X[360:], masks[360:], y[360:]
+    e = explain(trained, X)
+    hit = (y == "PNEUMONIA") & (e.probabilities >= 0.5)
+    assert hit.sum() >= 40
+    mass, area, peak = [], [], []
+    for i in np.flatnonzero(hit):
+        place = ndimage.binary_dilation(masks[i], iterations=4)
+        h = e.heatmaps[i]
+        mass.append(h[place].sum() / max(h.sum(), 1e-12))
+        area.append(place.mean())
+        peak.append(place.flat[h.argmax()])
+    assert np.mean(mass) > 0.45 and np.mean(mass) > 2.5 * np.mean(area), (np.mean(mass),
+                                                                          np.mean(area))
+    assert np.mean(peak) >= 0.9
+
+
+def test_sanity_check_randomised_top_layers_change_the_maps(films, trained):
+    """Adebayo et al. (2018): maps that do not change when the learned weights are
+    destroyed explain the input, not the model."""
+    import keras
+
+    X = films[0][360:400]
+    before = explain(trained, X).heatmaps
+    model = trained.model_
+    saved = model.get_weights()
+    try:
+        rng = np.random.default_rng(1)
+        for layer in model.layers:
+            if layer.name in ("pneumonia", "dense", last_conv_layer(model).replace("relu",
+                                                                                  "conv")):
+                layer.set_weights([rng.normal(0, np.std(w) + 1e-3, w.shape).astype(w.dtype)
+                                   for w in layer.get_weights()])
+        after = explain(trained, X).heatmaps
+    finally:
+        model.set_weights(saved)
+    again = explain(trained, X).heatmaps
+    np.testing.assert_allclose(again, before, atol=1e-6)  # restored: the same maps
+    rho = [spearmanr(b.ravel(), a.ravel())[0] for b, a in zip(before, after)
+           if b.std() > 0 and a.std() > 0]
+    assert np.nanmean(rho) < 0.5, np.nanmean(rho)
+    assert isinstance(model, keras.Model)
+
+
+def test_cli_explain_writes_overlays_and_an_index(fitted_tiny, synthetic_dir, tmp_path, capsys):
+    model_dir = fitted_tiny.save(tmp_path / "model")
+    out = tmp_path / "explained"
+    assert main(["explain", str(model_dir), str(synthetic_dir / "PNEUMONIA"), "--out",
+                 str(out), "--target", "both"]) == 0
+    for target in ("pneumonia", "normal"):
+        pngs = sorted((out / target).glob("*.png"))
+        assert len(pngs) == 36 and pngs[0].stat().st_size > 3000
+        index = (out / target / "index.html").read_text()
+        assert index.count("<img") == 36 and "P(PNEUMONIA)" in index
+    assert main(["explain", str(model_dir), str(synthetic_dir), "--out", str(out),
+                 "--layer", "nope"]) == 2
+    assert "no layer 'nope'" in capsys.readouterr().err
