@@ -343,7 +343,7 @@ def cmd_train(args) -> int:
         from .evaluation import plot_history
 
         Path(args.report_dir).mkdir(parents=True, exist_ok=True)
-        fig = plot_history(hist)
+        fig = plot_history(hist, best_epoch=clf.best_epoch_)
         fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
     print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")
     return 0
@@ -567,10 +567,11 @@ def cmd_run(args) -> int:
     from .synthetic import make_synthetic_dataset
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     clf = _make_estimator(args)
     synthetic = args.data_dir is None
-    if synthetic:
+    if synthetic:  # every result of the demo says SYNTHETIC, its folder too
+        out = out / "SYNTHETIC-demo"
+        out.mkdir(parents=True, exist_ok=True)
         data_dir = make_synthetic_dataset(out / "synthetic_data", n_normal=60, n_pneumonia=120)
         print("=" * 78)
         print("No DATA_DIR given: using a small built-in SYNTHETIC data set "
@@ -583,6 +584,7 @@ def cmd_run(args) -> int:
                           if k not in vars(args)})
         train_dir, test_dir = data_dir, None
     else:
+        out.mkdir(parents=True, exist_ok=True)
         root = Path(args.data_dir)
         if (root / "train").is_dir():
             train_dir = root / "train"
@@ -605,7 +607,10 @@ def cmd_run(args) -> int:
     if te is None:
         result = evaluate(clf, test_dir, out_dir=out / "evaluation")
     else:
-        result = evaluate(clf, data.X[te], data.y[te], out_dir=out / "evaluation")
+        held = type(data)(X=data.X[te], y=data.y[te], paths=data.paths[te],
+                          groups=data.groups[te], root=data.root)
+        result = evaluate(clf, held, out_dir=out / "evaluation",
+                          data_name=f"{train_dir} (held-out 20% of patients)")
     metrics = public_metrics(result)
     print(f"\nEvaluation on {metrics['n_images']} images: {held_out}"
           + (" [SYNTHETIC DATA]" if synthetic else ""))

@@ -156,6 +156,9 @@ class PneumoniaCNN(KerasClassifier):
     threshold_ : float
         The decision threshold in use (``threshold``, or the one "auto" or
         ``target_sensitivity`` chose).
+    train_fingerprints_ : list of str
+        Pixel hashes of the training images (saved with the model), so that ``evaluate``
+        can warn when evaluation images were trained on.
     interrupted_ : bool
         True if the fit was interrupted (Ctrl-C / SIGTERM); ``model_`` then holds the best
         weights of the epochs that finished.
@@ -462,6 +465,10 @@ class PneumoniaCNN(KerasClassifier):
         check_consistent_length(y, groups)
 
         self._check_shift_params()
+        from .tracking import data_fingerprints
+
+        # pixel hashes of the training images, so that evaluate can warn about overlap
+        self.train_fingerprints_ = data_fingerprints(X)
 
         run = self._start_run(data_root, X, y) if self.tracking else None
         self.mlflow_run_id_ = run.run_id if run is not None else None
@@ -620,11 +627,15 @@ class PneumoniaCNN(KerasClassifier):
         run.end_after_error(KeyboardInterrupt())
 
     def _start_run(self, data_root, X, y):
+        from .synthetic import is_synthetic
         from .tracking import TrackedRun, data_fingerprint
 
+        synthetic = is_synthetic(data_root)
         run = TrackedRun.start(tracking_uri=self.tracking_uri, experiment=self.experiment,
-                               run_name=f"fit-{time.strftime('%Y%m%d-%H%M%S')}",
-                               tags={"pneumonia_cnn.kind": "fit"})
+                               run_name=("SYNTHETIC-" if synthetic else "")
+                               + f"fit-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags={"pneumonia_cnn.kind": "fit",
+                                     **({"synthetic_data": "true"} if synthetic else {})})
         run.log_params({k: v for k, v in self.get_params().items()
                         if k not in ("callbacks", "metrics")})
         names, counts = np.unique(y, return_counts=True)
@@ -784,6 +795,7 @@ class PneumoniaCNN(KerasClassifier):
             "best_epoch": self.best_epoch_,
             "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
             "interrupted": bool(getattr(self, "interrupted_", False)),
+            "train_fingerprints": list(getattr(self, "train_fingerprints_", None) or []),
             "threshold": self._decision_threshold(),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -841,6 +853,7 @@ class PneumoniaCNN(KerasClassifier):
         est.best_epoch_ = meta.get("best_epoch")
         est.mlflow_run_id_ = meta.get("mlflow_run_id")
         est.threshold_ = float(meta.get("threshold", 0.5))
+        est.train_fingerprints_ = list(meta.get("train_fingerprints", []))
         return est
 
 

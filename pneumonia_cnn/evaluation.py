@@ -20,8 +20,10 @@ from sklearn.metrics import (
 )
 
 from .data import CLASS_NAMES
-from .plots import (  # noqa: F401  (re-exported: evaluation's figures)
+from .plots import (  # noqa: F401  (re-exported: evaluation's figures and report)
     evaluation_figures,
+    public_metrics,
+    report_text,
     plot_confusion_matrix,
     plot_history,
     plot_precision_recall,
@@ -55,6 +57,7 @@ FIGURE_FILES = {
     "precision_recall_curve": "precision_recall_curve.png",
     "history": "training_history.png",
     "reliability_diagram": "reliability_diagram.png",
+    "error_gallery": "error_gallery.png",
 }
 
 
@@ -112,7 +115,8 @@ def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
 
 
 def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = None,
-             track: bool | None = None, data_name: str | None = None) -> dict:
+             track: bool | None = None, data_name: str | None = None,
+             gallery: bool = True) -> dict:
     """Evaluate a fitted classifier on a data folder, image files or arrays.
 
     Parameters
@@ -123,27 +127,38 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     y : array-like of str, default=None
         Labels, required unless X is a folder.
     out_dir : str or path-like, default=None
-        If given, write the figures (confusion matrix, ROC, precision-recall, training
-        history when the estimator has one), ``metrics.json`` and
-        ``classification_report.txt`` there.
+        If given, write the figures (confusion matrix, ROC, precision-recall, reliability,
+        training history when the estimator has one, error gallery), ``metrics.json``,
+        ``per_image.csv`` and ``classification_report.txt`` there.
     threshold : float, default=None
-        Decision threshold; defaults to the estimator's ``threshold`` (or 0.5).
+        Decision threshold; defaults to the one the estimator's ``predict`` uses.
     track : bool, default=None
         Log the metrics, plots and classification report to MLflow, in a new evaluation run
         that is a child of the model's fit run (``estimator.mlflow_run_id_``) when there is
         one. None follows the estimator's ``tracking`` parameter.
     data_name : str, default=None
         Name of the evaluated data, logged with the run (default: the folder).
+    gallery : bool, default=True
+        Draw the error gallery: the most confident false positives and false negatives
+        (and a few correct films for contrast) with their heat maps (needs a network the
+        package built).
 
     Returns
     -------
     dict
         See :func:`metrics_from_scores`; plus ``ci95`` (95% confidence intervals, see
-        :func:`confidence_intervals`) and ``figures`` (name -> file) when ``out_dir`` is
-        given. The per-image scores are under the private keys ``_y_true``, ``_y_score``,
-        ``_paths`` (omitted from ``metrics.json``).
+        :func:`confidence_intervals`), ``data``, ``synthetic`` (True for the built-in
+        synthetic demo set), ``trust_warnings`` (why the numbers may not hold: a tiny set,
+        overlap with the training images, one class for every image), ``per_image`` (a
+        pandas DataFrame: ``path``, ``true``, ``probability``, ``predicted``) and
+        ``figures`` (name -> file) when ``out_dir`` is given.
     """
+    import pandas as pd
+
+    from .synthetic import is_synthetic
+
     X_name = X if isinstance(X, (str, Path)) else getattr(X, "root", None)
+    synthetic = is_synthetic(X_name)
     X, y, paths, groups = image_arrays(estimator, X, y)
     classes = [str(c) for c in estimator.classes_]
     scores = np.asarray(estimator.predict_proba(X))[:, classes.index(POSITIVE)]
@@ -151,17 +166,62 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         threshold = decision_threshold(estimator)
     result = metrics_from_scores(y, scores, threshold)
     result["ci95"] = confidence_intervals(y, scores, threshold, groups=groups)
-    result["_y_true"] = np.asarray(y).astype(str)
-    result["_y_score"] = scores
-    result["_paths"] = paths
-    if out_dir is not None:
-        save_evaluation(result, out_dir, history=getattr(estimator, "history_", None))
-    if track is None:
-        track = bool(getattr(estimator, "tracking", False))
-    if track:
-        result["mlflow_run_id"] = _log_evaluation_run(
-            estimator, result, data_name or (str(X_name) if X_name else "(arrays)"))
+    result["data"] = data_name or (str(X_name) if X_name else "(arrays)")
+    result["synthetic"] = synthetic
+    predicted = np.where(scores >= threshold, POSITIVE, NEGATIVE)
+    result["per_image"] = pd.DataFrame({
+        "path": paths if paths is not None else np.arange(len(y)).astype(str),
+        "true": np.asarray(y).astype(str), "probability": scores, "predicted": predicted})
+    result["trust_warnings"] = trust_warnings(estimator, X, result)
+    for message in result["trust_warnings"]:
+        warnings.warn(message, UserWarning, stacklevel=2)
+    extra = {}
+    if gallery and hasattr(getattr(estimator, "estimator", estimator), "model_"):
+        from .explain import error_gallery
+
+        fig = error_gallery(estimator, X, result["per_image"], threshold)
+        if fig is not None:
+            extra["error_gallery"] = fig
+    net = getattr(estimator, "estimator", estimator)
+    try:
+        if out_dir is not None:
+            save_evaluation(result, out_dir, history=getattr(net, "history_", None),
+                            extra_figures=extra, best_epoch=getattr(net, "best_epoch_", None))
+        if track is None:
+            track = bool(getattr(estimator, "tracking", False))
+        if track:
+            result["mlflow_run_id"] = _log_evaluation_run(estimator, result, result["data"],
+                                                          extra)
+    finally:
+        for fig in extra.values():
+            plt.close(fig)
     return result
+
+
+def trust_warnings(estimator, X, result: dict) -> list:
+    """Reasons not to trust an evaluation's numbers, as sentences (empty when none)."""
+    from .tracking import data_fingerprints
+
+    out = []
+    n = result["n_images"]
+    if n < 100:
+        lo, hi = result["ci95"]["accuracy"]
+        out.append(f"only {n} images: accuracy {result['accuracy']:.3f} has a 95% interval of "
+                   f"{lo:.3f}-{hi:.3f}; evaluate on more images before trusting the numbers")
+    counts = result["per_image"]["predicted"].value_counts()
+    if len(counts) == 1:
+        out.append(f"the model calls every image {counts.index[0]}: check the threshold "
+                   f"({result['threshold']:.3f}) and that these images are chest X-rays like "
+                   "the training ones")
+    net = getattr(estimator, "estimator", estimator)
+    seen = set(getattr(net, "train_fingerprints_", None) or [])
+    if seen:
+        overlap = int(sum(f in seen for f in data_fingerprints(X)))
+        if overlap:
+            out.append(f"{overlap} of the {n} evaluation images are identical to training "
+                       "images of this model: these numbers are optimistic; evaluate on "
+                       "images (and patients) the model never saw")
+    return out
 
 
 def image_arrays(estimator, X, y=None):
@@ -261,18 +321,22 @@ def decision_threshold(estimator) -> float:
     return float(rule()) if rule is not None else float(getattr(estimator, "threshold", 0.5))
 
 
-def _log_evaluation_run(estimator, result: dict, data_name: str) -> str:
+def _log_evaluation_run(estimator, result: dict, data_name: str,
+                        extra_figures: dict | None = None) -> str:
     from .tracking import DEFAULT_EXPERIMENT, TrackedRun
 
     parent = getattr(estimator, "mlflow_run_id_", None)
     run = TrackedRun.start(tracking_uri=getattr(estimator, "tracking_uri", None),
                            experiment=getattr(estimator, "experiment", DEFAULT_EXPERIMENT),
-                           run_name="evaluation", parent_run_id=parent,
+                           run_name=("SYNTHETIC-" if result.get("synthetic") else "")
+                           + "evaluation", parent_run_id=parent,
                            tags={"pneumonia_cnn.kind": "evaluation",
+                                 **({"synthetic_data": "true"} if result.get("synthetic")
+                                    else {}),
                                  **({"model_run_id": parent} if parent else {})})
     try:
         run.log_params({"data": data_name, "threshold": result["threshold"]})
-        run.log_evaluation(result)
+        run.log_evaluation(result, extra_figures=extra_figures)
     except BaseException as exc:
         run.end_after_error(exc)
         raise
@@ -280,26 +344,30 @@ def _log_evaluation_run(estimator, result: dict, data_name: str) -> str:
     return run.run_id
 
 
-def public_metrics(result: dict) -> dict:
-    """The JSON-serialisable part of an :func:`evaluate` result."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
-
-
-def save_evaluation(result: dict, out_dir, history: dict | None = None) -> dict:
-    """Write the figures, ``metrics.json`` and ``classification_report.txt`` of an
-    :func:`evaluate` result to ``out_dir``; adds and returns ``result["figures"]``."""
+def save_evaluation(result: dict, out_dir, history: dict | None = None,
+                    extra_figures: dict | None = None, best_epoch: int | None = None) -> dict:
+    """Write the figures, ``metrics.json``, ``per_image.csv`` and
+    ``classification_report.txt`` of an :func:`evaluate` result to ``out_dir``; adds and
+    returns ``result["figures"]``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {}
     drawn = evaluation_figures(result)
     if history:
-        drawn["history"] = plot_history(history)
+        drawn["history"] = plot_history(history, best_epoch=best_epoch,
+                                        synthetic=bool(result.get("synthetic")))
+    close = set(drawn)
+    drawn.update(extra_figures or {})
     for name, fig in drawn.items():
         path = out / FIGURE_FILES[name]
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        if name in close:
+            plt.close(fig)
         figures[name] = str(path)
     result["figures"] = figures
-    (out / "classification_report.txt").write_text(result["classification_report_text"])
-    (out / "metrics.json").write_text(json.dumps(public_metrics(result), indent=2))
+    (out / "classification_report.txt").write_text(report_text(result))
+    if "per_image" in result:
+        result["per_image"].to_csv(out / "per_image.csv", index=False)
+    (out / "metrics.json").write_text(json.dumps(public_metrics(result), indent=2,
+                                                 allow_nan=False))
     return figures

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Explanation", "explain", "gradcam", "last_conv_layer", "write_overlays"]
+__all__ = ["Explanation", "error_gallery", "explain", "gradcam", "last_conv_layer",
+           "write_overlays"]
 
 
 @dataclass
@@ -278,3 +279,61 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
         f"{result.target}. A map shows where the network looked, not that it is right.</p>"
         f"{cells}\n")
     return files
+
+
+def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
+    """One figure of the most confident mistakes, with their PNEUMONIA-evidence maps.
+
+    Rows: false positives (NORMAL films with the highest P(PNEUMONIA)), false negatives
+    (PNEUMONIA films with the lowest), and for contrast the most confident true positives
+    and true negatives; up to ``n`` films a row, each titled with its file name and
+    probability. Returns None when there is nothing to show.
+
+    Parameters
+    ----------
+    estimator : fitted PneumoniaCNN or SiteCalibratedCNN
+    X : ndarray (n_images, h, w, 1)
+        The evaluated images, in the order of ``per_image``.
+    per_image : pandas.DataFrame
+        :func:`pneumonia_cnn.evaluation.evaluate`'s table (``true``, ``probability``,
+        ``path``).
+    threshold : float
+    """
+    from .plots import plt
+
+    p = per_image["probability"].to_numpy()
+    true = per_image["true"].to_numpy()
+    pred = p >= threshold
+    pos = true == "PNEUMONIA"
+    rows = [
+        ("false positives (NORMAL called PNEUMONIA)", np.flatnonzero(~pos & pred), -p),
+        ("false negatives (PNEUMONIA called NORMAL)", np.flatnonzero(pos & ~pred), p),
+        ("true positives, most confident", np.flatnonzero(pos & pred), -p),
+        ("true negatives, most confident", np.flatnonzero(~pos & ~pred), p),
+    ]
+    rows = [(title, idx[np.argsort(key[idx], kind="stable")][:n]) for title, idx, key in rows]
+    chosen = np.concatenate([idx for _, idx in rows]).astype(int)
+    if chosen.size == 0:
+        return None
+    result = explain(estimator, X[chosen])
+    maps = dict(zip(chosen.tolist(), result.heatmaps))
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.3 * n, 2.75 * len(rows)), squeeze=False)
+    paths = per_image["path"].astype(str).to_numpy()
+    for r, (title, idx) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(idx):
+                if c == 0:
+                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=10)
+                continue
+            i = int(idx[c])
+            ax.imshow(X[i, ..., 0], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            ax.set_title(f"{Path(paths[i]).name[:24]}\nP(PNEUMONIA)={p[i]:.3f}", fontsize=7)
+        axes[r, 0].text(-0.08, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=8)
+    fig.suptitle(f"Error gallery at threshold {threshold:.3f}: heat maps show PNEUMONIA "
+                 "evidence (HiResCAM)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["make_synthetic_xray", "make_synthetic_dataset", "SYNTHETIC_MARKER"]
+__all__ = ["make_synthetic_xray", "make_synthetic_dataset", "SYNTHETIC_MARKER", "is_synthetic"]
 
 #: File written at the root of every synthetic data set, so that it cannot pass for real data.
 SYNTHETIC_MARKER = "SYNTHETIC_DATA_README.txt"
@@ -116,3 +116,12 @@ def make_synthetic_dataset(root, n_normal: int = 40, n_pneumonia: int = 80, size
         Image.fromarray(make_synthetic_xray(rng, size, True)).save(root / "PNEUMONIA" / name,
                                                                     quality=92)
     return root
+
+
+def is_synthetic(root) -> bool:
+    """True if ``root`` (a data folder, or a class folder inside one) was written by
+    :func:`make_synthetic_dataset`."""
+    if root is None:
+        return False
+    path = Path(root)
+    return any((p / SYNTHETIC_MARKER).is_file() for p in (path, *list(path.parents)[:2]))

@@ -319,7 +319,7 @@ class TrackedRun:
         if hist:
             import matplotlib.pyplot as plt
 
-            fig = plot_history(hist)
+            fig = plot_history(hist, best_epoch=estimator.best_epoch_)
             self.log_figure(fig, "plots/training_history.png")
             plt.close(fig)
 
@@ -336,11 +336,13 @@ class TrackedRun:
             except Exception as exc:  # the folder above is logged already
                 warnings.warn(f"could not log the MLflow pyfunc model: {exc}", stacklevel=2)
 
-    def log_evaluation(self, result: dict, prefix: str = "test_") -> None:
-        """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate`."""
+    def log_evaluation(self, result: dict, prefix: str = "test_",
+                       extra_figures: dict | None = None) -> None:
+        """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate` (and extra
+        figures such as the error gallery, logged as ``evaluation/<name>.png``)."""
         import matplotlib.pyplot as plt
 
-        from .plots import evaluation_figures
+        from .plots import evaluation_figures, public_metrics, report_text
 
         keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "brier")
         self.log_metrics({prefix + k: result[k] for k in keys if k in result})
@@ -350,11 +352,13 @@ class TrackedRun:
         for name, fig in evaluation_figures(result).items():
             self.log_figure(fig, f"evaluation/{name}.png")
             plt.close(fig)
-        self.log_text(result["classification_report_text"],
-                      "evaluation/classification_report.txt")
+        for name, fig in (extra_figures or {}).items():
+            self.log_figure(fig, f"evaluation/{name}.png")
+        self.log_text(report_text(result), "evaluation/classification_report.txt")
+        if "per_image" in result:
+            self.log_text(result["per_image"].to_csv(index=False), "evaluation/per_image.csv")
         self.log_dict(result["classification_report"], "evaluation/classification_report.json")
-        self.log_dict({k: v for k, v in result.items() if not k.startswith("_")},
-                      "evaluation/metrics.json")
+        self.log_dict(public_metrics(result), "evaluation/metrics.json")
 
 
 def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
@@ -429,6 +433,13 @@ class MLflowLogger(keras.callbacks.Callback):
                           f"goes on; the metrics of epoch {epoch + 1} onwards are not logged",
                           stacklevel=2)
             self.failed = f"epoch {epoch + 1}: {exc}"
+
+
+def data_fingerprints(X: np.ndarray) -> list:
+    """Content hash of every image's pixels (12 hex digits each): to recognise training
+    images among evaluation images."""
+    X = np.ascontiguousarray(X)
+    return [hashlib.sha1(x.tobytes()).hexdigest()[:12] for x in X]
 
 
 def data_fingerprint(X: np.ndarray) -> str:

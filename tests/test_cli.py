@@ -63,14 +63,30 @@ def test_train_evaluate_predict(synthetic_dir, tmp_path, capsys):
     assert path == str(one) and label in ("NORMAL", "PNEUMONIA") and 0 <= float(prob) <= 1
 
 
-def test_run_main_job_without_data_uses_labelled_synthetic_set(tmp_path, capsys):
-    code = main(["run", "--out", str(tmp_path), *TINY_ARGS])
+def test_run_main_job_without_data_uses_labelled_synthetic_set(tmp_path, capsys,
+                                                               monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    args = [a for a in TINY_ARGS if a != "--no-tracking"]
+    code = main(["run", "--out", str(tmp_path), *args])
     out = capsys.readouterr().out
     assert code == 0
     assert "SYNTHETIC" in out
-    assert (tmp_path / "model" / "model.keras").is_file()
-    assert (tmp_path / "evaluation" / "confusion_matrix.png").is_file()
-    assert (tmp_path / "synthetic_data" / "SYNTHETIC_DATA_README.txt").is_file()
+    demo = tmp_path / "SYNTHETIC-demo"   # the folder says it too
+    assert (demo / "model" / "model.keras").is_file()
+    assert (demo / "evaluation" / "confusion_matrix.png").is_file()
+    assert (demo / "synthetic_data" / "SYNTHETIC_DATA_README.txt").is_file()
+    metrics = json.loads((demo / "evaluation" / "metrics.json").read_text())
+    assert metrics["synthetic"] is True
+    assert (demo / "evaluation" / "classification_report.txt").read_text().startswith(
+        "SYNTHETIC DATA")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pneumonia-cnn")
+    names = {r.info.run_name for r in client.search_runs(
+        [exp.experiment_id], "tags.synthetic_data = 'true'")}
+    assert any(n.startswith("SYNTHETIC-fit") for n in names)
+    assert "SYNTHETIC-evaluation" in names
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
+from conftest import TINY as TINY_PARAMS
+
 from pneumonia_cnn.evaluation import (
     FIGURE_FILES,
     evaluate,
@@ -57,10 +59,16 @@ def test_evaluate_writes_figures_and_json(fitted_tiny, synthetic_dir, tmp_path):
     for key in ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1",
                 "confusion_matrix"):
         assert saved[key] == result[key]
-    y_pred = np.where(result["_y_score"] >= 0.5, "PNEUMONIA", "NORMAL")
+    table = result["per_image"]
+    assert list(table.columns) == ["path", "true", "probability", "predicted"]
+    assert not any(k.startswith("_") for k in result)  # no private keys
+    y_pred = np.where(table["probability"] >= 0.5, "PNEUMONIA", "NORMAL")
+    assert (table["predicted"] == y_pred).all()
     assert saved["confusion_matrix"] == confusion_matrix(
-        result["_y_true"], y_pred, labels=["NORMAL", "PNEUMONIA"]).tolist()
+        table["true"], y_pred, labels=["NORMAL", "PNEUMONIA"]).tolist()
     assert (tmp_path / "classification_report.txt").read_text().strip()
+    assert len(open(tmp_path / "per_image.csv").read().splitlines()) == 61
+    assert saved["synthetic"] is True  # the synthetic fixture folder is marked as such
 
 
 def test_confusion_matrix_plot_shows_counts_and_percentages():
@@ -83,3 +91,48 @@ def test_evaluate_and_save_use_the_threshold_predict_uses(fitted_tiny, synthetic
     loaded = PneumoniaCNN.load(clf.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
     assert loaded._decision_threshold() == 0.9
+
+
+def test_evaluate_warns_when_its_numbers_cannot_be_trusted(fitted_tiny, synthetic_data):
+    d = synthetic_data
+    with pytest.warns(UserWarning) as caught:
+        result = evaluate(fitted_tiny, d.X, d.y, track=False)  # the training images
+    messages = " ".join(str(w.message) for w in caught)
+    assert "60 of the 60 evaluation images are identical to training images" in messages
+    assert "only 60 images" in messages and "95% interval" in messages
+    assert len(result["trust_warnings"]) >= 2
+    from pneumonia_cnn import PneumoniaCNN
+
+    other = PneumoniaCNN(**{**TINY_PARAMS, "random_state": 1}).fit(d.X[:40], d.y[:40])
+    fresh = evaluate(other, d.X[40:], d.y[40:], threshold=1.01, track=False, gallery=False)
+    assert not any("identical to training" in w for w in fresh["trust_warnings"])
+    assert any("calls every image NORMAL" in w for w in fresh["trust_warnings"])
+
+
+def test_curves_mark_the_operating_point_with_three_decimals():
+    from pneumonia_cnn.plots import plot_precision_recall, plot_roc
+
+    y = np.array(["PNEUMONIA"] * 6 + ["NORMAL"] * 4)
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.55, 0.2, 0.1, 0.05])
+    fig = plot_roc(y, s, threshold=0.5, caption="test data: 10 images, threshold 0.500")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "PneumoniaCNN (AUC = 0.917)" in labels     # 3 decimals (sklearn: 0.92)
+    assert any("threshold 0.500: sens 0.667, spec 0.750" in t for t in labels)
+    assert "10 images" in fig.axes[0].get_title()
+    fig = plot_precision_recall(y, s, threshold=0.5)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("AP = " in t and len(t.split("AP = ")[1].rstrip(")")) == 5 for t in labels)
+    assert any("recall 0.667, precision 0.800" in t for t in labels)
+
+
+def test_history_marks_the_kept_epoch_and_uses_a_log_loss_axis():
+    from pneumonia_cnn.plots import plot_history
+
+    history = {"loss": [50.0, 0.5, 0.4, 0.3], "val_loss": [80.0, 0.6, 0.5, 0.55],
+               "auc": [0.5, 0.9, 0.95, 0.97], "val_auc": [0.5, 0.92, 0.96, 0.95]}
+    fig = plot_history(history)
+    loss_ax, auc_ax = fig.axes
+    assert loss_ax.get_yscale() == "log"
+    labels = auc_ax.get_legend_handles_labels()[1]
+    assert "kept: epoch 3" in labels and "validation (internal hold-out)" in labels
+    assert auc_ax.get_ylim()[0] > 0.8  # the first epoch's 0.5 does not flatten the curves

@@ -140,3 +140,21 @@ def test_cli_explain_writes_overlays_and_an_index(fitted_tiny, synthetic_dir, tm
     assert main(["explain", str(model_dir), str(synthetic_dir), "--out", str(out),
                  "--layer", "nope"]) == 2
     assert "no layer 'nope'" in capsys.readouterr().err
+
+
+def test_error_gallery_is_written_and_logged(films, trained, tmp_path):
+    import mlflow
+
+    from pneumonia_cnn.evaluation import evaluate
+
+    X, _, y = films
+    trained.set_params(tracking=True)
+    try:
+        result = evaluate(trained, X[360:], y[360:], out_dir=tmp_path)
+    finally:
+        trained.set_params(tracking=False)
+    assert (tmp_path / "error_gallery.png").stat().st_size > 20000
+    assert "error_gallery" in result["figures"]
+    names = {a.path for a in mlflow.MlflowClient().list_artifacts(result["mlflow_run_id"],
+                                                                  "evaluation")}
+    assert "evaluation/error_gallery.png" in names and "evaluation/per_image.csv" in names
