@@ -150,6 +150,8 @@ def main(argv=None):
                                               "label_smoothing,standardize")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "robustness.json"))
+    parser.add_argument("--as", dest="as_name", metavar="NAME",
+                        help="store the (single) variant under this name, e.g. default-3seeds")
     args = parser.parse_args(argv)
 
     from sklearn.model_selection import StratifiedGroupKFold
@@ -170,12 +172,13 @@ def main(argv=None):
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
         start = time.perf_counter()
-        results["variants"][name] = run_variant(name, VARIANTS[name], data, folds, args.seeds,
-                                                args.tta_folds)
-        results["variants"][name]["wall_s"] = round(time.perf_counter() - start, 1)
-        results["variants"][name].update(command=command, folds=args.folds, seeds=args.seeds)
+        key = args.as_name or name
+        results["variants"][key] = run_variant(name, VARIANTS[name], data, folds, args.seeds,
+                                               args.tta_folds)
+        results["variants"][key]["wall_s"] = round(time.perf_counter() - start, 1)
+        results["variants"][key].update(command=command, folds=args.folds, seeds=args.seeds)
         if name == "default":
-            results["variants"][name]["params"] = {
+            results["variants"][key]["params"] = {
                 k: v for k, v in PneumoniaCNN().get_params().items()
                 if k in ("augmentation", "intensity_norm", "label_smoothing", "n_networks",
                          "tta", "threshold", "epochs")}
