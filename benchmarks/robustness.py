@@ -45,6 +45,11 @@ VARIANTS = {
     "acquisition": {**OFF, "augmentation": "acquisition"},
     "clahe": {**OFF, "intensity_norm": "clahe"},
     "acquisition+clahe": {**OFF, "augmentation": "acquisition", "intensity_norm": "clahe"},
+    # the classic Kaggle recipe's geometry (zoom 20%, shifts 10%, rotation ~10 degrees) with
+    # the acquisition preset's intensity, blur, sharpness and noise changes
+    "acquisition_wide": {**OFF, "augmentation": {
+        "rotation": 0.03, "zoom": 0.2, "translation": 0.1, "contrast": 0.5, "brightness": 0.2,
+        "sharpness": 0.5, "blur": 0.5, "noise": 0.03}},
     "standard_aug": {**OFF, "augmentation": "standard"},
     "standardize": {**OFF, "intensity_norm": "standardize"},
     "equalize": {**OFF, "intensity_norm": "equalize"},
