@@ -278,3 +278,34 @@ def test_conformal_threshold_keeps_sensitivity_on_new_images():
         t = threshold_for_sensitivity(y, s, 0.9)
         achieved.append(np.mean(rng.beta(5, 2, 2000) >= t))
     assert np.mean(achieved) >= 0.9
+
+
+class _StopAt:
+    """A Keras callback that raises KeyboardInterrupt at the n-th epoch end of the process
+    (counted across clones, as an ensemble's members are clones)."""
+
+    count = 0
+
+    def __new__(cls, n):
+        import keras
+
+        class Stop(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                _StopAt.count += 1
+                if _StopAt.count == n:
+                    raise KeyboardInterrupt
+
+        return Stop()
+
+
+def test_interrupted_ensemble_keeps_the_members_it_trained(synthetic_data):
+    d = synthetic_data
+    _StopAt.count = 0
+    clf = PneumoniaCNN(**{**TINY, "n_networks": 3, "epochs": 2, "validation_fraction": 0.25,
+                          "callbacks": [_StopAt(3)]})  # member 2, epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(d)
+    assert clf.interrupted_
+    members = [la for la in clf.model_.layers if la.name.startswith("member")]
+    assert len(members) == 2  # the finished member and the interrupted one's best epoch
+    assert clf.predict_proba(d.X).shape == (len(d.X), 2)
