@@ -503,12 +503,13 @@ class PneumoniaCNN(KerasClassifier):
         if not isinstance(ls, (int, float, np.floating)) or not 0 <= ls < 1:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
 
-    def _split_validation(self, y, groups):
+    def _split_validation(self, y, groups, seed=None):
         """Patient-grouped (train, validation) indices, or None without a hold-out. An
         ensemble's members all use the ensemble's split (``_split_random_state``)."""
         if not self.validation_fraction:
             return None
-        seed = getattr(self, "_split_random_state", self.random_state)
+        if seed is None:
+            seed = getattr(self, "_split_random_state", self.random_state)
         return grouped_split(y, groups, self.validation_fraction, random_state=seed)
 
     def _fit_network(self, X, y, sample_weight, groups, run, start, **kwargs):
@@ -555,13 +556,21 @@ class PneumoniaCNN(KerasClassifier):
         from sklearn.base import clone
 
         seeds = _member_seeds(self.random_state, int(self.n_networks))
+        # one validation split for all members and the ensemble itself (its threshold and
+        # stress test are then measured on patients no member trained on)
+        split_seed = (self.random_state if isinstance(self.random_state, (int, np.integer))
+                      else int(np.random.default_rng().integers(2**31 - 1)))
         members = []
         try:
             for i, seed in enumerate(seeds, start=1):
+                # members predict with 0.5: the ensemble chooses its own operating point
                 member = clone(self).set_params(n_networks=1, tracking=False, tta=0,
-                                                random_state=seed)
-                member._split_random_state = self.random_state
+                                                random_state=seed, threshold=0.5,
+                                                target_sensitivity=None)
+                member._split_random_state = split_seed
                 members.append(member)
+                if self.verbose:
+                    print(f"Network {i}/{len(seeds)} of the ensemble", flush=True)
                 member.fit(X, y, sample_weight=sample_weight, groups=groups)
                 if run is not None:
                     run.log_metrics({"member_fit_time_s": member.fit_time_,
@@ -581,7 +590,7 @@ class PneumoniaCNN(KerasClassifier):
                 run.end_after_error(exc)
             raise
         self._combine(members, X, y)
-        split = self._split_validation(y, groups)
+        split = self._split_validation(y, groups, seed=split_seed)
         self.n_train_ = members[0].n_train_
         if split is None:
             return None
