@@ -309,3 +309,15 @@ def test_interrupted_ensemble_keeps_the_members_it_trained(synthetic_data):
     members = [la for la in clf.model_.layers if la.name.startswith("member")]
     assert len(members) == 2  # the finished member and the interrupted one's best epoch
     assert clf.predict_proba(d.X).shape == (len(d.X), 2)
+
+
+def test_ensemble_operating_point_is_chosen_on_the_shared_hold_out(synthetic_data):
+    from pneumonia_cnn.data import grouped_split
+    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+
+    d = synthetic_data
+    clf = PneumoniaCNN(**{**TINY, "n_networks": 2, "validation_fraction": 0.3,
+                          "target_sensitivity": 0.9}).fit(d)
+    _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
+    p = clf.predict_proba(d.X[va])[:, 1]
+    assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
