@@ -65,12 +65,13 @@ def _int_tuple(text: str):
 
 
 def _float_or_auto(text: str):
-    if text.lower() == "auto":
-        return "auto"
+    if text.lower() in ("auto", "target"):
+        return text.lower()
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, 'target' or 'auto', got "
+                                         f"{text!r}") from None
 
 
 def _str_or_json(text: str):
@@ -103,7 +104,7 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
         elif isinstance(default, int):
             kind, metavar = _none_or(int), "N"
         elif name == "threshold":
-            kind, metavar = _float_or_auto, "X|auto"
+            kind, metavar = _float_or_auto, "X|target|auto"
         elif isinstance(default, float):
             kind, metavar = float, "X"
         elif name == "random_state":

@@ -34,7 +34,7 @@ READABLE_FORMATS = (1, 2)
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
 _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
-                   "target_sensitivity": None}
+                   "target_sensitivity": 0.95}
 
 
 class PneumoniaCNN(KerasClassifier):
@@ -66,16 +66,16 @@ class PneumoniaCNN(KerasClassifier):
         Hidden units of the classifier head (0 for none).
     dropout : float, default=0.3
         Dropout before the output unit.
-    augmentation : None, str or dict, default=None
+    augmentation : None, str or dict, default="acquisition"
         None, ``"light"``, ``"standard"``, ``"heavy"``, ``"acquisition"`` or a dict of
         factors; see :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
-    intensity_norm : {None, "standardize", "equalize", "clahe"}, default=None
+    intensity_norm : {None, "standardize", "equalize", "clahe"}, default="clahe"
         Per-image intensity normalisation before the network, at fit and predict time (see
         :mod:`pneumonia_cnn.preprocessing`).
     label_smoothing : float, default=0.0
         Label smoothing of the binary cross-entropy (0 = off): targets 0/1 become
         ``s/2`` / ``1 - s/2``, which keeps probabilities away from 0 and 1.
-    n_networks : int, default=1
+    n_networks : int, default=3
         Train this many networks with different seeds (same data, same validation hold-out)
         and average their probabilities: a deep ensemble, still one estimator and one saved
         model. Fit time grows with it.
@@ -102,16 +102,16 @@ class PneumoniaCNN(KerasClassifier):
         Early stopping: stop when validation ROC AUC has not improved for this many epochs
         and restore the best epoch's weights. None trains for ``epochs`` epochs but still
         restores the best weights. Needs ``validation_fraction > 0``.
-    threshold : float or "auto", default=0.5
-        ``predict`` says PNEUMONIA when its probability is >= threshold. "auto" picks the
-        threshold that maximises sensitivity + specificity (Youden's J) on the
-        patient-grouped validation hold-out (0.5 without one); see ``threshold_``.
-    target_sensitivity : float or None, default=None
-        If given, overrides ``threshold``: fit picks, on the patient-grouped validation
-        hold-out, the most specific threshold that keeps this sensitivity on new films
-        (split-conformal rule, :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity`;
-        ``threshold`` without a hold-out).
-        For a new site, prefer :func:`pneumonia_cnn.calibration.calibrate` on its images.
+    threshold : float, "target" or "auto", default="target"
+        The operating point: ``predict`` says PNEUMONIA when its probability is >= the
+        threshold. "target" chooses it on the patient-grouped validation hold-out: the most
+        specific threshold that keeps ``target_sensitivity`` on new films (split-conformal
+        rule, :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity`). "auto" maximises
+        sensitivity + specificity (Youden's J) there. Both fall back to 0.5, with a
+        warning, without a hold-out. A number is used as it is. See ``threshold_``; at a
+        new site, calibrate on its images (:func:`pneumonia_cnn.calibration.calibrate`).
+    target_sensitivity : float, default=0.95
+        The sensitivity ``threshold="target"`` keeps (ignored for other thresholds).
     random_state : int, RandomState or None, default=None
         Seeds weight initialisation, shuffling, augmentation, dropout and the validation
         split; with an int, fits on the same data and machine are identical.
@@ -154,8 +154,8 @@ class PneumoniaCNN(KerasClassifier):
     mlflow_run_id_ : str or None
         The MLflow run of the fit (None with ``tracking=False``).
     threshold_ : float
-        The decision threshold in use (``threshold``, or the one "auto" or
-        ``target_sensitivity`` chose).
+        The decision threshold in use (``threshold``, or the one "target" or "auto"
+        chose).
     train_fingerprints_ : list of str
         Pixel hashes of the training images (saved with the model), so that ``evaluate``
         can warn when evaluation images were trained on.
@@ -181,10 +181,10 @@ class PneumoniaCNN(KerasClassifier):
         global_pooling=False,
         dense_units=64,
         dropout=0.3,
-        augmentation=None,
-        intensity_norm=None,
+        augmentation="acquisition",
+        intensity_norm="clahe",
         label_smoothing=0.0,
-        n_networks=1,
+        n_networks=3,
         tta=0,
         learning_rate=1e-3,
         lr_schedule="cosine",
@@ -193,8 +193,8 @@ class PneumoniaCNN(KerasClassifier):
         class_weight="balanced",
         validation_fraction=0.15,
         patience=6,
-        threshold=0.5,
-        target_sensitivity=None,
+        threshold="target",
+        target_sensitivity=0.95,
         random_state=None,
         optimizer="adam",
         loss="binary_crossentropy",
@@ -497,8 +497,15 @@ class PneumoniaCNN(KerasClassifier):
             raise ValueError(f"tta must be an int from 0 (off) to {len(TTA_VIEWS)}, "
                              f"got {self.tta!r}")
         t = self.target_sensitivity
-        if t is not None and (not isinstance(t, (int, float, np.floating)) or not 0 < t <= 1):
-            raise ValueError(f"target_sensitivity must be None or a number in (0, 1], got {t!r}")
+        if self.threshold == "target" and (isinstance(t, bool) or not isinstance(
+                t, (int, float, np.floating)) or not 0 < t <= 1):
+            raise ValueError(f"target_sensitivity must be a number in (0, 1] for "
+                             f"threshold='target', got {t!r}")
+        if not (self.threshold in ("target", "auto") or (
+                isinstance(self.threshold, (int, float, np.floating))
+                and not isinstance(self.threshold, bool) and 0 <= self.threshold <= 1)):
+            raise ValueError(f"threshold must be a number in [0, 1], 'target' or 'auto', got "
+                             f"{self.threshold!r}")
         ls = self.label_smoothing
         if not isinstance(ls, (int, float, np.floating)) or not 0 <= ls < 1:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")
@@ -721,9 +728,9 @@ class PneumoniaCNN(KerasClassifier):
         return self.classes_[(proba[:, 1] >= self._decision_threshold()).astype(int)]
 
     def _decision_threshold(self) -> float:
-        """The threshold ``predict`` uses: ``threshold``, or the one "auto" or
-        ``target_sensitivity`` chose in fit."""
-        if self.threshold == "auto" or self.target_sensitivity is not None:
+        """The threshold ``predict`` uses: ``threshold``, or the one "target" or "auto"
+        chose in fit."""
+        if self.threshold in ("auto", "target"):
             return float(getattr(self, "threshold_", 0.5))
         return float(self.threshold)
 
@@ -734,19 +741,16 @@ class PneumoniaCNN(KerasClassifier):
 
         from .evaluation import threshold_for_sensitivity
 
-        if self.threshold != "auto" and self.target_sensitivity is None:
+        if self.threshold not in ("auto", "target"):
             return float(self.threshold)
         y_pos = np.asarray(y_val) == self.classes_[1]
         if X_val is None or y_pos.all() or not y_pos.any():
-            fallback = 0.5 if self.threshold == "auto" else float(self.threshold)
-            rule = ("target_sensitivity" if self.target_sensitivity is not None
-                    else 'threshold="auto"')
-            warnings.warn(f"{rule} needs a validation hold-out with both classes "
-                          f"(validation_fraction > 0); using threshold {fallback}",
+            warnings.warn(f"threshold={self.threshold!r} needs a validation hold-out with "
+                          "both classes (validation_fraction > 0); using threshold 0.5",
                           UserWarning, stacklevel=3)
-            return fallback
+            return 0.5
         scores = self.predict_proba(X_val)[:, 1]
-        if self.target_sensitivity is not None:
+        if self.threshold == "target":
             return threshold_for_sensitivity(y_val, scores, float(self.target_sensitivity))
         fpr, tpr, thresholds = roc_curve(y_pos, scores)
         best = int(np.argmax(tpr - fpr))

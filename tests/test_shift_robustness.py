@@ -239,7 +239,7 @@ def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(syn
 
     d = synthetic_data
     kw = {**TINY, "validation_fraction": 0.3}
-    clf = PneumoniaCNN(**kw, target_sensitivity=0.9).fit(d)
+    clf = PneumoniaCNN(**{**kw, "threshold": "target"}, target_sensitivity=0.9).fit(d)
     _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
     p = clf.predict_proba(d.X[va])[:, 1]
     y_pos = d.y[va] == "PNEUMONIA"
@@ -247,10 +247,15 @@ def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(syn
     assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
     assert (clf.predict(d.X) == np.where(clf.predict_proba(d.X)[:, 1] >= clf.threshold_,
                                          "PNEUMONIA", "NORMAL")).all()
-    with pytest.raises(ValueError, match="target_sensitivity must be None or a number"):
-        PneumoniaCNN(**kw, target_sensitivity=0).fit(d)
+    with pytest.raises(ValueError, match="target_sensitivity must be a number in"):
+        PneumoniaCNN(**{**kw, "threshold": "target"}, target_sensitivity=0).fit(d)
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        PneumoniaCNN(**{**kw, "threshold": 1.5}).fit(d)
     with pytest.warns(UserWarning, match="needs a validation hold-out"):
-        PneumoniaCNN(**TINY, target_sensitivity=0.9).fit(d.X, d.y)
+        PneumoniaCNN(**{**TINY, "threshold": "target"}, target_sensitivity=0.9).fit(d.X, d.y)
+    # a fixed threshold is used as it is, whatever target_sensitivity says
+    fixed = PneumoniaCNN(**{**kw, "threshold": 0.3}, target_sensitivity=0.9).fit(d)
+    assert fixed.threshold_ == 0.3
 
 
 def test_threshold_for_sensitivity_by_hand():
@@ -317,7 +322,13 @@ def test_ensemble_operating_point_is_chosen_on_the_shared_hold_out(synthetic_dat
 
     d = synthetic_data
     clf = PneumoniaCNN(**{**TINY, "n_networks": 2, "validation_fraction": 0.3,
-                          "target_sensitivity": 0.9}).fit(d)
+                          "threshold": "target", "target_sensitivity": 0.9}).fit(d)
     _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
     p = clf.predict_proba(d.X[va])[:, 1]
     assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
+
+
+def test_defaults_are_the_shift_robust_configuration():
+    clf = PneumoniaCNN()
+    assert (clf.augmentation, clf.intensity_norm, clf.n_networks, clf.threshold,
+            clf.target_sensitivity) == ("acquisition", "clahe", 3, "target", 0.95)
