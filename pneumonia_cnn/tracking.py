@@ -383,15 +383,14 @@ def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
         size = estimator.image_size
         input_example = np.zeros((1, size, size, 1), np.uint8)
     signature = infer_signature(input_example, estimator.predict_proba(input_example)[:, 1])
-    previous_uri = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(run.client.tracking_uri)  # the fluent API below uses the global URI
     import logging
 
     mlflow_logger = logging.getLogger("mlflow")
     old_level = mlflow_logger.level
     mlflow_logger.setLevel(logging.ERROR)  # MLflow's notes on cloudpickle and type hints
     try:
-        with mlflow.start_run(run_id=run.run_id, nested=mlflow.active_run() is not None):
+        with _global_tracking_uri(run.client.tracking_uri), mlflow.start_run(
+                run_id=run.run_id, nested=mlflow.active_run() is not None):
             mlflow.pyfunc.log_model(
                 name="pyfunc_model", python_model=PneumoniaPyfunc(),
                 artifacts={"model": str(folder)}, signature=signature,
@@ -401,7 +400,38 @@ def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
                                   f"mlflow=={mlflow.__version__}"])
     finally:
         mlflow_logger.setLevel(old_level)
-        mlflow.set_tracking_uri(previous_uri)
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str):
+    """Point MLflow's fluent API at ``uri`` for a moment, then put back exactly what was
+    there: its global URI *and* ``$MLFLOW_TRACKING_URI``, which ``mlflow.set_tracking_uri``
+    also overwrites. (Restoring with ``set_tracking_uri(get_tracking_uri())`` turned an
+    environment default into a sticky global and rewrote the variable: later runs of the
+    process went to the wrong store.)"""
+    import mlflow
+
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:  # pragma: no cover - older/newer MLflow without the helper
+        _use_tracking_uri = None
+    try:
+        if _use_tracking_uri is not None:
+            with _use_tracking_uri(uri):
+                yield
+        else:  # pragma: no cover
+            previous = mlflow.get_tracking_uri()
+            mlflow.set_tracking_uri(uri)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(previous)
+    finally:
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
 
 
 class MLflowLogger(keras.callbacks.Callback):

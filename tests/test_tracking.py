@@ -1,5 +1,6 @@
 """MLflow logging of fits (default local store and explicit URIs)."""
 
+import os
 import mlflow
 import numpy as np
 import pytest
@@ -69,3 +70,21 @@ def test_failed_fit_ends_run_as_failed(tmp_path):
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("pneumonia-cnn").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_logging_a_model_leaves_the_tracking_uri_of_the_process_alone(tmp_path, monkeypatch,
+                                                                      synthetic_data):
+    """A logged pyfunc model must not redirect the runs that come after it."""
+    import mlflow
+
+    from pneumonia_cnn import PneumoniaCNN
+
+    first = f"sqlite:///{tmp_path / 'first.db'}"
+    second = f"sqlite:///{tmp_path / 'second.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+    PneumoniaCNN(**{**TINY, "tracking": True}).fit(synthetic_data.X, synthetic_data.y)
+    assert os.environ["MLFLOW_TRACKING_URI"] == first
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+    clf = PneumoniaCNN(**{**TINY, "tracking": True}).fit(synthetic_data.X, synthetic_data.y)
+    assert mlflow.MlflowClient(second).get_run(clf.mlflow_run_id_).info.status == "FINISHED"
+    assert os.environ["MLFLOW_TRACKING_URI"] == second
