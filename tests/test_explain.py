@@ -33,6 +33,7 @@ def trained(films):
     X, _, y = films
     return PneumoniaCNN(image_size=SIZE, filters=(8, 16, 32), dense_units=16, epochs=20,
                         batch_size=16, validation_fraction=0.2, random_state=0,
+                        augmentation=None, intensity_norm=None, n_networks=1, threshold=0.5,
                         tracking=False).fit(X[:360], y[:360])
 
 

@@ -26,6 +26,7 @@ def test_model_learns_on_unseen_patients(real_train_dir):
     tr, te = grouped_split(y, g, 0.25, random_state=0)
     assert set(g[tr]).isdisjoint(g[te])
     clf = PneumoniaCNN(image_size=64, filters=(16, 32, 64), epochs=6, augmentation="light",
+                       intensity_norm=None, n_networks=1, threshold=0.5,
                        validation_fraction=0.0, random_state=0)
     clf.fit(X[tr], y[tr])
     auc = roc_auc_score(y[te] == "PNEUMONIA", clf.predict_proba(X[te])[:, 1])
@@ -40,8 +41,10 @@ def test_stress_and_site_calibration_on_real_films(real_train_dir):
 
     data = load_image_folder(real_train_dir, 64)
     tr, rest = grouped_split(data.y, data.groups, 0.3, random_state=1)
+    # the default's levers (acquisition augmentation, CLAHE), one network to keep it short
     clf = PneumoniaCNN(image_size=64, filters=(8, 16, 32), epochs=5, validation_fraction=0.0,
-                       random_state=0, tracking=False).fit(data.X[tr], data.y[tr])
+                       n_networks=1, threshold=0.5, random_state=0,
+                       tracking=False).fit(data.X[tr], data.y[tr])
     Xr, yr = data.X[rest], data.y[rest]
     stress = stress_test(clf, Xr, yr, perturbations=["darker", "padding"], severities=(3,))
     assert stress.summary["clean_roc_auc"] > 0.9

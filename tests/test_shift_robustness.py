@@ -145,7 +145,7 @@ def test_intensity_normalisation_removes_a_global_exposure_change(method):
 
 def test_intensity_norm_is_applied_at_predict_time_too(synthetic_data):
     d = synthetic_data
-    clf = PneumoniaCNN(**TINY, intensity_norm="equalize").fit(d.X, d.y)
+    clf = PneumoniaCNN(**{**TINY, "intensity_norm": "equalize"}).fit(d.X, d.y)
     # equalisation makes the prediction blind to a monotone grey-level change
     p = clf.predict_proba(d.X)[:, 1]
     p_gamma = clf.predict_proba(perturb(d.X, "darker", 1))[:, 1]
