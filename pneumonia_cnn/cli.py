@@ -316,6 +316,8 @@ def _fmt(metrics: dict) -> str:
 
 
 def cmd_train(args) -> int:
+    import numpy as np
+
     from .data import load_image_folder
 
     clf = _make_estimator(args)
@@ -335,10 +337,16 @@ def cmd_train(args) -> int:
         raise
     path = clf.save(args.model_out)
     hist = clf.history_
-    if clf.best_epoch_:
-        i = clf.best_epoch_ - 1
-        print(f"Best epoch {clf.best_epoch_}/{len(hist['loss'])}: validation "
-              f"auc={hist['val_auc'][i]:.3f} accuracy={hist['val_accuracy'][i]:.3f}")
+    histories = getattr(clf, "member_histories_", None) or [hist]
+    kept = [(int(np.argmax(h["val_auc"])) + 1, max(h["val_auc"]), len(h["val_auc"]))
+            for h in histories if h.get("val_auc")]
+    if kept:
+        print(("Networks' best epochs: " if len(kept) > 1 else "Best epoch: ")
+              + ", ".join(f"{e}/{n} (validation ROC AUC {a:.3f})" for e, a, n in kept))
+    rule = {"target": f"keeps sensitivity {clf.target_sensitivity:g} on new films "
+                      "(chosen on the validation hold-out)",
+            "auto": "Youden's J on the validation hold-out"}.get(clf.threshold, "as given")
+    print(f"Operating point: threshold {clf.threshold_:.3f} ({rule})")
     _print_stress(clf)
     if args.report_dir:
         from .evaluation import plot_history
