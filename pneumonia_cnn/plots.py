@@ -53,12 +53,21 @@ def plot_confusion_matrix(cm, labels=(NEGATIVE, POSITIVE), ci95: dict | None = N
     return fig
 
 
+def _short_name(data: str) -> str:
+    """The last two parts of a data folder's path (titles must fit), keeping any note."""
+    from pathlib import Path
+
+    head, sep, tail = data.partition(" (")
+    parts = Path(head).parts
+    return ("/".join(parts[-2:]) if len(parts) > 2 else head) + (sep + tail if sep else "")
+
+
 def _caption(result: dict | None) -> str:
     """'SYNTHETIC - data: n images, threshold t' for titles."""
     if not result:
         return ""
-    text = f"{result.get('data', '')}: {result['n_images']} images, threshold " \
-           f"{result['threshold']:.3f}"
+    text = f"{_short_name(str(result.get('data', '')))}: {result['n_images']} images, " \
+           f"threshold {result['threshold']:.3f}"
     return ("SYNTHETIC DATA - " if result.get("synthetic") else "") + text
 
 
