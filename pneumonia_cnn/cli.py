@@ -489,21 +489,28 @@ def cmd_stress(args) -> int:
     return 0
 
 
-def cmd_explain(args) -> int:
-    from .calibration import load_model
+def _read_inputs(inputs, image_size: int):
+    """The images named on the command line (files and folders), unreadable ones reported
+    as warnings; an error if none can be read."""
     from .data import load_images
-    from .explain import explain
 
-    clf = load_model(args.model)
-    files = _collect_images(args.inputs)
-    net = getattr(clf, "estimator", clf)
+    files = _collect_images(inputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_images(files, net.image_size, strict=False, cache=False)
+        data = load_images(files, image_size, strict=False, cache=False)
     for w in caught:
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     if len(data) == 0:
         raise CLIError("none of the images could be read")
+    return data
+
+
+def cmd_explain(args) -> int:
+    from .calibration import load_model
+    from .explain import explain
+
+    clf = load_model(args.model)
+    data = _read_inputs(args.inputs, clf.image_size)
     targets = ["PNEUMONIA", "NORMAL"] if args.target == "both" else [args.target]
     for target in targets:
         out = Path(args.out) / target.lower() if len(targets) > 1 else Path(args.out)
@@ -517,17 +524,9 @@ def cmd_explain(args) -> int:
 
 def cmd_predict(args) -> int:
     from .calibration import load_model
-    from .data import load_images
 
     clf = load_model(args.model)
-    files = _collect_images(args.inputs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        data = load_images(files, clf.image_size, strict=False, cache=False)
-    for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
-    if len(data) == 0:
-        raise CLIError("none of the images could be read")
+    data = _read_inputs(args.inputs, clf.image_size)
     proba = clf.predict_proba(data.X)[:, list(clf.classes_).index("PNEUMONIA")]
     labels = clf.predict(data.X)
     for path, label, p in zip(data.paths, labels, proba):

@@ -33,6 +33,9 @@ __all__ = [
     "decode_image",
     "find_class_folders",
     "grouped_split",
+    "image_fingerprints",
+    "is_path_list",
+    "load_any",
     "load_image_folder",
     "load_images",
     "patient_id",
@@ -429,6 +432,40 @@ def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cac
 # ---------------------------------------------------------------------------------------------
 # Patient-grouped splits
 # ---------------------------------------------------------------------------------------------
+def is_path_list(X) -> bool:
+    """True for a non-empty list, tuple or 1-D array of file paths."""
+    if isinstance(X, (str, os.PathLike, ImageData)):
+        return False
+    if isinstance(X, np.ndarray):
+        return X.ndim == 1 and X.dtype.kind in "UO" and X.size > 0 and isinstance(
+            X.flat[0], (str, os.PathLike))
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(isinstance(x, (str, os.PathLike)) for x in X)
+    return False
+
+
+def load_any(X, image_size: int, verbose: int = 0) -> ImageData | None:
+    """Load ``X`` when it names images: an :class:`ImageData` as it is, a data folder, one
+    image file or a list of image files. Returns None for anything else (image arrays)."""
+    if isinstance(X, ImageData):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        path = Path(X)
+        if path.is_file():
+            return load_images([path], image_size)
+        return load_image_folder(path, image_size, verbose=verbose)
+    if is_path_list(X):
+        return load_images(list(X), image_size)
+    return None
+
+
+def image_fingerprints(X: np.ndarray) -> list:
+    """Content hash of every image's pixels (12 hex digits each): to recognise training
+    images among evaluation images."""
+    X = np.ascontiguousarray(X)
+    return [hashlib.sha1(x.tobytes()).hexdigest()[:12] for x in X]
+
+
 def grouped_split(y, groups, test_size: float = 0.2, random_state=None):
     """Split indices into two patient-disjoint parts, stratified by class.
 

@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from . import __version__
-from .data import DataError, ImageData, grouped_split, load_image_folder, load_images
+from .data import DataError, ImageData, grouped_split, image_fingerprints, load_any
 from .model import build_model, ensemble_model
 from .tracking import MLflowLogger
 
@@ -264,20 +264,11 @@ class PneumoniaCNN(KerasClassifier):
     # -----------------------------------------------------------------------------------------
     def _as_images(self, X, y=None, groups=None):
         """Turn a folder, a list of files or an array into ``(X uint8/float, y, groups)``."""
-        if isinstance(X, ImageData):
-            data = X
-        elif isinstance(X, (str, os.PathLike)):
-            if y is not None:
-                raise ValueError("y must be None when X is a data folder: the labels come from "
-                                 "its class sub-folders")
-            path = Path(X)
-            if path.is_file():
-                data = load_images([path], self.image_size)
-            else:
-                data = load_image_folder(path, self.image_size, verbose=int(self.verbose > 0))
-        elif _is_path_list(X):
-            data = load_images(list(X), self.image_size)
-        else:
+        if isinstance(X, (str, os.PathLike)) and y is not None:
+            raise ValueError("y must be None when X is a data folder: the labels come from "
+                             "its class sub-folders")
+        data = load_any(X, self.image_size, verbose=int(self.verbose > 0))
+        if data is None:
             return self._validate_array(X), y, groups
         if data.y.size and y is None:
             y = data.y
@@ -465,10 +456,8 @@ class PneumoniaCNN(KerasClassifier):
         check_consistent_length(y, groups)
 
         self._check_shift_params()
-        from .tracking import data_fingerprints
-
         # pixel hashes of the training images, so that evaluate can warn about overlap
-        self.train_fingerprints_ = data_fingerprints(X)
+        self.train_fingerprints_ = image_fingerprints(X)
 
         run = self._start_run(data_root, X, y) if self.tracking else None
         self.mlflow_run_id_ = run.run_id if run is not None else None
@@ -598,7 +587,6 @@ class PneumoniaCNN(KerasClassifier):
             raise
         self._combine(members, X, y)
         split = self._split_validation(y, groups, seed=split_seed)
-        self.n_train_ = members[0].n_train_
         if split is None:
             return None
         return X[split[1]], y[split[1]]
@@ -942,14 +930,3 @@ def _member_seeds(random_state, n: int) -> list:
     if isinstance(random_state, np.random.RandomState):
         return [int(v) for v in random_state.randint(0, 2**31 - 1, size=n)]
     return [int(v) for v in np.random.SeedSequence(int(random_state)).generate_state(n) % 2**31]
-
-
-def _is_path_list(X) -> bool:
-    if isinstance(X, (str, os.PathLike, ImageData)):
-        return False
-    if isinstance(X, np.ndarray):
-        return X.ndim == 1 and X.dtype.kind in "UO" and X.size > 0 and isinstance(
-            X.flat[0], (str, os.PathLike))
-    if isinstance(X, (list, tuple)):
-        return len(X) > 0 and all(isinstance(x, (str, os.PathLike)) for x in X)
-    return False

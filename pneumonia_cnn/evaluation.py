@@ -200,7 +200,7 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
 
 def trust_warnings(estimator, X, result: dict) -> list:
     """Reasons not to trust an evaluation's numbers, as sentences (empty when none)."""
-    from .tracking import data_fingerprints
+    from .data import image_fingerprints
 
     out = []
     n = result["n_images"]
@@ -216,7 +216,7 @@ def trust_warnings(estimator, X, result: dict) -> list:
     net = getattr(estimator, "estimator", estimator)
     seen = set(getattr(net, "train_fingerprints_", None) or [])
     if seen:
-        overlap = int(sum(f in seen for f in data_fingerprints(X)))
+        overlap = int(sum(f in seen for f in image_fingerprints(X)))
         if overlap:
             out.append(f"{overlap} of the {n} evaluation images are identical to training "
                        "images of this model: these numbers are optimistic; evaluate on "

@@ -32,7 +32,6 @@ would look at: read it as a check for shortcuts (text markers, borders, devices)
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +196,7 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     -------
     Explanation
     """
-    from .data import ImageData, load_image_folder, load_images
+    from .data import load_any
 
     if target not in ("PNEUMONIA", "NORMAL"):
         raise ValueError(f"target must be 'PNEUMONIA' or 'NORMAL', got {target!r}")
@@ -205,17 +204,9 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(net, "model_")
-    paths = None
-    if isinstance(X, (str, os.PathLike)):
-        path = Path(X)
-        X = (load_images([path], net.image_size) if path.is_file()
-             else load_image_folder(path, net.image_size, verbose=0))
-    elif isinstance(X, (list, tuple)) and X and all(isinstance(x, (str, os.PathLike))
-                                                    for x in X):
-        X = load_images(list(X), net.image_size)
-    if isinstance(X, ImageData):
-        paths, X = X.paths, X.X
-    images = net._validate_array(X)
+    data = load_any(X, net.image_size)
+    paths = data.paths if data is not None else None
+    images = net._validate_array(data.X if data is not None else X)
     proba = np.asarray(estimator.predict_proba(images))[:, 1]
     labels = np.asarray(estimator.predict(images)).astype(str)
     inputs = net.feature_encoder_.transform(images)

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .augmentation import affine
+
 __all__ = [
     "PERTURBATIONS",
     "SEVERITIES",
@@ -113,20 +115,14 @@ def _low_resolution(img, s, rng):
     return resize(small, (h, w), order=1)
 
 
-def _affine(img, rotation_deg=0.0, scale=1.0, shift=(0.0, 0.0)):
-    from .augmentation import affine
-
-    return affine(img, rotation_deg, scale, shift)
-
-
 def _rotation(img, s, rng):
     angle = (4.0, 8.0, 12.0)[s - 1] * rng.choice((-1.0, 1.0))
-    return _affine(img, rotation_deg=angle)
+    return affine(img, rotation_deg=angle)
 
 
 def _position(img, s, rng):
     m = (0.04, 0.08, 0.12)[s - 1]        # zoom +-m and shift up to m of the side
-    return _affine(img, scale=1.0 + rng.uniform(-m, m), shift=tuple(rng.uniform(-m, m, 2)))
+    return affine(img, scale=1.0 + rng.uniform(-m, m), shift=tuple(rng.uniform(-m, m, 2)))
 
 
 def _border_crop(img, s, rng):
@@ -139,7 +135,7 @@ def _border_crop(img, s, rng):
 
 
 def _padding(img, s, rng):
-    return _affine(img, scale=1.0 - (0.08, 0.15, 0.25)[s - 1])  # wider field, black border
+    return affine(img, scale=1.0 - (0.08, 0.15, 0.25)[s - 1])  # wider field, black border
 
 
 #: name -> (function, what it imitates)

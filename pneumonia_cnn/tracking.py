@@ -465,13 +465,6 @@ class MLflowLogger(keras.callbacks.Callback):
             self.failed = f"epoch {epoch + 1}: {exc}"
 
 
-def data_fingerprints(X: np.ndarray) -> list:
-    """Content hash of every image's pixels (12 hex digits each): to recognise training
-    images among evaluation images."""
-    X = np.ascontiguousarray(X)
-    return [hashlib.sha1(x.tobytes()).hexdigest()[:12] for x in X]
-
-
 def data_fingerprint(X: np.ndarray) -> str:
     """Content hash of the pixels of a data set, 16 hex digits."""
     return hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]
