@@ -39,6 +39,10 @@ AUGMENTATION_PRESETS: dict[str, dict] = {
 _KNOWN = ("rotation", "zoom", "translation", "contrast", "brightness", "sharpness", "blur",
           "noise", "flip")
 _FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
+#: Factors that Keras' layers accept only up to 1, with what they mean.
+_AT_MOST_ONE = {"blur": "the share of images blurred",
+                "sharpness": "Keras' RandomSharpness factor",
+                "noise": "the noise's standard deviation as a fraction of the 0-255 range"}
 
 
 def augmentation_factors(augmentation) -> dict:
@@ -92,6 +96,9 @@ def augmentation_factors(augmentation) -> dict:
         else:
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"augmentation {key} must be a number >= 0, got {value!r}")
+            if key in _AT_MOST_ONE and value > 1:
+                raise ValueError(f"augmentation {key} must be between 0 and 1 ({_AT_MOST_ONE[key]}),"
+                                 f" got {value!r}")
             if value > 0:
                 factors[key] = float(value)
     return factors

@@ -184,6 +184,11 @@ def perturb(X: np.ndarray, name: str, severity: int, random_state=0) -> np.ndarr
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
     fn = PERTURBATIONS[name][0]
     X = np.asarray(X)
+    if X.ndim not in (3, 4) or (X.ndim == 4 and X.shape[-1] != 1):
+        raise ValueError(f"perturb needs grayscale images of shape (n, h, w) or (n, h, w, 1), "
+                         f"got {X.shape}; convert RGB to grayscale first")
+    if X.size and (X.min() < 0 or X.max() > 255):
+        raise ValueError(f"perturb needs pixel values 0-255, got {X.min():g} to {X.max():g}")
     squeeze = X.ndim == 4
     imgs = X[..., 0] if squeeze else X
     # one generator per (perturbation, severity): the same seed gives the same perturbed set
@@ -283,6 +288,9 @@ def stress_test(estimator, X, y=None, *, perturbations=None, severities=SEVERITI
     from .evaluation import decision_threshold, image_arrays
 
     X, y, _, _ = image_arrays(estimator, X, y)
+    net = getattr(estimator, "estimator", estimator)  # a site-calibrated model's network
+    if hasattr(net, "_validate_array"):  # RGB -> gray, resize, 0-255 uint8, as predict does
+        X = net._validate_array(X)
     names = list(perturbations) if perturbations is not None else list(PERTURBATIONS)
     unknown = [n for n in names if n not in PERTURBATIONS]
     if unknown:

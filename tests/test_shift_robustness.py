@@ -332,3 +332,22 @@ def test_defaults_are_the_shift_robust_configuration():
     clf = PneumoniaCNN()
     assert (clf.augmentation, clf.intensity_norm, clf.n_networks, clf.threshold,
             clf.target_sensitivity) == ("acquisition", "clahe", 3, "target", 0.95)
+
+
+def test_odd_inputs_to_the_stress_test_are_converted_or_refused(fitted_tiny, synthetic_data):
+    d = synthetic_data
+    with pytest.raises(ValueError, match="grayscale images"):
+        perturb(np.zeros((2, 8, 8, 3), np.uint8), "blur", 1)
+    with pytest.raises(ValueError, match="pixel values 0-255"):
+        perturb(np.full((2, 8, 8), 300.0), "blur", 1)
+    # RGB arrays reach the network as predict sees them (luminance), not as a red channel
+    rgb = np.repeat(d.X, 3, axis=-1)
+    a = stress_test(fitted_tiny, rgb, d.y, perturbations=["blur"], severities=(1,))
+    b = stress_test(fitted_tiny, d.X, d.y, perturbations=["blur"], severities=(1,))
+    assert a.summary == pytest.approx(b.summary, nan_ok=True)
+
+
+def test_augmentation_factors_keras_caps_at_one_are_named():
+    for key in ("blur", "sharpness", "noise"):
+        with pytest.raises(ValueError, match=f"augmentation {key} must be between 0 and 1"):
+            augmentation_factors({key: 6})
