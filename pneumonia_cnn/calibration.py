@@ -226,7 +226,8 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
                 "target_sensitivity": self.target_sensitivity,
                 "threshold_": self.threshold_, "calibration": self.calibration_,
                 "scores": self.scores_.tolist(), "labels": self.labels_.tolist(),
-                "mlflow_run_id": getattr(self, "mlflow_run_id_", None)}
+                "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
+                "mlflow_model_id": getattr(self, "mlflow_model_id_", None)}
         (Path(path) / CALIBRATION_FILE).write_text(json.dumps(info, indent=1))
         return Path(path)
 
@@ -251,6 +252,7 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
             raise DataError(f"{path / CALIBRATION_FILE}: the rebuilt threshold differs from "
                             "the saved one; calibrate the model again")
         est.mlflow_run_id_ = info.get("mlflow_run_id")
+        est.mlflow_model_id_ = info.get("mlflow_model_id")
         return est
 
 
@@ -287,38 +289,45 @@ def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
                               threshold=threshold, method=method)
     name = data_name or (str(X) if isinstance(X, (str, Path)) else getattr(X, "root", None))
     model.fit(X, y)
-    model.mlflow_run_id_ = None
+    model.mlflow_run_id_ = model.mlflow_model_id_ = None
     if track is None:
         track = bool(getattr(estimator, "tracking", False))
     if track:
-        model.mlflow_run_id_ = _log_calibration_run(model, name or "(arrays)")
+        from .evaluation import image_arrays
+
+        Xa, ya, _, groups = image_arrays(estimator, X, y)
+        model.mlflow_run_id_ = _log_calibration_run(model, name, Xa, ya, groups)
     return model
 
 
-def _log_calibration_run(model: SiteCalibratedCNN, data_name: str) -> str:
-    import tempfile
-
-    from .tracking import TrackedRun
+def _log_calibration_run(model: SiteCalibratedCNN, source, X, y, groups) -> str:
+    from . import serving
+    from .tracking import TrackedRun, data_label, image_dataset, model_name
 
     parent = getattr(model.estimator, "mlflow_run_id_", None)
+    data = data_label(source)
     run = TrackedRun.start(tracking_uri=model.tracking_uri, experiment=model.experiment,
-                           run_name="site-calibration", parent_run_id=parent,
-                           tags={"pneumonia_cnn.kind": "calibration",
+                           run_name=f"calibrate {data}", parent_run_id=parent,
+                           tags={"kind": "calibration", "eval_on": data,
                                  **({"model_run_id": parent} if parent else {})})
     try:
         c = model.calibration_
-        run.log_params({"data": data_name, "method": str(model.method),
-                        "target_sensitivity": str(c["target_sensitivity"]),
-                        "n_NORMAL": c["n_NORMAL"], "n_PNEUMONIA": c["n_PNEUMONIA"]})
-        run.log_metrics({"site_threshold": c["threshold"],
-                         "calibration_sensitivity": c["sensitivity"],
-                         "calibration_sensitivity_ci_low": c["sensitivity_ci95"][0],
-                         "calibration_specificity": c["specificity"],
-                         "calibration_specificity_ci_low": c["specificity_ci95"][0]})
-        run.log_dict(c, "calibration/calibration.json")
+        run.log_params({"data": data, "method": str(model.method),
+                        "target_sensitivity": str(c["target_sensitivity"])})
         model.mlflow_run_id_ = run.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            run.log_artifacts(model.save(Path(tmp) / "model"), "model")
+        model.mlflow_model_id_ = serving.log_model(run, model, model_name(f"calibrated {data}"))
+        dataset = image_dataset(data, X, y, source, groups)
+        run.log_dataset(dataset, "calibration", model_id=model.mlflow_model_id_)
+        run.log_metrics({"decision_threshold": c["threshold"],
+                         "sensitivity": c["sensitivity"],
+                         "sensitivity_ci_low": c["sensitivity_ci95"][0],
+                         "sensitivity_ci_high": c["sensitivity_ci95"][1],
+                         "specificity": c["specificity"],
+                         "specificity_ci_low": c["specificity_ci95"][0],
+                         "specificity_ci_high": c["specificity_ci95"][1],
+                         "n_images": c["n_NORMAL"] + c["n_PNEUMONIA"]},
+                        model_id=model.mlflow_model_id_, dataset=dataset)
+        run.log_dict(c, "calibration/calibration.json")
     except BaseException as exc:
         run.end_after_error(exc)
         raise
@@ -326,11 +335,18 @@ def _log_calibration_run(model: SiteCalibratedCNN, data_name: str) -> str:
     return run.run_id
 
 
-def load_model(path):
-    """Load a saved model folder: a :class:`SiteCalibratedCNN` when it holds a site
+def load_model(path, tracking_uri: str | None = None):
+    """Load a saved model folder or an MLflow model URI (``models:/NAME@ALIAS``,
+    ``runs:/RUN_ID/NAME``...): a :class:`SiteCalibratedCNN` when it holds a site
     calibration, else a ``PneumoniaCNN``."""
     from .estimator import PneumoniaCNN
+    from .registry import model_folder
 
-    if (Path(path) / CALIBRATION_FILE).is_file():
-        return SiteCalibratedCNN.load(path)
-    return PneumoniaCNN.load(path)
+    with model_folder(path, tracking_uri) as (folder, info):
+        if (folder / CALIBRATION_FILE).is_file():
+            model = SiteCalibratedCNN.load(folder)
+        else:
+            model = PneumoniaCNN.load(folder)
+    if info.get("model_id"):
+        model.mlflow_model_id_ = info["model_id"]
+    return model

@@ -1,4 +1,5 @@
-"""Command line: ``pneumonia-cnn train | evaluate | predict | run``."""
+"""Command line: ``pneumonia-cnn train | evaluate | calibrate | stress | explain | predict |
+search | register | run``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ PROG = "pneumonia-cnn"
 
 # Estimator parameters that get no command-line option (Python objects, or set by the CLI).
 _NO_OPTION = {"callbacks", "metrics", "verbose"}
+
+
+_MODEL_HELP = ("model folder written by `train`, or an MLflow model URI: "
+               "models:/NAME@champion, models:/NAME/VERSION, models:/MODEL_ID, "
+               "runs:/RUN_ID/MODEL_NAME (store: $MLFLOW_TRACKING_URI or ./mlflow.db)")
 
 
 class CLIError(Exception):
@@ -168,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder to save the trained model to")
     p.add_argument("--report-dir", metavar="DIR",
                    help="also write the training-history plot here")
+    p.add_argument("--register", metavar="NAME",
+                   help="register the logged model as a new version of NAME in the MLflow "
+                        "model registry; 'champion' moves to it only if its validation "
+                        "hold-out ROC AUC beats the current champion's")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     _add_strict_option(p)
     _add_estimator_options(p)
@@ -176,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a saved model on a labelled data folder: "
                                    "metrics, confusion matrix, ROC and precision-recall "
                                    "curves.")
-    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
     p.add_argument("--out", metavar="DIR", help="write plots, metrics.json and the "
                                                 "classification report here")
@@ -194,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "save the calibrated model. evaluate and predict then use its operating "
                     "point. The sensitivity the set can promise is printed with its 95% "
                     "interval.")
-    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("data_dir", metavar="DATA_DIR",
                    help="the site's labelled images: folder with NORMAL/ and PNEUMONIA/")
     p.add_argument("--model-out", required=True, metavar="PATH",
@@ -220,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "cropping, padding) at severities 1-3: ROC AUC, sensitivity and "
                     "specificity at the model's threshold, and the shift of NORMAL films' "
                     "mean P(PNEUMONIA).")
-    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
     p.add_argument("--severities", type=_int_tuple, default=(1, 2, 3), metavar="1,2,3",
                    help="severities to run [1,2,3]")
@@ -236,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "P(PNEUMONIA) and label in the title) and index.html showing them side "
                     "by side. The map shows the regions that raised the score of --target; "
                     "it does not show that the model is right.")
-    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
                    help="image files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays")
@@ -251,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict images or folders of images",
                        description="Print one line per image: path, label, P(PNEUMONIA).")
-    p.add_argument("model", metavar="MODEL", help="model folder written by `train`")
+    p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
                    help="image files and/or folders (searched recursively)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tab-"
@@ -281,9 +291,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "stress_specificity...: slower)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="start afresh even if an unfinished run of this search exists")
+    p.add_argument("--register", metavar="NAME",
+                   help="register the refit best model as a new version of NAME in the "
+                        "MLflow model registry; the alias 'champion' moves to it only if its "
+                        "hold-out ROC AUC beats the current champion's")
     p.add_argument("--quiet", action="store_true", help="less output")
     _add_strict_option(p)
     _add_estimator_options(p)
+
+    p = sub.add_parser(
+        "register", help="register a logged model in the MLflow model registry",
+        description="Add a logged model (of a fit, a search's refit or a site calibration) as "
+                    "a new version of NAME in the MLflow model registry. The alias "
+                    "'champion' moves to the new version only when its hold-out ROC AUC "
+                    "beats the current champion's; the command says which way it went. "
+                    "Serve the champion with: mlflow models serve -m "
+                    "models:/NAME@champion --env-manager local")
+    p.add_argument("model_uri", metavar="MODEL_URI",
+                   help="runs:/RUN_ID/MODEL_NAME, models:/MODEL_ID, or a run id (its logged "
+                        "model); printed by train, search and calibrate")
+    p.add_argument("name", metavar="NAME", help="registered model name, e.g. pneumonia-cnn")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
 
     p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
                        description="Train on DATA_DIR (or, with no DATA_DIR, on a small built-in "
@@ -355,6 +384,27 @@ def cmd_train(args) -> int:
         fig = plot_history(hist, best_epoch=clf.best_epoch_)
         fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
     print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")
+    model_id = getattr(clf, "mlflow_model_id_", None)
+    if model_id:
+        print(f"MLflow run {clf.mlflow_run_id_}; logged model models:/{model_id}")
+    if args.register:
+        if not model_id:
+            raise CLIError("--register needs the model logged to MLflow: drop --no-tracking "
+                           "(the trained model is saved to " + str(path) + ")")
+        _register(f"models:/{model_id}", args.register, clf.tracking_uri)
+    return 0
+
+
+def _register(model_uri: str, name: str, tracking_uri) -> None:
+    from .registry import register
+
+    r = register(model_uri, name, tracking_uri=tracking_uri)
+    print(f"Registered {r.name!r} version {r.version}; {r.message}. Serve the champion: "
+          f"mlflow models serve -m models:/{r.name}@champion --env-manager local")
+
+
+def cmd_register(args) -> int:
+    _register(args.model_uri, args.name, args.tracking_uri)
     return 0
 
 
@@ -374,7 +424,7 @@ def cmd_evaluate(args) -> int:
     from .data import load_image_folder
     from .evaluation import evaluate, public_metrics
 
-    clf = load_model(args.model)
+    clf = load_model(args.model, tracking_uri=args.tracking_uri)
     _set_tracking_uri(clf, args.tracking_uri)
     data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict)
     result = evaluate(clf, data, out_dir=args.out, threshold=args.threshold,
@@ -430,7 +480,7 @@ def cmd_calibrate(args) -> int:
     from .data import load_image_folder
     from .estimator import PneumoniaCNN
 
-    clf = PneumoniaCNN.load(args.model)
+    clf = PneumoniaCNN.load(args.model, tracking_uri=args.tracking_uri)
     _set_tracking_uri(clf, args.tracking_uri)
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
@@ -554,7 +604,7 @@ def cmd_search(args) -> int:
                     n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
                     name=args.name, tracking_uri=tracking_uri, resume=args.resume,
                     holdout=args.holdout, verbose=0 if args.quiet else 1,
-                    scoring="stress" if args.stress else None)
+                    scoring="stress" if args.stress else None, register=args.register)
     cols = [c for c in result.cv_results.columns if c.startswith("param_")]
     scores = ["mean_test_roc_auc", "std_test_roc_auc", "mean_test_accuracy",
               "mean_test_sensitivity", "mean_test_specificity", "mean_test_stress_roc_auc",
@@ -635,7 +685,7 @@ def cmd_run(args) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate,
             "stress": cmd_stress, "explain": cmd_explain, "predict": cmd_predict,
-            "search": cmd_search, "run": cmd_run}
+            "search": cmd_search, "register": cmd_register, "run": cmd_run}
 
 
 # TensorFlow's C++ start-up notes and a harmless tf.data attribute warning, written straight to

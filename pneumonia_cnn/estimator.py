@@ -18,7 +18,7 @@ from sklearn.utils import ClassifierTags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from . import __version__
+from . import __version__, fit_run
 from .data import DataError, ImageData, grouped_split, image_fingerprints, load_any
 from .model import build_model, ensemble_model
 from .tracking import MLflowLogger
@@ -153,6 +153,9 @@ class PneumoniaCNN(KerasClassifier):
         Seconds spent in ``fit`` (loading included).
     mlflow_run_id_ : str or None
         The MLflow run of the fit (None with ``tracking=False``).
+    mlflow_model_id_ : str or None
+        The MLflow logged model of the fit (``models:/<id>`` loads it); evaluations link
+        their metrics to it.
     threshold_ : float
         The decision threshold in use (``threshold``, or the one "target" or "auto"
         chose).
@@ -459,7 +462,7 @@ class PneumoniaCNN(KerasClassifier):
         # pixel hashes of the training images, so that evaluate can warn about overlap
         self.train_fingerprints_ = image_fingerprints(X)
 
-        run = self._start_run(data_root, X, y) if self.tracking else None
+        run = fit_run.start(self, data_root, X, y, groups) if self.tracking else None
         self.mlflow_run_id_ = run.run_id if run is not None else None
         self.interrupted_ = False
         if int(self.n_networks) > 1:
@@ -470,7 +473,7 @@ class PneumoniaCNN(KerasClassifier):
         self.threshold_ = self._choose_threshold(*(validation or (None, None)))
         self.fit_time_ = time.perf_counter() - start
         if run is not None:
-            self._finish_run(run, X[:1], validation)
+            fit_run.finish(self, run, data_root, validation)
         return self
 
     def _check_shift_params(self) -> None:
@@ -569,8 +572,9 @@ class PneumoniaCNN(KerasClassifier):
                     print(f"Network {i}/{len(seeds)} of the ensemble", flush=True)
                 member.fit(X, y, sample_weight=sample_weight, groups=groups)
                 if run is not None:
-                    run.log_metrics({"member_fit_time_s": member.fit_time_,
-                                     **({"member_best_val_auc": max(member.history_["val_auc"])}
+                    run.log_metrics({"member/fit_time_s": member.fit_time_,
+                                     **({"member/best_val_roc_auc": max(
+                                         member.history_["val_auc"])}
                                         if member.history_.get("val_auc") else {})}, step=i)
         except KeyboardInterrupt:
             done = [m for m in members if getattr(m, "history_", None) and hasattr(m, "model_")]
@@ -615,59 +619,9 @@ class PneumoniaCNN(KerasClassifier):
             self.history_ = dict(recorder.history)
             self.best_epoch_ = recorder.best_epoch
             self.fit_time_ = elapsed
-        if run is None:
-            return
-        if salvaged:
-            import tempfile
-
-            try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    run.log_artifacts(self.save(Path(tmp) / "checkpoint"), "checkpoint")
-                run.log_metrics({"fit_time_s": elapsed, "epochs_run": len(recorder.epochs)})
-            except Exception as exc:
-                warnings.warn(f"could not log the interrupted fit's checkpoint to MLflow run "
-                              f"{run.run_id} ({exc}); the model is kept in memory (save it "
-                              "with .save(path))", stacklevel=3)
-        run.end_after_error(KeyboardInterrupt())
-
-    def _start_run(self, data_root, X, y):
-        from .synthetic import is_synthetic
-        from .tracking import TrackedRun, data_fingerprint
-
-        synthetic = is_synthetic(data_root)
-        run = TrackedRun.start(tracking_uri=self.tracking_uri, experiment=self.experiment,
-                               run_name=("SYNTHETIC-" if synthetic else "")
-                               + f"fit-{time.strftime('%Y%m%d-%H%M%S')}",
-                               tags={"pneumonia_cnn.kind": "fit",
-                                     **({"synthetic_data": "true"} if synthetic else {})})
-        run.log_params({k: v for k, v in self.get_params().items()
-                        if k not in ("callbacks", "metrics")})
-        names, counts = np.unique(y, return_counts=True)
-        run.log_data({"dir": data_root or "(arrays)", "n_images": len(y),
-                      **{f"n_{n}": int(c) for n, c in zip(names, counts)},
-                      "image_size": self.image_size, "hash": data_fingerprint(X)})
-        return run
-
-    def _finish_run(self, run, input_example, validation=None):
-        """Log the results of a finished fit, with the shift-stress test of the validation
-        hold-out; a tracking failure never loses the model."""
-        try:
-            if validation is not None and len(np.unique(validation[1])) == 2:
-                from .robustness import stress_test
-
-                result = stress_test(self, *validation)
-                self.stress_ = result.summary
-                run.log_metrics(result.summary)
-                run.log_dict(result.to_dict(), "stress/stress_test.json")
-            run.log_fit(self)
-            run.log_model(self, input_example)
-            run.end("FINISHED")
-        except Exception as exc:
-            warnings.warn(f"the fit finished but MLflow logging failed ({exc}): the final "
-                          "metrics, plots and model were not logged to run "
-                          f"{run.run_id}; the trained model is kept (save it with "
-                          ".save(path); `pneumonia-cnn train` saves it to --model-out)",
-                          stacklevel=3)
+        if run is not None:
+            fit_run.log_interrupted(self, run, elapsed, len(recorder.epochs) if salvaged else 0,
+                                    salvaged)
 
     @staticmethod
     def _validate_labels(y) -> np.ndarray:
@@ -795,6 +749,7 @@ class PneumoniaCNN(KerasClassifier):
             "history": {k: [float(x) for x in v] for k, v in self.history_.items()},
             "best_epoch": self.best_epoch_,
             "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
+            "mlflow_model_id": getattr(self, "mlflow_model_id_", None),
             "interrupted": bool(getattr(self, "interrupted_", False)),
             "train_fingerprints": list(getattr(self, "train_fingerprints_", None) or []),
             "threshold": self._decision_threshold(),
@@ -803,20 +758,35 @@ class PneumoniaCNN(KerasClassifier):
         return path
 
     @classmethod
-    def load(cls, path, *, safe_mode: bool = True) -> "PneumoniaCNN":
-        """Load an estimator saved with :meth:`save`.
+    def load(cls, path, *, safe_mode: bool = True,
+             tracking_uri: str | None = None) -> "PneumoniaCNN":
+        """Load an estimator saved with :meth:`save`, or logged to MLflow.
 
         Parameters
         ----------
         path : str or path-like
-            The folder written by :meth:`save`.
+            The folder written by :meth:`save`, or an MLflow model URI:
+            ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/MODEL_ID``,
+            ``runs:/RUN_ID/MODEL_NAME`` (see :mod:`pneumonia_cnn.registry`).
         safe_mode : bool, default=True
             Keras safe mode: refuse to deserialise code (lambda layers) from the file.
+        tracking_uri : str, default=None
+            The MLflow store of a URI (default ``$MLFLOW_TRACKING_URI`` or ``./mlflow.db``).
 
         Returns
         -------
         PneumoniaCNN
         """
+        from .registry import model_folder
+
+        with model_folder(path, tracking_uri) as (folder, info):
+            est = cls._load_folder(folder, safe_mode)
+        if info.get("model_id"):
+            est.mlflow_model_id_ = info["model_id"]
+        return est
+
+    @classmethod
+    def _load_folder(cls, path, safe_mode: bool) -> "PneumoniaCNN":
         path = Path(path)
         meta_file, model_file = path / META_FILE, path / MODEL_FILE
         if not meta_file.is_file() or not model_file.is_file():
@@ -853,6 +823,7 @@ class PneumoniaCNN(KerasClassifier):
         est.history_ = meta.get("history", {})
         est.best_epoch_ = meta.get("best_epoch")
         est.mlflow_run_id_ = meta.get("mlflow_run_id")
+        est.mlflow_model_id_ = meta.get("mlflow_model_id")
         est.threshold_ = float(meta.get("threshold", 0.5))
         est.train_fingerprints_ = list(meta.get("train_fingerprints", []))
         return est

@@ -190,8 +190,8 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         if track is None:
             track = bool(getattr(estimator, "tracking", False))
         if track:
-            result["mlflow_run_id"] = _log_evaluation_run(estimator, result, result["data"],
-                                                          extra)
+            result["mlflow_run_id"] = _log_evaluation_run(estimator, result, X_name, X, y,
+                                                          groups, extra)
     finally:
         for fig in extra.values():
             plt.close(fig)
@@ -321,22 +321,45 @@ def decision_threshold(estimator) -> float:
     return float(rule()) if rule is not None else float(getattr(estimator, "threshold", 0.5))
 
 
-def _log_evaluation_run(estimator, result: dict, data_name: str,
+def _log_evaluation_run(estimator, result: dict, source, X, y, groups,
                         extra_figures: dict | None = None) -> str:
-    from .tracking import DEFAULT_EXPERIMENT, TrackedRun
+    """One run per evaluation, nested under the model's run, named ``eval <data> · <model
+    run>``; its headline metrics are linked to the model and the evaluation dataset."""
+    from .tracking import DEFAULT_EXPERIMENT, TrackedRun, data_label, image_dataset
 
     parent = getattr(estimator, "mlflow_run_id_", None)
-    run = TrackedRun.start(tracking_uri=getattr(estimator, "tracking_uri", None),
+    model_id = getattr(estimator, "mlflow_model_id_", None)
+    data = result["data"] if source is None else data_label(source)
+    tracking_uri = getattr(estimator, "tracking_uri", None)
+    name = f"eval {data}"
+    if parent:
+        try:
+            from .tracking import _client
+
+            model_run = _client(tracking_uri).get_run(parent).info.run_name or ""
+            name += f" · {model_run.removeprefix('SYNTHETIC-')}"
+        except Exception:  # the model's run lives in another store: evaluate anyway
+            parent = None
+    synthetic = result.get("synthetic")
+    run = TrackedRun.start(tracking_uri=tracking_uri,
                            experiment=getattr(estimator, "experiment", DEFAULT_EXPERIMENT),
-                           run_name=("SYNTHETIC-" if result.get("synthetic") else "")
-                           + "evaluation", parent_run_id=parent,
-                           tags={"pneumonia_cnn.kind": "evaluation",
-                                 **({"synthetic_data": "true"} if result.get("synthetic")
-                                    else {}),
+                           run_name=("SYNTHETIC-" if synthetic else "") + name,
+                           parent_run_id=parent,
+                           tags={"kind": "evaluation", "eval_on": data,
+                                 **({"synthetic_data": "true"} if synthetic else {}),
                                  **({"model_run_id": parent} if parent else {})})
     try:
-        run.log_params({"data": data_name, "threshold": result["threshold"]})
-        run.log_evaluation(result, extra_figures=extra_figures)
+        run.log_params({"data": data})
+        dataset = image_dataset(data, X, y, source, groups)
+        if model_id:
+            try:
+                run.log_dataset(dataset, "evaluation", model_id=model_id)
+            except Exception:  # the model lives in another store: do not link to it
+                model_id = None
+        if not model_id:
+            run.log_dataset(dataset, "evaluation")
+        run.log_evaluation(result, extra_figures=extra_figures, model_id=model_id,
+                           dataset=dataset)
     except BaseException as exc:
         run.end_after_error(exc)
         raise

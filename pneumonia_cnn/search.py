@@ -5,12 +5,18 @@
 parameters with :class:`~sklearn.model_selection.StratifiedGroupKFold` on patient ids, and
 logs, as in MLflow's scikit-learn examples:
 
-- one **parent run** per search (the grid, the CV, ``cv_results.csv``, a plot of the score
-  against the searched parameters, the best score and parameters);
-- one **child run per candidate**, logged as soon as the candidate is done (its parameters,
-  mean / std / per-fold value of every score, fit and score times);
-- one child run for the **refit best model** (per-epoch metrics, model, and its evaluation
-  on a patient-grouped hold-out that the search never saw).
+- one **parent run** per search, ``search <name> · <data>`` (the grid, the CV, the shared
+  model parameters, the data sets, ``cv_results.csv`` with the final ranks, a plot of the
+  score against the searched parameters, and the winner's scores);
+- one **child run per candidate**, named by its searched values (``aug=standard
+  filters=16-32 · <name>``), logged as soon as the candidate is done with its real start
+  and end times: the searched parameters, the mean (``roc_auc``...) and standard deviation
+  (``roc_auc_std``...) of every score over the folds, ``fit_time_s``; the per-fold values
+  are in its artifact ``cv_folds.json``. When the search ends (and when it resumes) every
+  candidate gets its final ``rank`` and the winner the tag ``best_candidate = true``;
+- one child run for the **refit best model**, ``best <values> · <name>`` (per-epoch
+  metrics, the model, and its evaluation and stress test on a patient-grouped hold-out that
+  the search never saw), optionally registered in the model registry.
 
 The results are read back from MLflow with ``search_runs`` filtered on the parent run id,
 which is also how an interrupted search **resumes**: run it again with the same name and
@@ -36,7 +42,16 @@ from sklearn.model_selection import (
 )
 
 from .data import ImageData, grouped_split, load_image_folder
-from .tracking import DEFAULT_EXPERIMENT, MLflowLogger, TrackedRun
+from .tracking import (
+    DEFAULT_EXPERIMENT,
+    MLflowLogger,
+    TrackedRun,
+    data_label,
+    describe_params,
+    image_dataset,
+    model_name,
+    model_params,
+)
 
 __all__ = ["MLflowGridSearchCV", "MLflowRandomizedSearchCV", "SearchResult", "default_scoring",
            "search"]
@@ -73,6 +88,8 @@ class _MLflowSearchMixin:
     parent_run: TrackedRun | None = None
     experiment: str = DEFAULT_EXPERIMENT
     skip_keys: frozenset = frozenset()
+    search_name: str = "search"
+    dataset = None  # the searched data, as an MLflow dataset
 
     def _candidates(self):  # pragma: no cover - defined by the concrete classes
         raise NotImplementedError
@@ -84,35 +101,48 @@ class _MLflowSearchMixin:
         for n, params in enumerate(candidates, start=1):
             if candidate_key(params) in self.skip_keys:
                 continue
+            started = time.time()
             start = time.perf_counter()
             results = evaluate_candidates([params])
             i = len(results["params"]) - 1
             if self.parent_run is not None:
-                self._log_candidate(params, results, i)
+                self._log_candidate(params, results, i, started)
             if self.progress:
                 score = results.get(f"mean_test_{REFIT_METRIC}", [float("nan")] * (i + 1))[i]
-                print(f"  candidate {n}/{len(candidates)} "
-                      f"{', '.join(f'{k}={_short(v)}' for k, v in params.items())}: "
+                print(f"  candidate {n}/{len(candidates)} {describe_params(params)}: "
                       f"{REFIT_METRIC}={score:.4f} ({time.perf_counter() - start:.0f} s)",
                       flush=True)
 
-    def _log_candidate(self, params, results, i):
+    def _log_candidate(self, params, results, i, started: float):
+        """A finished candidate as a child run spanning its folds' real time: the searched
+        parameters, mean and std of each score, fit and score time per fold; the whole
+        scikit-learn row (per-fold values) as ``cv_folds.json``."""
         run = TrackedRun.start(
             tracking_uri=self.parent_run.client.tracking_uri, experiment=self.experiment,
-            run_name="candidate-" + ",".join(f"{k}={_short(v)}" for k, v in params.items()),
-            parent_run_id=self.parent_run.run_id,
-            tags={"pneumonia_cnn.kind": "candidate", "candidate_key": candidate_key(params)})
-        base = {k: v for k, v in self.estimator.get_params().items()
-                if k not in ("callbacks", "metrics")}
-        run.log_params({**base, **params, "searched": sorted(params)})
-        metrics = {}
+            run_name=f"{describe_params(params)} · {self.search_name}",
+            parent_run_id=self.parent_run.run_id, start_time=started,
+            tags={"kind": "candidate", "candidate_key": candidate_key(params),
+                  "searched": json.dumps(sorted(params)), "eval_on": "cv"})
+        run.log_params(params)
+        row, metrics = {"params": params}, {}
         for key, values in results.items():
-            if key.startswith(("mean_", "std_", "split", "rank_")):
-                value = values[i]
-                if isinstance(value, (int, float, np.floating, np.integer)):
-                    metrics[key] = float(value)
-        run.log_metrics(metrics)
-        run.end("FINISHED")
+            if key == "params" or key.startswith("param_"):
+                continue
+            value = values[i]
+            if isinstance(value, (int, float, np.floating, np.integer)):
+                row[key] = float(value)
+        for key, value in row.items():
+            if key.startswith("mean_test_"):
+                metrics[key[len("mean_test_"):]] = value
+            elif key.startswith("std_test_"):
+                metrics[key[len("std_test_"):] + "_std"] = value
+        metrics["fit_time_s"] = row.get("mean_fit_time")
+        metrics["score_time_s"] = row.get("mean_score_time")
+        if self.dataset is not None:
+            run.log_dataset(self.dataset, "cv")
+        run.log_metrics(metrics, dataset=self.dataset)
+        run.log_dict(json.loads(_canonical(row)), "cv_folds.json")
+        run.end("FINISHED", end_time=time.time())
 
 
 class MLflowGridSearchCV(_MLflowSearchMixin, GridSearchCV):
@@ -137,6 +167,16 @@ def _short(v) -> str:
     return str(v)
 
 
+def rank_candidates(table):
+    """Add (or correct) ``rank_test_<score>`` for every ``mean_test_<score>`` column of a
+    candidates table: 1 = best, ties share the best rank, failed (NaN) candidates last --
+    as scikit-learn ranks them, but over *all* finished candidates."""
+    for col in [c for c in table.columns if c.startswith("mean_test_")]:
+        table["rank_test_" + col[len("mean_test_"):]] = (
+            table[col].rank(ascending=False, method="min", na_option="bottom").astype(int))
+    return table
+
+
 # ---------------------------------------------------------------------------------------------
 # The search
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +199,8 @@ class SearchResult:
     parent_run_id : str
     resumed : int
         Candidates taken from an earlier, interrupted run of the same search.
+    registration : RegistrationResult or None
+        What ``register=`` did (the new version and where the ``champion`` alias is).
     """
 
     cv_results: object
@@ -168,13 +210,15 @@ class SearchResult:
     holdout: dict | None
     parent_run_id: str
     resumed: int
+    registration: object = None
 
 
 def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
            estimator=None, cv: int = 3, scoring=None, n_jobs: int | None = None,
            name: str = "search", experiment: str = DEFAULT_EXPERIMENT,
            tracking_uri: str | None = None, resume: bool = True, holdout: float = 0.2,
-           refit: bool = True, random_state: int = 0, verbose: int = 1) -> SearchResult:
+           refit: bool = True, random_state: int = 0, verbose: int = 1,
+           register: str | None = None) -> SearchResult:
     """Search hyperparameters with patient-grouped CV, logging everything to MLflow.
 
     Parameters
@@ -218,14 +262,19 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         Seeds the hold-out split, the CV shuffle and random-search sampling.
     verbose : int, default=1
         Print progress.
+    register : str, default=None
+        Register the refit best model as a new version of this registered model; the alias
+        ``champion`` moves to it only if its hold-out ROC AUC beats the current champion's
+        (see :func:`pneumonia_cnn.registry.register`). Needs ``refit=True``.
 
     Returns
     -------
     SearchResult
     """
     from .estimator import PneumoniaCNN
-    from .evaluation import evaluate
 
+    if register and not refit:
+        raise ValueError("register= needs refit=True: only the refit best model is logged")
     if (param_grid is None) == (param_distributions is None):
         raise ValueError("give exactly one of param_grid and param_distributions")
     base = clone(estimator) if estimator is not None else PneumoniaCNN()
@@ -258,7 +307,17 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
             "base": {k: v for k, v in base.get_params().items() if k != "callbacks"}}
     search_hash = hashlib.sha1(_canonical(spec).encode()).hexdigest()[:12]
 
-    parent, done = _parent_run(name, search_hash, spec, experiment, tracking_uri, resume)
+    data_name = data_label(getattr(data, "root", None))
+    search_ds = image_dataset(f"{data_name} (minus hold-out)" if holdout_idx is not None
+                              else data_name, X if X.dtype.kind != "U" else data.X[search_idx], y,
+                              getattr(data, "root", None), groups)
+    holdout_ds = None
+    if holdout_idx is not None:
+        holdout_ds = image_dataset(f"{data_name} (search hold-out)", data.X[holdout_idx],
+                                   data.y[holdout_idx], getattr(data, "root", None),
+                                   data.groups[holdout_idx])
+    parent, done = _parent_run(name, search_hash, spec, experiment, tracking_uri, resume,
+                               data_name, base, sorted(searched))
     if verbose:
         print(f"Search {name!r}: parent run {parent.run_id}"
               + (f", resuming with {len(done)} finished candidate(s)" if done else ""),
@@ -271,15 +330,20 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         inner = MLflowRandomizedSearchCV(base, param_distributions, n_iter=n_iter,
                                          random_state=random_state, **common)
     inner.parent_run, inner.experiment, inner.skip_keys = parent, experiment, frozenset(done)
+    inner.search_name, inner.dataset = name, search_ds
     inner.progress = bool(verbose)
     try:
+        if not done:
+            parent.log_dataset(search_ds, "cv")
+            if holdout_ds is not None:
+                parent.log_dataset(holdout_ds, "holdout")
         if len(done) < len(list(inner._candidates())):
             inner.fit(X, y, groups=groups)
-        table = read_candidates(parent)
-        best = table.sort_values(f"mean_test_{REFIT_METRIC}", ascending=False).iloc[0]
+        table = rank_candidates(read_candidates(parent))
+        best = table.sort_values([f"rank_test_{REFIT_METRIC}", "candidate_key"]).iloc[0]
         best_params = json.loads(best["candidate_params"])
         best_params = {k: (tuple(v) if k == "filters" else v) for k, v in best_params.items()}
-        _log_parent_results(parent, table, sorted(searched))
+        _log_parent_results(parent, table, sorted(searched), best)
         result = SearchResult(cv_results=table, best_params=best_params,
                               best_score=float(best[f"mean_test_{REFIT_METRIC}"]),
                               best_estimator=None, holdout=None, parent_run_id=parent.run_id,
@@ -287,13 +351,19 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         if refit:
             result.best_estimator, result.holdout = _refit(
                 parent, base, best_params, X, y, groups, data, holdout_idx, experiment,
-                evaluate)
+                name, search_ds, holdout_ds)
+            if register:
+                from .registry import register as register_model
+
+                result.registration = register_model(
+                    f"models:/{result.best_estimator.mlflow_model_id_}", register,
+                    tracking_uri=parent.client.tracking_uri)
+                if verbose:
+                    print(f"Registered {register!r} version {result.registration.version}; "
+                          f"{result.registration.message}", flush=True)
     except BaseException as exc:
         parent.end_after_error(exc)
         raise
-    parent.log_metrics({f"best_mean_test_{REFIT_METRIC}": result.best_score,
-                        "n_candidates": len(table)})
-    parent.log_params({f"best.{k}": v for k, v in best_params.items()})
     parent.end("FINISHED")
     if verbose:
         print(f"Best {REFIT_METRIC} {result.best_score:.4f} with {best_params}", flush=True)
@@ -307,12 +377,13 @@ def _data_hash(data: ImageData) -> str:
     return h.hexdigest()[:12]
 
 
-def _parent_run(name, search_hash, spec, experiment, tracking_uri, resume):
+def _parent_run(name, search_hash, spec, experiment, tracking_uri, resume, data_name, base,
+                searched):
     """Find the unfinished parent run of the same search (to resume), or start one."""
     run = TrackedRun.start(tracking_uri=tracking_uri, experiment=experiment,
-                           run_name=f"search-{name}",
-                           tags={"pneumonia_cnn.kind": "search", "search.name": name,
-                                 "search.hash": search_hash})
+                           run_name=f"search {name} · {data_name}",
+                           tags={"kind": "search", "search.name": name,
+                                 "search.hash": search_hash, "eval_on": "cv"})
     client = run.client
     done = {}
     if resume:
@@ -328,11 +399,14 @@ def _parent_run(name, search_hash, spec, experiment, tracking_uri, resume):
             client.update_run(run.run_id, status="RUNNING")
             done = {r.data.tags["candidate_key"]: r for r in _children(run)}
     if not done:
-        run.log_params({"search.name": name, "search.space": spec["space"],
+        # the parameters the candidates share (the searched ones are the candidates' own)
+        shared = {k: v for k, v in model_params(base).items() if k not in searched}
+        run.log_params({**shared, "data": data_name,
+                        "search.space": spec["space"],
                         "search.cv": f"StratifiedGroupKFold(n_splits={spec['cv']})",
                         "search.holdout": spec["holdout"], "search.n_iter": spec["n_iter"],
-                        "search.random_state": spec["random_state"],
-                        "data.hash": spec["data_hash"]})
+                        "search.random_state": spec["random_state"]})
+        run.log_environment()
     return run, done
 
 
@@ -341,25 +415,31 @@ def _children(parent: TrackedRun, kind: str = "candidate"):
     exp_id = client.get_run(parent.run_id).info.experiment_id
     return client.search_runs(
         [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' and "
-                                f"tags.`pneumonia_cnn.kind` = '{kind}' and "
+                                f"tags.kind = '{kind}' and "
                                 f"attributes.status = 'FINISHED'",
         max_results=10000)
 
 
 def read_candidates(parent: TrackedRun):
-    """The finished candidates of a search as a DataFrame (read back from MLflow)."""
+    """The finished candidates of a search as a DataFrame (read back from MLflow): the
+    scikit-learn ``cv_results_`` columns of each (from its ``cv_folds.json``), its
+    ``run_id``, ``candidate_key`` and ``candidate_params`` (JSON)."""
+    import tempfile
+
     import pandas as pd
 
     rows = []
-    for r in _children(parent):
-        searched = json.loads(r.data.params["searched"])
-        params = {k: json.loads(r.data.params[k]) if r.data.params[k][:1] in "[{" else
-                  _parse_scalar(r.data.params[k]) for k in searched}
-        row = {"run_id": r.info.run_id, "candidate_key": r.data.tags["candidate_key"],
-               "candidate_params": json.dumps(params)}
-        row.update({f"param_{k}": _short(v) for k, v in params.items()})
-        row.update(r.data.metrics)
-        rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in _children(parent):
+            local = parent.client.download_artifacts(r.info.run_id, "cv_folds.json", tmp)
+            with open(local) as f:
+                folds = json.load(f)
+            params = folds.pop("params")
+            row = {"run_id": r.info.run_id, "candidate_key": r.data.tags["candidate_key"],
+                   "candidate_params": json.dumps(params)}
+            row.update({f"param_{k}": _short(v) for k, v in params.items()})
+            row.update(folds)
+            rows.append(row)
     if not rows:
         raise RuntimeError("no candidate finished: see the errors above (every fit failed?)")
     return pd.DataFrame(rows)
@@ -374,10 +454,32 @@ def _parse_scalar(text: str):
     return {"None": None, "True": True, "False": False}.get(text, text)
 
 
-def _log_parent_results(parent: TrackedRun, table, searched: list) -> None:
+def _log_parent_results(parent: TrackedRun, table, searched: list, best) -> None:
+    """The final ranks on every candidate and the winner's tag, the winner's scores on the
+    parent, ``cv_results.csv`` and the plot. Run again on resume: ranks and tag follow."""
     import matplotlib.pyplot as plt
+    from mlflow.exceptions import MlflowException
 
-    parent.log_text(table.to_csv(index=False), "cv_results.csv")
+    client = parent.client
+    for _, row in table.iterrows():
+        rid = row["run_id"]
+        client.log_metric(rid, "rank", int(row[f"rank_test_{REFIT_METRIC}"]))
+        if rid == best["run_id"]:
+            client.set_tag(rid, "best_candidate", "true")
+        else:
+            try:
+                client.delete_tag(rid, "best_candidate")
+            except MlflowException:
+                pass  # it never was the best
+    scores = {c[len("mean_test_"):]: best[c] for c in table.columns
+              if c.startswith("mean_test_")}
+    scores.update({c[len("std_test_"):] + "_std": best[c] for c in table.columns
+                   if c.startswith("std_test_")})
+    parent.log_metrics({**scores, "n_candidates": len(table)})
+    params = json.loads(best["candidate_params"])
+    parent.set_tags({"best_run_id": best["run_id"], "best_candidate": describe_params(params)})
+    parent.log_text(table.drop(columns=["candidate_params"]).to_csv(index=False),
+                    "cv_results.csv")
     fig = plot_search(table, searched)
     parent.log_figure(fig, "plots/search_roc_auc.png")
     plt.close(fig)
@@ -415,22 +517,37 @@ def plot_search(table, searched: list, metric: str = REFIT_METRIC):
     return fig
 
 
-def _refit(parent, base, best_params, X, y, groups, data, holdout_idx, experiment, evaluate):
-    run = TrackedRun.start(tracking_uri=parent.client.tracking_uri, experiment=experiment,
-                           run_name="refit-best", parent_run_id=parent.run_id,
-                           tags={"pneumonia_cnn.kind": "refit"})
+def _refit(parent, base, best_params, X, y, groups, data, holdout_idx, experiment, name,
+           search_ds, holdout_ds):
+    """Refit the winner on all search data as a child run (one logged model), evaluate and
+    stress-test it on the search hold-out, with the metrics linked to the model."""
+    from . import serving
+    from .evaluation import evaluate
+    from .robustness import stress_test
+
     est = clone(base).set_params(**best_params)
-    run.log_params({k: v for k, v in est.get_params().items() if k != "callbacks"})
+    run = TrackedRun.start(tracking_uri=parent.client.tracking_uri, experiment=experiment,
+                           run_name=f"best {describe_params(best_params)} · {name}",
+                           parent_run_id=parent.run_id,
+                           tags={"kind": "refit", "eval_on": "search hold-out"})
+    run.log_params({**model_params(est), "data": search_ds.name})
     est.set_params(callbacks=[*(base.callbacks or []), MLflowLogger(run)])
     try:
+        run.log_dataset(search_ds, "training")
         est.fit(X, y, groups=groups)
+        est.mlflow_run_id_ = run.run_id
+        est.mlflow_model_id_ = serving.log_model(run, est, model_name(run.name))
         run.log_fit(est)
-        run.log_model(est)
         holdout = None
         if holdout_idx is not None:
-            holdout = evaluate(est, data.X[holdout_idx] if X.dtype.kind != "U" else
-                               data.paths[holdout_idx], data.y[holdout_idx])
-            run.log_evaluation(holdout, prefix="holdout_")
+            Xh = data.X[holdout_idx] if X.dtype.kind != "U" else data.paths[holdout_idx]
+            holdout = evaluate(est, Xh, data.y[holdout_idx], track=False)
+            run.log_dataset(holdout_ds, "holdout", model_id=est.mlflow_model_id_)
+            run.log_evaluation(holdout, model_id=est.mlflow_model_id_, dataset=holdout_ds)
+            if len(np.unique(data.y[holdout_idx])) == 2:
+                stress = stress_test(est, data.X[holdout_idx], data.y[holdout_idx]).summary
+                run.log_metrics({k: v for k, v in stress.items() if k.startswith("stress_")},
+                                model_id=est.mlflow_model_id_, dataset=holdout_ds)
     except BaseException as exc:
         run.end_after_error(exc)
         raise

@@ -4,6 +4,22 @@ Everything here works through an explicit :class:`mlflow.MlflowClient` and run i
 skorch's MLflow logger does), so that runs land where they belong even when several fits,
 processes or searches log at the same time.
 
+One naming scheme for every run (see the README, "MLflow: what is logged"):
+
+- a run's **headline metrics** have the same name whatever the run is -- ``roc_auc``,
+  ``accuracy``, ``sensitivity``, ``specificity``, ``precision``, ``f1``, ``brier``,
+  ``decision_threshold`` -- and the data they were measured on is the run's tag ``eval_on``
+  and the dataset linked to them (a search candidate: the mean over the CV folds, with
+  ``<metric>_std``; a fit: its validation hold-out; a search's refit: the search hold-out;
+  an evaluation or a site calibration: its images). 95% intervals are ``<metric>_ci_low`` /
+  ``<metric>_ci_high``; under shift ``stress_<metric>``;
+- per-epoch curves are ``train/<metric>`` and ``val/<metric>`` (step = epoch);
+- parameters are the estimator's own names (the plumbing -- ``build_fn``, ``verbose``,
+  ``tracking_uri``... -- is not logged); ``data`` is the data's short name, and the data
+  itself is an MLflow dataset input (digest = pixel hash, class counts in its profile);
+- the tag ``kind`` says what a run is: fit, search, candidate, refit, evaluation,
+  calibration.
+
 Store: ``tracking_uri`` argument > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db`` in the
 current folder with artifacts under ``./mlruns`` -- MLflow 3's own default, so a plain
 ``mlflow ui`` started in the same folder shows every run.
@@ -18,7 +34,6 @@ import json
 import os
 import platform
 import signal
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -28,6 +43,12 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
+    "HEADLINE_METRICS",
+    "PLUMBING_PARAMS",
+    "data_label",
+    "describe_params",
+    "image_dataset",
+    "model_params",
     "TrackingError",
     "MLflowLogger",
     "TrackedRun",
@@ -35,6 +56,24 @@ __all__ = [
 ]
 
 DEFAULT_EXPERIMENT = "pneumonia-cnn"
+
+#: Metrics every run that measures a model logs under the same names.
+HEADLINE_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1",
+                    "brier")
+#: Estimator parameters that are plumbing, not modelling choices: never logged as params.
+PLUMBING_PARAMS = frozenset({"build_fn", "model", "run_eagerly", "warm_start", "verbose",
+                             "tracking", "tracking_uri", "experiment", "callbacks", "metrics"})
+#: Short names of parameters in run names (a run name is read in a narrow table column).
+_ABBREVIATIONS = {"augmentation": "aug", "intensity_norm": "norm", "n_networks": "nets",
+                  "learning_rate": "lr", "label_smoothing": "ls", "image_size": "size",
+                  "validation_fraction": "val", "target_sensitivity": "target",
+                  "global_pooling": "gap", "convs_per_block": "convs", "dense_units": "dense",
+                  "batch_norm": "bn", "kernel_size": "kernel", "random_state": "seed",
+                  "lr_schedule": "sched", "class_weight": "cw", "batch_size": "batch",
+                  "threshold": "thr"}
+#: Keras history keys -> MLflow per-epoch metric names.
+_EPOCH_NAMES = {"loss": "train/loss", "accuracy": "train/accuracy", "auc": "train/roc_auc",
+                "val_loss": "val/loss", "val_accuracy": "val/accuracy", "val_auc": "val/roc_auc"}
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -112,25 +151,38 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
             "tracking (tracking=False, --no-tracking)") from None
 
 
+_KIND_SET: set = set()
+
+
 def _experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    uri = client.tracking_uri  # local stores: artifacts under ./mlruns
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path.cwd() / "mlruns").resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created meanwhile by a concurrent process
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        uri = client.tracking_uri  # local stores: artifacts under ./mlruns
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path.cwd() / "mlruns").resolve().as_uri()
+        try:
+            exp_id = client.create_experiment(name, artifact_location=location)
+        except Exception:  # created meanwhile by a concurrent process
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+    key = (client.tracking_uri, exp_id)
+    if key not in _KIND_SET:
+        # MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty traces
+        # page); this tag makes it a model-training experiment that opens on its runs.
+        if exp is None or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
+            client.set_experiment_tag(exp_id, "mlflow.experimentKind",
+                                      "custom_model_development")
+        _KIND_SET.add(key)
+    return exp_id
 
 
 def version_tags() -> dict:
-    """Library versions, as run tags."""
+    """Library versions (logged as ``environment.json`` of top-level runs)."""
     import mlflow
     import scikeras
     import sklearn
@@ -139,14 +191,101 @@ def version_tags() -> dict:
     from . import __version__
 
     return {
-        "pneumonia_cnn.version": __version__,
-        "tensorflow.version": tf.__version__,
-        "keras.version": keras.__version__,
-        "scikeras.version": scikeras.__version__,
-        "sklearn.version": sklearn.__version__,
-        "mlflow.version": mlflow.__version__,
-        "python.version": platform.python_version(),
+        "pneumonia_cnn": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "scikeras": scikeras.__version__,
+        "scikit-learn": sklearn.__version__,
+        "mlflow": mlflow.__version__,
+        "python": platform.python_version(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Names: what a run, its parameters and its data are called
+# ---------------------------------------------------------------------------------------------
+def model_params(estimator) -> dict:
+    """The parameters a user compares: ``get_params()`` without the plumbing."""
+    return {k: v for k, v in estimator.get_params().items() if k not in PLUMBING_PARAMS}
+
+
+def changed_params(estimator) -> dict:
+    """The model parameters that differ from the defaults of the estimator's class."""
+    try:
+        defaults = model_params(type(estimator)())
+    except TypeError:  # a class that needs arguments
+        return model_params(estimator)
+    return {k: v for k, v in model_params(estimator).items()
+            if _param_value(defaults.get(k, object())) != _param_value(v)}
+
+
+def short_value(v) -> str:
+    """A parameter value as a run name shows it: tuples as ``16-32``, dicts as ``custom``."""
+    if isinstance(v, (tuple, list)):
+        return "-".join(map(str, v))
+    if isinstance(v, dict):
+        return "custom"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+#: Order of parameters in a fit's name: modelling choices first, the seed last.
+_NAME_ORDER = ("augmentation", "intensity_norm", "n_networks", "filters", "image_size",
+               "threshold", "target_sensitivity", "tta", "label_smoothing", "epochs",
+               "learning_rate", "dropout", "dense_units")
+
+
+def describe_params(params: dict, limit: int | None = None) -> str:
+    """``aug=standard filters=16-32``: parameters, abbreviated, in the order given (at most
+    ``limit`` of them, then ``+N``)."""
+    items = [f"{_ABBREVIATIONS.get(k, k)}={short_value(v)}" for k, v in params.items()]
+    if limit is not None and len(items) > limit:
+        items = [*items[:limit], f"+{len(items) - limit}"]
+    return " ".join(items)
+
+
+def describe_changes(estimator, limit: int = 5) -> str:
+    """What sets a model apart from the defaults, most telling first (``defaults`` when
+    nothing does): ``nets=1 aug=None filters=4-8 +3``."""
+    changed = changed_params(estimator)
+    rank = {k: i for i, k in enumerate(_NAME_ORDER)}
+    order = sorted(changed, key=lambda k: (k == "random_state", rank.get(k, len(rank)), k))
+    return describe_params({k: changed[k] for k in order}, limit) or "defaults"
+
+
+def data_label(root) -> str:
+    """The short name of a data set in run names and the ``data`` param: the last two parts
+    of its folder (``chest_xray/train``), ``(arrays)`` for in-memory images."""
+    if not root:
+        return "(arrays)"
+    parts = Path(str(root)).resolve().parts if str(root) not in ("(arrays)",) else ()
+    return "/".join(parts[-2:]) if parts else str(root)
+
+
+def model_name(run_name: str) -> str:
+    """A logged-model name from a run name (MLflow forbids ``/ : . % " '``)."""
+    import re
+
+    name = re.sub(r"[/:.%\"'\s·]+", "-", run_name).strip("-")
+    return (name or "pneumonia-cnn")[:100]
+
+
+def image_dataset(name: str, X: np.ndarray, y, source=None, groups=None):
+    """An MLflow dataset entity for a set of images: digest = pixel hash
+    (:func:`data_fingerprint`), source = its folder, profile = class counts, patients and
+    image size. Log it with :meth:`TrackedRun.log_dataset`."""
+    from mlflow.entities import Dataset
+
+    names, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+    profile = {"n_images": int(len(X)), **{f"n_{n}": int(c) for n, c in zip(names, counts)}}
+    if groups is not None:
+        profile["n_patients"] = int(len(np.unique(groups)))
+    if len(X) and np.ndim(X) >= 3:
+        profile["image_size"] = f"{np.shape(X)[1]}x{np.shape(X)[2]}"
+    src = str(Path(str(source)).resolve()) if source and str(source) != "(arrays)" else "(arrays)"
+    return Dataset(name=name, digest=data_fingerprint(X), source_type="local",
+                   source=json.dumps({"uri": src}), profile=json.dumps(profile))
 
 
 def _param_value(v) -> str:
@@ -232,15 +371,27 @@ class TrackedRun:
     @_atomic
     def start(cls, *, tracking_uri=None, experiment: str = DEFAULT_EXPERIMENT,
               run_name: str | None = None, parent_run_id: str | None = None,
-              tags: dict | None = None) -> "TrackedRun":
-        """Create a run (a child of ``parent_run_id`` if given) in ``experiment``."""
+              tags: dict | None = None, start_time: float | None = None) -> "TrackedRun":
+        """Create a run (a child of ``parent_run_id`` if given) in ``experiment``;
+        ``start_time`` (seconds since the epoch) backdates it to when its work began."""
+        from . import __version__
+
         client = _client(tracking_uri)
-        all_tags = {**version_tags(), **(tags or {})}
+        all_tags = {"pneumonia_cnn.version": __version__, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(_experiment_id(client, experiment), run_name=run_name,
-                                tags=all_tags)
+                                tags=all_tags,
+                                start_time=int(start_time * 1000) if start_time else None)
         return cls(client, run.info.run_id)
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
+
+    @property
+    def name(self) -> str:
+        return self.client.get_run(self.run_id).info.run_name
 
     # -- logging ------------------------------------------------------------------------------
     @_atomic
@@ -252,16 +403,33 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     @_atomic
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict, step: int | None = None, *, model_id=None,
+                    dataset=None) -> None:
+        """Log finite metrics; ``model_id`` links them to a logged model (its Models-tab
+        metrics) and ``dataset`` (an :func:`image_dataset`) to the data they measure."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+        link = {"model_id": model_id,
+                "dataset_name": dataset.name if dataset is not None else None,
+                "dataset_digest": dataset.digest if dataset is not None else None}
+        items = [Metric(k, float(v), now, step or 0, **link) for k, v in metrics.items()
                  if v is not None and np.isfinite(float(v))]
-        if items:
-            self.client.log_batch(self.run_id, metrics=items)
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    @_atomic
+    def log_dataset(self, dataset, context: str, model_id: str | None = None) -> None:
+        """Record ``dataset`` as an input of the run (MLflow's Datasets column), with its
+        role (``training``, ``validation``, ``evaluation``...) as context."""
+        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+        self.client.log_inputs(
+            self.run_id,
+            datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])],
+            models=[LoggedModelInput(model_id)] if model_id else None)
 
     @_atomic
     def set_tags(self, tags: dict) -> None:
@@ -284,9 +452,14 @@ class TrackedRun:
     def log_artifacts(self, folder, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
+    def log_environment(self) -> None:
+        """Library versions as ``environment.json`` (one artifact, not seven tags)."""
+        self.log_dict(version_tags(), "environment.json")
+
     @_atomic
-    def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+    def end(self, status: str = "FINISHED", end_time: float | None = None) -> None:
+        self.client.set_terminated(self.run_id, status=status,
+                                   end_time=int(end_time * 1000) if end_time else None)
 
     def end_after_error(self, exc: BaseException) -> None:
         """End the run as KILLED (``KeyboardInterrupt``) or FAILED after ``exc``; a failure
@@ -299,22 +472,15 @@ class TrackedRun:
                           f"({store_exc}); it may show as RUNNING in mlflow ui", stacklevel=2)
 
     # -- what a fit and an evaluation log ---------------------------------------------------------
-    def log_data(self, data_info: dict) -> None:
-        """Data set description: folder, counts per class, image size, content hash."""
-        self.log_params({f"data.{k}": v for k, v in data_info.items()})
-
     def log_fit(self, estimator) -> None:
-        """After a fit: fit time, best epoch and its validation metrics, history plot."""
+        """After a fit: fit time, epochs, the operating point, the history plot."""
         from .plots import plot_history
 
         hist = estimator.history_
         final = {"fit_time_s": estimator.fit_time_, "epochs_run": len(hist.get("loss", [])),
                  "n_train_images": estimator.n_train_,
-                 "threshold": getattr(estimator, "threshold_", None)}
-        if estimator.best_epoch_:
-            i = estimator.best_epoch_ - 1
-            final["best_epoch"] = estimator.best_epoch_
-            final.update({f"best_{k}": v[i] for k, v in hist.items() if k.startswith("val_")})
+                 "decision_threshold": getattr(estimator, "threshold_", None),
+                 "best_epoch": estimator.best_epoch_}
         self.log_metrics(final)
         if hist:
             import matplotlib.pyplot as plt
@@ -323,32 +489,25 @@ class TrackedRun:
             self.log_figure(fig, "plots/training_history.png")
             plt.close(fig)
 
-    @_atomic
-    def log_model(self, estimator, input_example: np.ndarray | None = None) -> None:
-        """Log the fitted model twice over: our folder format under ``model/`` (load with
-        ``PneumoniaCNN.load``), and an MLflow pyfunc model ``pyfunc_model`` with signature
-        and input example (load with ``mlflow.pyfunc.load_model``)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = estimator.save(Path(tmp) / "model")
-            self.log_artifacts(folder, "model")
-            try:
-                _log_pyfunc(self, folder, estimator, input_example)
-            except Exception as exc:  # the folder above is logged already
-                warnings.warn(f"could not log the MLflow pyfunc model: {exc}", stacklevel=2)
+    def log_headline(self, result: dict, *, model_id=None, dataset=None) -> None:
+        """The headline metrics of an evaluation result (and their 95% intervals, the number
+        of images and the operating point), linked to the model and the data."""
+        metrics = {k: result[k] for k in HEADLINE_METRICS if k in result}
+        for k, (low, high) in result.get("ci95", {}).items():
+            metrics.update({f"{k}_ci_low": low, f"{k}_ci_high": high})
+        metrics["n_images"] = result.get("n_images")
+        metrics["decision_threshold"] = result.get("threshold")
+        self.log_metrics(metrics, model_id=model_id, dataset=dataset)
 
-    def log_evaluation(self, result: dict, prefix: str = "test_",
-                       extra_figures: dict | None = None) -> None:
+    def log_evaluation(self, result: dict, extra_figures: dict | None = None, *,
+                       model_id=None, dataset=None) -> None:
         """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate` (and extra
         figures such as the error gallery, logged as ``evaluation/<name>.png``)."""
         import matplotlib.pyplot as plt
 
         from .plots import evaluation_figures, public_metrics, report_text
 
-        keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1", "brier")
-        self.log_metrics({prefix + k: result[k] for k in keys if k in result})
-        for k, (low, high) in result.get("ci95", {}).items():
-            self.log_metrics({f"{prefix}{k}_ci_low": low, f"{prefix}{k}_ci_high": high})
-        self.log_metrics({prefix + "n_images": result["n_images"]})
+        self.log_headline(result, model_id=model_id, dataset=dataset)
         for name, fig in evaluation_figures(result).items():
             self.log_figure(fig, f"evaluation/{name}.png")
             plt.close(fig)
@@ -359,47 +518,6 @@ class TrackedRun:
             self.log_text(result["per_image"].to_csv(index=False), "evaluation/per_image.csv")
         self.log_dict(result["classification_report"], "evaluation/classification_report.json")
         self.log_dict(public_metrics(result), "evaluation/metrics.json")
-
-
-def _log_pyfunc(run: TrackedRun, folder, estimator, input_example):
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from . import __version__
-
-    class PneumoniaPyfunc(mlflow.pyfunc.PythonModel):
-        """Input: images (n, h, w, 1) uint8; output: P(PNEUMONIA)."""
-
-        def load_context(self, context):
-            from pneumonia_cnn import PneumoniaCNN
-
-            self.model = PneumoniaCNN.load(context.artifacts["model"])
-
-        def predict(self, context, model_input, params=None):
-            proba = self.model.predict_proba(np.asarray(model_input))
-            return proba[:, list(self.model.classes_).index("PNEUMONIA")]
-
-    if input_example is None:
-        size = estimator.image_size
-        input_example = np.zeros((1, size, size, 1), np.uint8)
-    signature = infer_signature(input_example, estimator.predict_proba(input_example)[:, 1])
-    import logging
-
-    mlflow_logger = logging.getLogger("mlflow")
-    old_level = mlflow_logger.level
-    mlflow_logger.setLevel(logging.ERROR)  # MLflow's notes on cloudpickle and type hints
-    try:
-        with _global_tracking_uri(run.client.tracking_uri), mlflow.start_run(
-                run_id=run.run_id, nested=mlflow.active_run() is not None):
-            mlflow.pyfunc.log_model(
-                name="pyfunc_model", python_model=PneumoniaPyfunc(),
-                artifacts={"model": str(folder)}, signature=signature,
-                input_example=input_example,
-                pip_requirements=[f"pneumonia-cnn=={__version__}",
-                                  f"keras=={keras.__version__}",
-                                  f"mlflow=={mlflow.__version__}"])
-    finally:
-        mlflow_logger.setLevel(old_level)
 
 
 @contextlib.contextmanager
@@ -435,8 +553,9 @@ def _global_tracking_uri(uri: str):
 
 
 class MLflowLogger(keras.callbacks.Callback):
-    """Keras callback: logs every epoch's metrics (loss, accuracy, auc and ``val_*``) to a
-    run as MLflow metric history (step = epoch number, from 1).
+    """Keras callback: logs every epoch's metrics to a run as MLflow metric history (step =
+    epoch number, from 1), named ``train/loss``, ``train/accuracy``, ``train/roc_auc``,
+    ``val/...`` and ``learning_rate``.
 
     Parameters
     ----------
@@ -456,6 +575,7 @@ class MLflowLogger(keras.callbacks.Callback):
         lr = getattr(self.model.optimizer, "learning_rate", None)
         if lr is not None:
             logs["learning_rate"] = float(np.asarray(keras.ops.convert_to_numpy(lr)))
+        logs = {_EPOCH_NAMES.get(k, k): v for k, v in logs.items()}
         try:
             self.run.log_metrics(logs, step=epoch + 1)
         except Exception as exc:  # tracking must never stop training
