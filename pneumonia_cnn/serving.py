@@ -161,6 +161,10 @@ class PneumoniaPyfunc(_Base):
     ``probability`` = P(PNEUMONIA) and ``label`` at the model's operating point.
     """
 
+    #: predict takes images in several forms and checks them itself: no MLflow type-hint
+    #: validation (and none of its warnings)
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         from .calibration import load_model
 
@@ -206,9 +210,7 @@ def log_model(run, estimator, name: str) -> str:
     old_level = mlflow_logger.level
     mlflow_logger.setLevel(logging.ERROR)  # MLflow's notes on type hints and examples
     try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            # predict takes images in several forms and checks them itself (no type hints)
-            warnings.filterwarnings("ignore", "Add type hints to the `predict` method")
+        with tempfile.TemporaryDirectory() as tmp:
             folder = estimator.save(Path(tmp) / MODEL_ARTIFACT)
             with _global_tracking_uri(run.client.tracking_uri), mlflow.start_run(
                     run_id=run.run_id, nested=mlflow.active_run() is not None):

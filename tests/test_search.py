@@ -18,7 +18,7 @@ def _runs(uri, parent_id, kind):
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("pneumonia-cnn")
     return client.search_runs([exp.experiment_id], filter_string=(
-        f"tags.mlflow.parentRunId = '{parent_id}' and tags.`pneumonia_cnn.kind` = '{kind}'"))
+        f"tags.mlflow.parentRunId = '{parent_id}' and tags.kind = '{kind}'"))
 
 
 def test_search_logs_parent_children_and_refit(synthetic_dir, tmp_path):
@@ -36,19 +36,60 @@ def test_search_logs_parent_children_and_refit(synthetic_dir, tmp_path):
     assert len(children) == 4
     seen = {(c.data.params["filters"], c.data.params["augmentation"]) for c in children}
     assert seen == {("[4]", "None"), ("[4]", "light"), ("[4, 8]", "None"), ("[4, 8]", "light")}
+    table = res.cv_results.set_index("run_id")
     for c in children:
+        # only the searched parameters; scores under the names every run uses
+        assert set(c.data.params) == {"filters", "augmentation"}
+        row = table.loc[c.info.run_id]
         for score in ("roc_auc", "accuracy", "sensitivity", "specificity"):
-            assert f"mean_test_{score}" in c.data.metrics and f"std_test_{score}" in c.data.metrics
-            assert f"split0_test_{score}" in c.data.metrics
-        assert c.data.metrics["mean_fit_time"] > 0
+            assert c.data.metrics[score] == pytest.approx(row[f"mean_test_{score}"])
+            assert c.data.metrics[f"{score}_std"] == pytest.approx(row[f"std_test_{score}"])
+            assert not any(k.startswith(("split", "mean_", "rank_test")) for k in c.data.metrics)
+        assert c.data.metrics["fit_time_s"] > 0
+        # the name leads with the searched values, then the search
+        filters = "-".join(map(str, json.loads(c.data.params["filters"])))
+        assert c.info.run_name == (f"aug={c.data.params['augmentation']} filters={filters}"
+                                   " · grid")
+        # the run spans its folds: at least the time spent fitting them
+        duration = (c.info.end_time - c.info.start_time) / 1000
+        assert duration >= 2 * c.data.metrics["fit_time_s"] * 0.9
+        # per-fold values are in cv_folds.json
+        folds = mlflow.artifacts.load_dict(f"{c.info.artifact_uri}/cv_folds.json")
+        assert "split0_test_roc_auc" in folds and "split1_test_roc_auc" in folds
+    # final ranks over all candidates, as scikit-learn ranks them, and one marked winner
+    expected = res.cv_results["mean_test_roc_auc"].rank(ascending=False, method="min")
+    assert list(res.cv_results["rank_test_roc_auc"]) == list(expected.astype(int))
+    for c in children:
+        assert c.data.metrics["rank"] == table.loc[c.info.run_id, "rank_test_roc_auc"]
+    winners = [c for c in children if c.data.tags.get("best_candidate") == "true"]
+    assert len(winners) == 1 and winners[0].data.metrics["rank"] == 1
+    assert parent.data.tags["best_run_id"] == winners[0].info.run_id
+    assert parent.data.metrics["roc_auc"] == pytest.approx(res.best_score)
+    csv = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/cv_results.csv")
+    assert "rank_test_roc_auc" in csv.splitlines()[0]
     refit = _runs(uri, res.parent_run_id, "refit")
     assert len(refit) == 1
     rid = refit[0].info.run_id
-    assert "holdout_roc_auc" in refit[0].data.metrics
-    assert len(client.get_metric_history(rid, "loss")) == 1
+    assert refit[0].info.run_name.startswith("best aug=") and "roc_auc" in refit[0].data.metrics
+    assert "stress_roc_auc" in refit[0].data.metrics
+    assert len(client.get_metric_history(rid, "train/loss")) == 1
     paths = {a.path for a in client.list_artifacts(rid, "evaluation")}
     assert "evaluation/confusion_matrix.png" in paths and "evaluation/roc_curve.png" in paths
     assert res.best_estimator.predict(np.zeros((2, 32, 32, 1), np.uint8)).shape == (2,)
+    # the refit's model carries its hold-out metrics (Models tab)
+    logged = client.get_logged_model(res.best_estimator.mlflow_model_id_)
+    assert {m.key for m in logged.metrics} >= {"roc_auc", "sensitivity", "stress_roc_auc"}
+
+
+def test_ranks_are_final_over_all_candidates():
+    """Ranks computed at the end, over every candidate (the defect: each candidate was ranked
+    among those finished before it, so two candidates both read rank 1)."""
+    import pandas as pd
+
+    from pneumonia_cnn.search import rank_candidates
+
+    table = pd.DataFrame({"mean_test_roc_auc": [0.7, 0.9, float("nan"), 0.9, 0.8]})
+    assert list(rank_candidates(table)["rank_test_roc_auc"]) == [4, 1, 5, 1, 3]
 
 
 def test_interrupted_search_resumes_without_redoing_candidates(synthetic_dir, tmp_path,
@@ -59,8 +100,8 @@ def test_interrupted_search_resumes_without_redoing_candidates(synthetic_dir, tm
     real_log = search_mod._MLflowSearchMixin._log_candidate
     logged = []
 
-    def interrupt_after_two(self, params, results, i):
-        real_log(self, params, results, i)
+    def interrupt_after_two(self, params, results, i, started):
+        real_log(self, params, results, i, started)
         logged.append(candidate_key(params))
         if len(logged) == 2:
             raise KeyboardInterrupt
@@ -72,7 +113,7 @@ def test_interrupted_search_resumes_without_redoing_candidates(synthetic_dir, tm
 
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("pneumonia-cnn")
-    parents = client.search_runs([exp.experiment_id], "tags.`pneumonia_cnn.kind` = 'search'")
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'search'")
     assert [p.info.status for p in parents] == ["KILLED"]
 
     evaluated = []

@@ -1,6 +1,8 @@
 """MLflow logging of fits (default local store and explicit URIs)."""
 
+import json
 import os
+
 import mlflow
 import numpy as np
 import pytest
@@ -29,36 +31,83 @@ def test_fit_logs_a_complete_run_to_default_local_store(synthetic_dir, tmp_path,
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.get_run(clf.mlflow_run_id_)
     assert run.info.status == "FINISHED"
+    # the experiment opens as a model-training experiment in mlflow ui, not in GenAI mode
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # a readable name: what differs from the defaults, then the data
+    name = run.info.run_name
+    assert name.startswith("SYNTHETIC-aug=None norm=None nets=1 ")  # the demo data says so
+    assert name.endswith(f" · {synthetic_dir.parent.name}/train") and "+" in name
+    assert run.data.tags["kind"] == "fit" and run.data.tags["eval_on"] == "validation hold-out"
+    # the estimator's own parameter names, without the plumbing
     p = run.data.params
     assert p["filters"] == "[4, 8]" and p["augmentation"] == "None" and p["epochs"] == "3"
-    assert p["data.n_NORMAL"] == "24" and p["data.n_PNEUMONIA"] == "36"
-    assert p["data.dir"] == str(synthetic_dir) and len(p["data.hash"]) == 16
-    for key in ("loss", "auc", "val_loss", "val_accuracy", "val_auc"):
+    assert p["threshold"] == "0.5" and p["data"].endswith("train")
+    assert not set(p) & {"build_fn", "model", "run_eagerly", "warm_start", "verbose",
+                         "tracking", "tracking_uri", "callbacks", "metrics"}
+    # one version tag, the rest in environment.json
+    assert not any(k.endswith(".version") and k != "pneumonia_cnn.version"
+                   for k in run.data.tags)
+    # the training data and the validation hold-out are MLflow datasets
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "validation"}
+    profile = json.loads(inputs["training"].profile)
+    assert profile["n_NORMAL"] == 24 and profile["n_PNEUMONIA"] == 36
+    assert json.loads(inputs["training"].source)["uri"] == str(synthetic_dir.resolve())
+    assert len(inputs["training"].digest) == 16
+    # per-epoch curves under train/ and val/
+    for key, hist_key in (("train/loss", "loss"), ("train/roc_auc", "auc"),
+                          ("val/loss", "val_loss"), ("val/roc_auc", "val_auc")):
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == list(range(1, len(clf.history_["loss"]) + 1))
-        assert [m.value for m in history] == pytest.approx(clf.history_[key])
-    assert run.data.metrics["fit_time_s"] > 0
-    assert run.data.tags["tensorflow.version"] and run.data.tags["keras.version"]
-
+        assert [m.value for m in history] == pytest.approx(clf.history_[hist_key])
+    # headline metrics of the validation hold-out, under the names every run uses
+    m = run.data.metrics
+    for key in ("roc_auc", "accuracy", "sensitivity", "specificity", "brier",
+                "decision_threshold", "stress_roc_auc", "fit_time_s"):
+        assert key in m, key
+    assert not {"auc", "val_auc", "best_val_auc", "threshold"} & set(m)
+    # the model is stored once, as a pyfunc model whose metrics link to it
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model", "plots"} <= artifacts
-    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model",
-                                                tracking_uri=client.tracking_uri,
-                                                dst_path=str(tmp_path / "dl"))
-    loaded = PneumoniaCNN.load(local)
+    assert "model" not in artifacts and "environment.json" in artifacts
+    logged = client.get_logged_model(clf.mlflow_model_id_)
+    assert logged.source_run_id == run.info.run_id
+    linked = {x.key: x for x in logged.metrics}
+    assert linked["roc_auc"].value == pytest.approx(m["roc_auc"])
+    assert linked["roc_auc"].dataset_name == inputs["validation"].name
+    loaded = PneumoniaCNN.load(f"models:/{clf.mlflow_model_id_}")
     X = np.zeros((2, 32, 32, 1), np.uint8)
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    assert loaded.mlflow_model_id_ == clf.mlflow_model_id_
 
 
 def test_pyfunc_model_loads_back_from_run(synthetic_data, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri})
     clf.fit(synthetic_data.X, synthetic_data.y)
+    client = mlflow.MlflowClient(uri)
+    name = client.get_logged_model(clf.mlflow_model_id_).name
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{clf.mlflow_run_id_}/pyfunc_model")
-    assert model.metadata.signature is not None
-    np.testing.assert_allclose(model.predict(synthetic_data.X[:4]),
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{clf.mlflow_run_id_}/{name}")
+        out = model.predict(synthetic_data.X[:4])
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_allclose(out["probability"],
                                clf.predict_proba(synthetic_data.X[:4])[:, 1], rtol=1e-6)
+    assert list(out["label"]) == list(clf.predict(synthetic_data.X[:4]))
+    # PneumoniaCNN.load reads the same files from the run URI
+    same = PneumoniaCNN.load(f"runs:/{clf.mlflow_run_id_}/{name}", tracking_uri=uri)
+    np.testing.assert_array_equal(same.predict_proba(synthetic_data.X[:4]),
+                                  clf.predict_proba(synthetic_data.X[:4]))
+
+
+def test_model_uri_that_does_not_exist_gets_a_clear_error(tmp_path):
+    from pneumonia_cnn.data import DataError
+
+    uri = f"sqlite:///{tmp_path / 'e.db'}"
+    with pytest.raises(DataError, match="could not fetch the model models:/nope@champion"):
+        PneumoniaCNN.load("models:/nope@champion", tracking_uri=uri)
 
 
 def test_failed_fit_ends_run_as_failed(tmp_path):
