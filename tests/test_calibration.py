@@ -97,8 +97,14 @@ def test_calibration_run_is_nested_under_the_fit_run(synthetic_data, site):
     model = calibrate(clf, site, threshold=0.5)
     run = mlflow.get_run(model.mlflow_run_id_)
     assert run.data.tags["mlflow.parentRunId"] == clf.mlflow_run_id_
-    assert run.data.tags["pneumonia_cnn.kind"] == "calibration"
-    assert run.data.metrics["site_threshold"] == 0.5
+    assert run.data.tags["kind"] == "calibration"
+    assert run.data.metrics["decision_threshold"] == 0.5
+    assert {"sensitivity", "specificity", "sensitivity_ci_low"} <= set(run.data.metrics)
+    assert [i.tags[0].value for i in run.inputs.dataset_inputs] == ["calibration"]
+    # the calibrated model is logged once, loads by its URI and predicts as it did
+    again = load_model(f"models:/{model.mlflow_model_id_}")
+    assert type(again).__name__ == "SiteCalibratedCNN" and again.threshold_ == 0.5
+    np.testing.assert_allclose(again.predict_proba(site.X), model.predict_proba(site.X))
     assert run.info.status == "FINISHED"
     # evaluating the calibrated model nests under the calibration run
     result = evaluate(model, site)

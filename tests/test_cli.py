@@ -86,8 +86,10 @@ def test_run_main_job_without_data_uses_labelled_synthetic_set(tmp_path, capsys,
     exp = client.get_experiment_by_name("pneumonia-cnn")
     names = {r.info.run_name for r in client.search_runs(
         [exp.experiment_id], "tags.synthetic_data = 'true'")}
-    assert any(n.startswith("SYNTHETIC-fit") for n in names)
-    assert "SYNTHETIC-evaluation" in names
+    fits = [n for n in names if not n.startswith("SYNTHETIC-eval ")]
+    assert len(fits) == 1 and fits[0].startswith("SYNTHETIC-")
+    assert any(n.startswith("SYNTHETIC-eval ") and n.endswith(fits[0][len("SYNTHETIC-"):])
+               for n in names)
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -115,8 +115,9 @@ def test_a_tracked_fit_logs_its_stress_test(synthetic_data):
     clf = PneumoniaCNN(**{**TINY, "tracking": True, "validation_fraction": 0.3}).fit(d)
     run = mlflow.get_run(clf.mlflow_run_id_)
     for key in ("stress_roc_auc", "stress_specificity", "stress_sensitivity",
-                "stress_normal_shift", "clean_roc_auc"):
+                "stress_normal_shift", "roc_auc"):  # roc_auc: the clean hold-out's
         assert key in run.data.metrics, key
+    assert run.data.metrics["roc_auc"] == pytest.approx(clf.stress_["clean_roc_auc"])
     assert clf.stress_["stress_specificity"] == pytest.approx(
         run.data.metrics["stress_specificity"])
     artifact = mlflow.artifacts.download_artifacts(run_id=clf.mlflow_run_id_,
