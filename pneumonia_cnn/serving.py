@@ -225,3 +225,44 @@ def log_model(run, estimator, name: str) -> str:
     finally:
         mlflow_logger.setLevel(old_level)
     return info.model_id
+
+
+def start_server(model_uri: str, port: int, *, tracking_uri: str | None = None,
+                 host: str = "127.0.0.1", log_file=None):
+    """Start ``mlflow models serve -m MODEL_URI --env-manager local`` (the README's command)
+    as a child process in its own session; returns the :class:`subprocess.Popen`. Wait for
+    ``GET /ping`` before sending requests; stop it with ``os.killpg(proc.pid, SIGTERM)``.
+
+    Parameters
+    ----------
+    model_uri : str
+        ``models:/NAME@champion`` and the like.
+    port : int
+    tracking_uri : str, default=None
+        The store that resolves the URI (default ``$MLFLOW_TRACKING_URI`` / ``./mlflow.db``).
+    host : str, default="127.0.0.1"
+    log_file : path-like, default=None
+        Where the server's output goes (default: discarded).
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from .tracking import resolve_tracking_uri
+
+    exe = Path(sys.executable).with_name("mlflow")
+    cmd = [str(exe) if exe.exists() else (shutil.which("mlflow") or "mlflow"), "models",
+           "serve", "-m", model_uri, "--env-manager", "local", "--host", host,
+           "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(tracking_uri),
+           # MLflow runs `uvicorn` by name: it must find this environment's
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                    os.environ.get("PATH", "")])}
+    out = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    finally:
+        if log_file:
+            out.close()  # the child has its own handle

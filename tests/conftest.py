@@ -2,6 +2,13 @@
 
 import os
 import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +93,58 @@ def real_train_dir() -> Path:
     if not path or not Path(path).is_dir():
         pytest.skip(f"real data not available (set {REAL_DATA_ENV} to chest_xray/train)")
     return Path(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (tracking, artifacts and model registry) on a free local port,
+    stopped at the end of the session: yields ``(url, folder)``."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin) if mlflow_bin.exists() else shutil.which("mlflow"), "server",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+           "--artifacts-destination", str(folder / "artifacts")]
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(url + "/health", proc, folder / "server.log", "mlflow server")
+    yield url, folder
+    stop_process(proc)  # the server and its uvicorn workers
+    log.close()
+
+
+def wait_for_http(url: str, proc, log_file, what: str, timeout: float = 120) -> None:
+    """Poll ``url`` until it answers 200, or fail with the process's log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            pytest.fail(f"{what} did not start:\n" + Path(log_file).read_text()[-5000:])
+        time.sleep(0.5)
+
+
+def stop_process(proc) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
