@@ -198,7 +198,7 @@ def log_model(run, estimator, name: str) -> str:
     import keras
 
     from . import __version__
-    from .tracking import _global_tracking_uri, model_params
+    from .tracking import _global_tracking_uri, model_params, quiet_run_links
 
     net = getattr(estimator, "estimator", estimator)
     output = Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
@@ -212,8 +212,8 @@ def log_model(run, estimator, name: str) -> str:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = estimator.save(Path(tmp) / MODEL_ARTIFACT)
-            with _global_tracking_uri(run.client.tracking_uri), mlflow.start_run(
-                    run_id=run.run_id, nested=mlflow.active_run() is not None):
+            with quiet_run_links(), _global_tracking_uri(run.client.tracking_uri), \
+                    mlflow.start_run(run_id=run.run_id, nested=mlflow.active_run() is not None):
                 info = mlflow.pyfunc.log_model(
                     name=name, python_model=PneumoniaPyfunc(),
                     artifacts={MODEL_ARTIFACT: str(folder)}, signature=signature,
@@ -224,6 +224,8 @@ def log_model(run, estimator, name: str) -> str:
                                       f"mlflow=={mlflow.__version__}"])
     finally:
         mlflow_logger.setLevel(old_level)
+    # leaving MLflow's run context marked the run FINISHED: it is not done yet
+    run.client.update_run(run.run_id, status="RUNNING")
     return info.model_id
 
 

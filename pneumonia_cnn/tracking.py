@@ -458,8 +458,9 @@ class TrackedRun:
 
     @_atomic
     def end(self, status: str = "FINISHED", end_time: float | None = None) -> None:
-        self.client.set_terminated(self.run_id, status=status,
-                                   end_time=int(end_time * 1000) if end_time else None)
+        with quiet_run_links():
+            self.client.set_terminated(self.run_id, status=status,
+                                       end_time=int(end_time * 1000) if end_time else None)
 
     def end_after_error(self, exc: BaseException) -> None:
         """End the run as KILLED (``KeyboardInterrupt``) or FAILED after ``exc``; a failure
@@ -518,6 +519,23 @@ class TrackedRun:
             self.log_text(result["per_image"].to_csv(index=False), "evaluation/per_image.csv")
         self.log_dict(result["classification_report"], "evaluation/classification_report.json")
         self.log_dict(public_metrics(result), "evaluation/metrics.json")
+
+
+@contextlib.contextmanager
+def quiet_run_links():
+    """Stop MLflow from printing "View run ... at: http://..." to stdout at every run end
+    against a server (twice per run: a search would print dozens); the package prints the
+    run ids that matter itself."""
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    before = os.environ.get(key)
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 @contextlib.contextmanager
