@@ -504,7 +504,8 @@ def cmd_calibrate(args) -> int:
           f"{hi:.3f}), specificity {c['specificity']:.3f} (95% CI "
           f"{c['specificity_ci95'][0]:.3f}-{c['specificity_ci95'][1]:.3f})")
     print(f"Calibrated model saved to {path}"
-          + (f"; MLflow run {model.mlflow_run_id_}" if model.mlflow_run_id_ else ""))
+          + (f"; MLflow run {model.mlflow_run_id_}, logged model "
+             f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))
     return 0
 
 

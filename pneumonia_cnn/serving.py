@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PneumoniaPyfunc", "decode_request", "log_model", "MODEL_ARTIFACT"]
+__all__ = ["MODEL_ARTIFACT", "PneumoniaPyfunc", "ServingInputError", "decode_request", "log_model",
+           "start_server"]
 
 #: Name of the package's model folder inside the logged pyfunc model (``artifacts/model``).
 MODEL_ARTIFACT = "model"
