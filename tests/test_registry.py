@@ -70,3 +70,25 @@ def test_cli_register_and_evaluate_a_registry_uri(three_fits, synthetic_dir, cap
     assert '"roc_auc"' in capsys.readouterr().out
     assert main(["register", "runs:/0123456789abcdef/model", "cnn-cli"]) == 2
     assert "could not register" in capsys.readouterr().err
+
+
+def test_search_registers_its_refit_model(mlflow_server, synthetic_dir):
+    from pneumonia_cnn.search import search
+
+    url, _ = mlflow_server
+    res = search(synthetic_dir, {"dropout": [0.0, 0.5]},
+                 estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2, tracking_uri=url,
+                 name="registered", holdout=0.25, verbose=0, register="cnn-search",
+                 experiment="registry-test")
+    reg = res.registration
+    assert (reg.version, reg.champion, reg.moved) == ("1", "1", True)
+    version = mlflow.MlflowClient(url).get_model_version("cnn-search", "1")
+    assert res.best_estimator.mlflow_model_id_ in (version.model_id or version.source)
+    assert float(version.tags["holdout_roc_auc"]) == pytest.approx(res.holdout["roc_auc"], abs=1e-6)
+
+
+def test_register_without_refit_is_refused(synthetic_dir):
+    from pneumonia_cnn.search import search
+
+    with pytest.raises(ValueError, match="register= needs refit=True"):
+        search(synthetic_dir, {"dropout": [0.0]}, refit=False, register="x", verbose=0)
