@@ -48,17 +48,12 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
         print(f"Best refit on held-out patients: roc_auc={h['roc_auc']:.4f} "
               f"accuracy={h['accuracy']:.4f} sensitivity={h['sensitivity']:.4f} "
               f"specificity={h['specificity']:.4f}")
+    from pneumonia_cnn.tracking import get_client, ui_url
+
+    exp_id = get_client(args.tracking_uri).get_run(result.parent_run_id).info.experiment_id
     print(f"Done in {time.perf_counter() - start:.0f} s. Compare the runs: `mlflow ui --port "
-          f"5000` in this folder, then open http://127.0.0.1:5000/#/experiments/"
-          f"{_experiment_id(result.parent_run_id, args.tracking_uri)}/runs?workflowType="
-          f"machine_learning and expand the search's parent run ({result.parent_run_id}); "
-          "the winner has rank 1 and the tag best_candidate.")
-
-
-def _experiment_id(run_id: str, tracking_uri) -> str:
-    from pneumonia_cnn.tracking import _client
-
-    return _client(tracking_uri).get_run(run_id).info.experiment_id
+          f"5000` in this folder, then open {ui_url(exp_id)} ; the search's parent run is "
+          f"{result.parent_run_id}, its winner has rank 1 and the tag best_candidate.")
 
 
 if __name__ == "__main__":

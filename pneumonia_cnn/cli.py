@@ -615,8 +615,11 @@ def cmd_search(args) -> int:
                                                                      float_format="%.4f"))
     if result.holdout:
         print(f"Refit best on held-out patients: {_fmt(result.holdout)}")
-    print(f"MLflow parent run: {result.parent_run_id} (mlflow ui, experiment "
-          f"{base.experiment!r})")
+    from .tracking import get_client, ui_url
+
+    exp_id = get_client(tracking_uri).get_run(result.parent_run_id).info.experiment_id
+    print(f"MLflow parent run: {result.parent_run_id}; compare the candidates: `mlflow ui "
+          f"--port 5000`, then {ui_url(exp_id)}")
     return 0
 
 

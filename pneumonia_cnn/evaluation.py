@@ -334,9 +334,9 @@ def _log_evaluation_run(estimator, result: dict, source, X, y, groups,
     name = f"eval {data}"
     if parent:
         try:
-            from .tracking import _client
+            from .tracking import get_client
 
-            model_run = _client(tracking_uri).get_run(parent).info.run_name or ""
+            model_run = get_client(tracking_uri).get_run(parent).info.run_name or ""
             name += f" · {model_run.removeprefix('SYNTHETIC-')}"
         except Exception:  # the model's run lives in another store: evaluate anyway
             parent = None

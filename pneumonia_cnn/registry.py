@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tracking import _client, _global_tracking_uri, resolve_tracking_uri
+from .tracking import _global_tracking_uri, get_client, resolve_tracking_uri
 
 __all__ = ["CHAMPION", "RegistrationResult", "is_model_uri", "model_folder", "register"]
 
@@ -53,7 +53,7 @@ def model_folder(path, tracking_uri: str | None = None):
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pneumonia-model-"))
             uri = resolve_tracking_uri(tracking_uri)
             try:
-                _client(uri)  # fails fast with a clear message if the server is down
+                get_client(uri)  # fails fast with a clear message if the server is down
                 with _global_tracking_uri(uri):
                     local = mlflow.artifacts.download_artifacts(artifact_uri=path, dst_path=tmp,
                                                                 tracking_uri=uri)
@@ -145,7 +145,7 @@ def register(model_uri: str, name: str, *, tracking_uri: str | None = None,
     from .data import DataError
 
     uri = resolve_tracking_uri(tracking_uri)
-    client = _client(uri)
+    client = get_client(uri)
     if not is_model_uri(model_uri):  # a bare run id: its logged model
         try:
             run = client.get_run(model_uri)

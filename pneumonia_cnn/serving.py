@@ -191,12 +191,11 @@ def _example_png(size: int) -> str:
 def log_model(run, estimator, name: str) -> str:
     """Log a fitted estimator to ``run`` as one pyfunc model named ``name``; returns its
     MLflow model id (``models:/<id>`` loads it)."""
+    import keras
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-
-    import keras
 
     from . import __version__
     from .tracking import _global_tracking_uri, model_params, quiet_run_links

@@ -47,12 +47,14 @@ __all__ = [
     "PLUMBING_PARAMS",
     "data_label",
     "describe_params",
+    "get_client",
     "image_dataset",
     "model_params",
     "TrackingError",
     "MLflowLogger",
     "TrackedRun",
     "resolve_tracking_uri",
+    "ui_url",
 ]
 
 DEFAULT_EXPERIMENT = "pneumonia-cnn"
@@ -91,7 +93,9 @@ class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be used; the message says what to do."""
 
 
-def _client(tracking_uri: str | None):
+def get_client(tracking_uri: str | None = None):
+    """An :class:`mlflow.MlflowClient` for the resolved tracking URI (a server is checked
+    first; a local sqlite store is created under a lock)."""
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -152,6 +156,20 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
 
 
 _KIND_SET: set = set()
+#: Name of the runs-table view stored with every experiment (MLflow's "shared view": an
+#: experiment tag ``mlflow.sharedViewState.<name>`` that the UI reads from the URL parameter
+#: ``viewStateShareKey``).
+SHARED_VIEW = "pneumonia-cnn"
+_SHARED_VIEW_TAG = "mlflow.sharedViewState."
+_SHARED_VIEW_STATE = {
+    "orderByKey": "metrics.`roc_auc`", "orderByAsc": False,
+    "selectedColumns": [
+        "tags.`kind`", "tags.`eval_on`",
+        *(f"metrics.`{m}`" for m in ("roc_auc", "sensitivity", "specificity",
+                                     "stress_roc_auc", "stress_specificity", "rank",
+                                     "decision_threshold")),
+        *(f"params.`{p}`" for p in ("data", "augmentation", "intensity_norm", "n_networks",
+                                    "filters", "image_size", "epochs"))]}
 
 
 def _experiment_id(client, name: str) -> str:
@@ -172,13 +190,25 @@ def _experiment_id(client, name: str) -> str:
         exp_id = exp.experiment_id
     key = (client.tracking_uri, exp_id)
     if key not in _KIND_SET:
+        tags = exp.tags if exp is not None else {}
         # MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty traces
         # page); this tag makes it a model-training experiment that opens on its runs.
-        if exp is None or exp.tags.get("mlflow.experimentKind") != "custom_model_development":
+        if tags.get("mlflow.experimentKind") != "custom_model_development":
             client.set_experiment_tag(exp_id, "mlflow.experimentKind",
                                       "custom_model_development")
+        # the runs table as the README describes it, opened by ...?viewStateShareKey=<name>
+        if f"{_SHARED_VIEW_TAG}{SHARED_VIEW}" not in tags:
+            client.set_experiment_tag(exp_id, f"{_SHARED_VIEW_TAG}{SHARED_VIEW}",
+                                      json.dumps(_SHARED_VIEW_STATE))
         _KIND_SET.add(key)
     return exp_id
+
+
+def ui_url(exp_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The ``mlflow ui`` address that opens an experiment's runs table in model-training
+    mode with the README's columns, sorted by ``roc_auc``."""
+    return (f"{host}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={SHARED_VIEW}")
 
 
 def version_tags() -> dict:
@@ -376,7 +406,7 @@ class TrackedRun:
         ``start_time`` (seconds since the epoch) backdates it to when its work began."""
         from . import __version__
 
-        client = _client(tracking_uri)
+        client = get_client(tracking_uri)
         all_tags = {"pneumonia_cnn.version": __version__, **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

@@ -34,6 +34,12 @@ def test_fit_logs_a_complete_run_to_default_local_store(synthetic_dir, tmp_path,
     # the experiment opens as a model-training experiment in mlflow ui, not in GenAI mode
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # ... and its runs table has the README's columns (MLflow's shared view, opened by
+    # ...?viewStateShareKey=pneumonia-cnn)
+    view = json.loads(exp.tags["mlflow.sharedViewState.pneumonia-cnn"])
+    assert view["orderByKey"] == "metrics.`roc_auc`" and view["orderByAsc"] is False
+    assert {"metrics.`roc_auc`", "metrics.`stress_roc_auc`", "params.`augmentation`",
+            "tags.`kind`"} <= set(view["selectedColumns"])
     # a readable name: what differs from the defaults, then the data
     name = run.info.run_name
     assert name.startswith("SYNTHETIC-aug=None norm=None nets=1 ")  # the demo data says so
