@@ -22,13 +22,13 @@ from sklearn.metrics import (
 from .data import CLASS_NAMES
 from .plots import (  # noqa: F401  (re-exported: evaluation's figures and report)
     evaluation_figures,
-    public_metrics,
-    report_text,
     plot_confusion_matrix,
     plot_history,
     plot_precision_recall,
     plot_reliability,
     plot_roc,
+    public_metrics,
+    report_text,
 )
 
 __all__ = [

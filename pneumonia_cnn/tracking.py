@@ -175,10 +175,11 @@ _SHARED_VIEW_STATE = {
 def _experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        uri = client.tracking_uri  # local stores: artifacts under ./mlruns
+        uri = client.tracking_uri  # a local store keeps its artifacts beside it, in mlruns/
         location = None
         if uri.startswith("sqlite:///"):
-            location = (Path.cwd() / "mlruns").resolve().as_uri()
+            db = Path(uri[len("sqlite:///"):])
+            location = (db.parent / "mlruns").resolve().as_uri()
         try:
             exp_id = client.create_experiment(name, artifact_location=location)
         except Exception:  # created meanwhile by a concurrent process

@@ -3,8 +3,8 @@
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.calibration import load_model
 from pneumonia_cnn.cli import main

@@ -155,7 +155,7 @@ def test_ctrl_c_keeps_best_weights_and_logs_checkpoint(synthetic_data, tmp_path)
     assert run.info.status == "KILLED"
     files = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
     assert "checkpoint/model.keras" in files
-    assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
 
 
 def test_ctrl_c_with_a_failing_store_still_keeps_the_model(synthetic_data, tmp_path,
@@ -282,9 +282,9 @@ def test_unreachable_server_cli_message(synthetic_dir, tmp_path, capsys):
 
 
 def test_server_dying_mid_fit_keeps_training(synthetic_data, tmp_path):
-    from test_tracking_server import _free_port
+    from conftest import free_port
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1", "--backend-store-uri",

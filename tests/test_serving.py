@@ -6,13 +6,12 @@ import json
 import urllib.error
 import urllib.request
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY, free_port, stop_process, wait_for_http
 from PIL import Image
 
-from conftest import TINY, free_port, stop_process, wait_for_http
 from pneumonia_cnn import PneumoniaCNN, load_images
 from pneumonia_cnn.registry import register
 from pneumonia_cnn.serving import ServingInputError, decode_request, start_server

@@ -143,3 +143,16 @@ def test_logging_a_model_leaves_the_tracking_uri_of_the_process_alone(tmp_path, 
     clf = PneumoniaCNN(**{**TINY, "tracking": True}).fit(synthetic_data.X, synthetic_data.y)
     assert mlflow.MlflowClient(second).get_run(clf.mlflow_run_id_).info.status == "FINISHED"
     assert os.environ["MLFLOW_TRACKING_URI"] == second
+
+
+def test_a_local_store_keeps_its_artifacts_beside_it(synthetic_data, tmp_path, monkeypatch):
+    """Artifacts of sqlite:///<dir>/x.db go to <dir>/mlruns, never to the working folder
+    (the test suite used to leave dozens of run folders in the project's ./mlruns)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    uri = f"sqlite:///{tmp_path / 'store' / 'x.db'}"
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri})
+    clf.fit(synthetic_data.X[:20], synthetic_data.y[:20])
+    assert list(work.iterdir()) == []
+    assert any((tmp_path / "store" / "mlruns").rglob("model.keras"))
