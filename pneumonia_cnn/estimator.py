@@ -288,6 +288,14 @@ class PneumoniaCNN(KerasClassifier):
         if arr.dtype.kind not in "uif" and arr.dtype != bool:
             raise ValueError(f"X must hold numeric pixel values 0-255, got dtype {arr.dtype}; "
                              "pass a data folder or a list of image files to load images")
+        if arr.ndim == 3 and arr.shape[-1] in (1, 3):
+            # (h, w, 1 or 3) one image, or (n, h, w) images 1 or 3 pixels wide? never guess
+            raise ValueError(
+                f"X has shape {arr.shape}: one image of {arr.shape[0]}x{arr.shape[1]} pixels "
+                f"with {arr.shape[2]} channel(s), or {arr.shape[0]} images of "
+                f"{arr.shape[1]}x{arr.shape[2]} pixels? Pass one image as X[np.newaxis] "
+                "(shape (1, height, width, channels)); 3-D arrays are read as (n, height, "
+                "width) and images must be wider than 3 pixels")
         if arr.ndim == 3:
             arr = arr[..., np.newaxis]
         if arr.ndim != 4 or arr.shape[-1] not in (1, 3):
