@@ -336,7 +336,9 @@ def _make_estimator(args):
 
     params = _estimator_params(args)
     params["verbose"] = 0 if getattr(args, "quiet", False) else 2
-    return PneumoniaCNN(**params)
+    est = PneumoniaCNN(**params)
+    est.check_params()  # before any data is loaded: a typo costs nothing
+    return est
 
 
 def _fmt(metrics: dict) -> str:

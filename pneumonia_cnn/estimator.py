@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from scikeras.wrappers import KerasClassifier
 from sklearn.metrics import accuracy_score
 from sklearn.utils import ClassifierTags
+from sklearn.utils._param_validation import Integral, Interval, Real, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
@@ -171,6 +172,26 @@ class PneumoniaCNN(KerasClassifier):
     >>> clf = PneumoniaCNN(epochs=10).fit("chest_xray/train")      # doctest: +SKIP
     >>> clf.predict_proba("chest_xray/test")[:, 1]                 # doctest: +SKIP
     """
+
+    #: scikit-learn parameter validation (checked at the start of ``fit``; the CLI checks the
+    #: same before loading any data): a wrong value is named with what it must be.
+    _parameter_constraints = {
+        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "convs_per_block": [Interval(Integral, 1, None, closed="left")],
+        "pooling": [StrOptions({"max", "average"})],
+        "batch_norm": ["boolean"],
+        "global_pooling": ["boolean"],
+        "dense_units": [Interval(Integral, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "lr_schedule": [StrOptions({"cosine", "constant"}), None],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 0.5, closed="both")],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "tracking": ["boolean"],
+    }
 
     def __init__(
         self,
@@ -452,6 +473,7 @@ class PneumoniaCNN(KerasClassifier):
         self
         """
         start = time.perf_counter()
+        self.check_params()
         data_root = str(X) if isinstance(X, (str, os.PathLike)) else getattr(X, "root", None)
         if y is not None and not isinstance(X, (str, os.PathLike, ImageData)):
             y = self._validate_labels(y)  # labels first: their errors are the clearest
@@ -466,7 +488,6 @@ class PneumoniaCNN(KerasClassifier):
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         check_consistent_length(y, groups)
 
-        self._check_shift_params()
         # pixel hashes of the training images, so that evaluate can warn about overlap
         self.train_fingerprints_ = image_fingerprints(X)
 
@@ -483,6 +504,31 @@ class PneumoniaCNN(KerasClassifier):
         if run is not None:
             fit_run.finish(self, run, data_root, validation)
         return self
+
+    def check_params(self) -> None:
+        """Validate every parameter before any work, naming the parameter and what it must
+        be (``fit`` calls it first; so does the CLI, before loading data)."""
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        try:
+            self._validate_params()
+        except InvalidParameterError as exc:
+            raise ValueError(str(exc)) from None
+        filters = self.filters
+        if (not isinstance(filters, (tuple, list)) or not filters
+                or not all(isinstance(f, (int, np.integer)) and not isinstance(f, bool)
+                           and f >= 1 for f in filters)):
+            raise ValueError(f"filters must be a non-empty tuple of positive ints, one per "
+                             f"convolution block, e.g. (16, 32, 64); got {filters!r}")
+        if self.image_size < 2 ** len(filters):
+            raise ValueError(f"image_size={self.image_size} is too small for {len(filters)} "
+                             f"convolution blocks (filters={tuple(filters)}): each block halves "
+                             f"the image, so image_size must be at least {2 ** len(filters)}; "
+                             "use a larger image_size or fewer filters")
+        from .augmentation import augmentation_factors
+
+        augmentation_factors(self.augmentation)  # raises for an unknown preset or key
+        self._check_shift_params()
 
     def _check_shift_params(self) -> None:
         """Validate the robustness parameters before any work (named as the user wrote them)."""

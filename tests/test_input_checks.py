@@ -16,3 +16,36 @@ def test_one_image_with_a_channel_axis_is_not_read_as_many(fitted_tiny):
     assert fitted_tiny.predict_proba(one[np.newaxis]).shape == (1, 2)
     with pytest.raises(ValueError, match="shape"):
         PneumoniaCNN(**TINY).fit(np.zeros((32, 32, 3), np.uint8), ["NORMAL", "PNEUMONIA"] * 16)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"epochs": 0}, "'epochs' parameter of PneumoniaCNN must be an int in the range"),
+    ({"epochs": -1}, "'epochs'"),
+    ({"batch_size": 0}, "'batch_size'"),
+    ({"threshold": 1.5}, "threshold must be a number in"),
+    ({"threshold": -1}, "threshold must be a number in"),
+    ({"threshold": float("nan")}, "threshold must be a number in"),
+    ({"image_size": 8, "filters": (4, 8, 16, 32)}, "image_size=8 is too small for 4"),
+    ({"validation_fraction": 0.99}, "'validation_fraction'"),
+    ({"filters": [8, "16"]}, "filters must be a non-empty tuple of positive ints"),
+    ({"augmentation": "lite"}, "unknown augmentation preset 'lite'"),
+    ({"pooling": "median"}, "'pooling'"),
+    ({"dropout": 1.0}, "'dropout'"),
+])
+def test_nonsense_settings_are_refused_before_any_work(params, match, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'p.db'}"
+    clf = PneumoniaCNN(**{**TINY, **params, "tracking": True, "tracking_uri": uri})
+    with pytest.raises(ValueError, match=match):
+        clf.fit(np.zeros((8, 32, 32, 1), np.uint8), ["NORMAL", "PNEUMONIA"] * 4)
+    assert not (tmp_path / "p.db").exists()  # no run was started, none is left FAILED
+
+
+def test_cli_checks_settings_before_loading_data(capsys):
+    from pneumonia_cnn.cli import main
+
+    # the data folder does not exist: the setting is what is reported, first
+    assert main(["train", "/no/such/folder", "--model-out", "m", "--augmentation", "lite"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown augmentation preset 'lite'" in err and "/no/such/folder" not in err
+    assert main(["train", "/no/such/folder", "--model-out", "m", "--epochs", "0"]) == 2
+    assert "'epochs' parameter" in capsys.readouterr().err
