@@ -859,17 +859,37 @@ class PneumoniaCNN(KerasClassifier):
                             f"(pneumonia-cnn {meta.get('pneumonia_cnn_version')}); this version "
                             f"({__version__}) reads formats {READABLE_FORMATS}: load it with "
                             "the version that saved it, or retrain")
-        params = {**_FORMAT1_VALUES, **meta["params"]}
+        saved = meta.get("params")
+        if not isinstance(saved, dict):
+            raise DataError(f"{meta_file} has no 'params' object: the model folder is "
+                            "damaged; save or train the model again")
+        params = {**_FORMAT1_VALUES, **saved}
         if isinstance(params.get("filters"), list):
             params["filters"] = tuple(params["filters"])
-        est = cls(**params)
+        # where runs go is the user's choice when the model is used, not the file's
+        params["tracking_uri"] = None
+        unknown = sorted(set(params) - set(cls().get_params()) - {"optimizer__learning_rate"})
+        unknown = [k for k in unknown if "__" not in k]  # routed scikeras parameters are fine
+        if unknown:
+            raise DataError(f"{meta_file} names parameter(s) {unknown} that this version "
+                            f"({__version__}) does not know: the file is damaged or from a "
+                            "newer version; load it with that version, or retrain")
+        try:
+            est = cls(**params)
+        except TypeError as exc:
+            raise DataError(f"{meta_file} has parameters this version cannot use ({exc}); "
+                            "retrain the model") from None
         try:
             with warnings.catch_warnings():
                 # the optimizer's state is not needed to predict (a refit starts afresh)
                 warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
                 model = keras.saving.load_model(model_file, safe_mode=safe_mode)
         except Exception as exc:  # keras raises many types for a damaged file
-            raise DataError(f"could not load the Keras model {model_file}: {exc}") from exc
+            size = model_file.stat().st_size
+            raise DataError(f"could not load the Keras network {model_file} ({size} bytes): "
+                            "the file is damaged or truncated "
+                            f"({type(exc).__name__}: {str(exc)[:200]}); copy it again or "
+                            "retrain") from None
         size = int(meta["image_size"])
         classes = np.array(meta["classes"])
         est.initialize(np.zeros((len(classes), size, size, 1), np.uint8), classes)

@@ -49,3 +49,42 @@ def test_cli_checks_settings_before_loading_data(capsys):
     assert "unknown augmentation preset 'lite'" in err and "/no/such/folder" not in err
     assert main(["train", "/no/such/folder", "--model-out", "m", "--epochs", "0"]) == 2
     assert "'epochs' parameter" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def saved(fitted_tiny, tmp_path):
+    return fitted_tiny.save(tmp_path / "model")
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda m: m.pop("params"), "has no 'params' object"),
+    (lambda m: m["params"].update(flux_capacitor=1), r"parameter\(s\) \['flux_capacitor'\]"),
+])
+def test_a_damaged_model_description_is_a_clear_error(saved, damage, match):
+    import json
+
+    from pneumonia_cnn.data import DataError
+
+    meta = json.loads((saved / "pneumonia_cnn.json").read_text())
+    damage(meta)
+    (saved / "pneumonia_cnn.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=match):
+        PneumoniaCNN.load(saved)
+
+
+def test_a_truncated_network_file_is_a_clear_error(saved):
+    from pneumonia_cnn.data import DataError
+
+    data = (saved / "model.keras").read_bytes()
+    (saved / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="damaged or truncated"):
+        PneumoniaCNN.load(saved)
+
+
+def test_a_saved_tracking_uri_does_not_decide_where_runs_go(saved, monkeypatch):
+    import json
+
+    meta = json.loads((saved / "pneumonia_cnn.json").read_text())
+    meta["params"]["tracking_uri"] = "http://attacker.example:5000"
+    (saved / "pneumonia_cnn.json").write_text(json.dumps(meta))
+    assert PneumoniaCNN.load(saved).tracking_uri is None  # $MLFLOW_TRACKING_URI / ./mlflow.db
