@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
     p.add_argument("--model-out", required=True, metavar="PATH",
                    help="folder to save the trained model to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --model-out to be an existing folder that is not a saved model "
+                        "(its model files are replaced; a saved model is always replaced)")
     p.add_argument("--report-dir", metavar="DIR",
                    help="also write the training-history plot here")
     p.add_argument("--register", metavar="NAME",
@@ -209,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the site's labelled images: folder with NORMAL/ and PNEUMONIA/")
     p.add_argument("--model-out", required=True, metavar="PATH",
                    help="folder to save the calibrated model to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --model-out to be an existing folder that is not a saved model "
+                        "(its model files are replaced; a saved model is always replaced)")
     p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="X",
                    help="the most specific threshold that keeps sensitivity X on the "
                         "site's next films (split-conformal rule on DATA_DIR's PNEUMONIA "
@@ -346,11 +352,37 @@ def _fmt(metrics: dict) -> str:
     return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
 
 
+def check_model_out(path, overwrite: bool = False) -> None:
+    """Refuse a --model-out that would lose the trained model or someone's files, before any
+    work: a file, an existing folder that is not a saved model (unless ``overwrite``), or a
+    place that cannot be written."""
+    import tempfile
+
+    from .estimator import META_FILE
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--model-out {path} is a file: the model is saved as a folder; choose a "
+                       "new folder name")
+    if path.is_dir() and any(path.iterdir()) and not (path / META_FILE).is_file() \
+            and not overwrite:
+        raise CLIError(f"--model-out {path} exists and is not a saved model: choose a new folder, "
+                       "or pass --overwrite to write the model files into it")
+    probe = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise CLIError(f"--model-out {path}: cannot write to {probe} ({exc.strerror or exc}); "
+                       "choose a folder you can write to") from None
+
+
 def cmd_train(args) -> int:
     import numpy as np
 
     from .data import load_image_folder
 
+    check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
     clf = _make_estimator(args)
     data = load_image_folder(args.data_dir, clf.image_size, verbose=int(not args.quiet),
                              strict=args.strict)
@@ -482,6 +514,7 @@ def cmd_calibrate(args) -> int:
     from .data import load_image_folder
     from .estimator import PneumoniaCNN
 
+    check_model_out(args.model_out, args.overwrite)
     clf = PneumoniaCNN.load(args.model, tracking_uri=args.tracking_uri)
     _set_tracking_uri(clf, args.tracking_uri)
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:

@@ -88,3 +88,29 @@ def test_a_saved_tracking_uri_does_not_decide_where_runs_go(saved, monkeypatch):
     meta["params"]["tracking_uri"] = "http://attacker.example:5000"
     (saved / "pneumonia_cnn.json").write_text(json.dumps(meta))
     assert PneumoniaCNN.load(saved).tracking_uri is None  # $MLFLOW_TRACKING_URI / ./mlflow.db
+
+
+def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
+    import os
+
+    from pneumonia_cnn.cli import main
+
+    args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "1", "--image-size", "32",
+            "--filters", "4", "--n-networks", "1", "--quiet", "--model-out"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main([*args, str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    theirs = tmp_path / "someones_folder"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep me")
+    assert main([*args, str(theirs)]) == 2
+    assert "is not a saved model" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main([*args, str(locked / "model")]) == 2
+        assert "cannot write" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main([*args, str(theirs), "--overwrite"]) == 0
+    assert (theirs / "notes.txt").read_text() == "keep me" and (theirs / "model.keras").is_file()
