@@ -633,6 +633,9 @@ def cmd_search(args) -> int:
     base.set_params(verbose=0)
     tracking_uri = vars(args).get("tracking_uri")
     from .data import load_image_folder
+    from .search import check_space
+
+    check_space(base, args.grid, args.random, args.n_iter, 0)  # before reading any image
 
     data = load_image_folder(args.data_dir, base.image_size, strict=args.strict,
                              verbose=0 if args.quiet else 1)

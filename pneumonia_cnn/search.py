@@ -285,6 +285,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
     if unknown:
         raise ValueError(f"unknown PneumoniaCNN parameter(s) in the search space: "
                          f"{sorted(unknown)}; see PneumoniaCNN().get_params()")
+    check_space(base, param_grid, param_distributions, n_iter, random_state)
 
     if not isinstance(data, ImageData):
         data = load_image_folder(data, base.image_size, verbose=verbose)
@@ -368,6 +369,30 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
     if verbose:
         print(f"Best {REFIT_METRIC} {result.best_score:.4f} with {best_params}", flush=True)
     return result
+
+
+def check_space(base, param_grid, param_distributions, n_iter, random_state) -> None:
+    """Every candidate's settings are valid, before any data is loaded or fit (a grid such
+    as ``{"filters": [8, 16]}``, ints where tuples are meant, would fail every fit)."""
+    if param_grid is not None:
+        candidates = ParameterGrid(_tuples(param_grid))
+    else:
+        candidates = ParameterSampler(_tuples(param_distributions), n_iter,
+                                      random_state=random_state)
+    for params in candidates:
+        try:
+            clone(base).set_params(**params).check_params()
+        except ValueError as exc:
+            raise ValueError(f"search candidate {describe_params(params)}: {exc}") from None
+
+
+def _tuples(space):
+    """JSON grids give lists where the estimator takes tuples (``filters``)."""
+    if isinstance(space, list):
+        return [_tuples(s) for s in space]
+    return {k: ([tuple(v) if isinstance(v, list) else v for v in vals]
+                if k == "filters" and isinstance(vals, (list, tuple)) else vals)
+            for k, vals in space.items()}
 
 
 def _data_hash(data: ImageData) -> str:

@@ -114,3 +114,18 @@ def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
     capsys.readouterr()
     assert main([*args, str(theirs), "--overwrite"]) == 0
     assert (theirs / "notes.txt").read_text() == "keep me" and (theirs / "model.keras").is_file()
+
+
+def test_a_grid_of_ints_where_tuples_are_meant_is_caught_when_read(capsys):
+    from pneumonia_cnn.cli import main
+    from pneumonia_cnn.search import search
+
+    # checked before the data is read: the folder does not even exist
+    with pytest.raises(ValueError, match="search candidate filters=8: filters must be"):
+        search("/no/such/folder", {"filters": [8, 16]}, verbose=0)
+    assert main(["search", "/no/such/folder", "--grid", '{"filters": [8, 16]}']) == 2
+    err = capsys.readouterr().err
+    assert "search candidate filters=8" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="search candidate aug=lite"):
+        search("/no/such/folder", param_distributions={"augmentation": ["lite"]}, n_iter=1,
+               verbose=0)
