@@ -12,6 +12,7 @@ second load of the same folder is a single ``np.load``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -299,12 +300,19 @@ def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose
     if cache:
         cache_dir = default_cache_dir() if cache is True else Path(cache)
         cache_file = cache_dir / f"{_cache_key(paths, image_size)}.npz"
-        try:
-            with np.load(cache_file, allow_pickle=False) as z:
-                skipped = json.loads(str(z["skipped"]))
-                return z["X"], z["ok"], [tuple(s) for s in skipped]
-        except (OSError, KeyError, ValueError):
-            pass  # no cache entry yet (or a damaged one): decode
+        if cache_file.is_file():
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    skipped = json.loads(str(z["skipped"]))
+                    X, ok = z["X"], z["ok"]
+                if len(ok) != len(paths) or X.shape[1:3] != (image_size, image_size):
+                    raise ValueError(f"it holds {len(ok)} images of {X.shape[1:3]}")
+                return X, ok, [tuple(s) for s in skipped]
+            except Exception as exc:  # truncated zip, bad header, wrong content: rebuild it
+                warnings.warn(f"the image cache entry {cache_file} is damaged ({type(exc).__name__}"
+                              f": {exc}); it is dropped and rebuilt", stacklevel=3)
+                with contextlib.suppress(OSError):
+                    cache_file.unlink()
     X, ok, skipped = _decode_all(paths, image_size, n_jobs, verbose)
     if cache_file is not None:
         try:

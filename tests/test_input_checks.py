@@ -129,3 +129,17 @@ def test_a_grid_of_ints_where_tuples_are_meant_is_caught_when_read(capsys):
     with pytest.raises(ValueError, match="search candidate aug=lite"):
         search("/no/such/folder", param_distributions={"augmentation": ["lite"]}, n_iter=1,
                verbose=0)
+
+
+def test_a_damaged_image_cache_entry_is_dropped_and_rebuilt(synthetic_dir, tmp_path):
+    from pneumonia_cnn import load_image_folder
+
+    cache = tmp_path / "cache"
+    first = load_image_folder(synthetic_dir, 32, cache=cache, verbose=0)
+    (entry,) = cache.glob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated, as after a crash or a full disk
+    with pytest.warns(UserWarning, match="damaged .* dropped and rebuilt"):
+        again = load_image_folder(synthetic_dir, 32, cache=cache, verbose=0)
+    np.testing.assert_array_equal(again.X, first.X)
+    third = load_image_folder(synthetic_dir, 32, cache=cache, verbose=0)  # rebuilt: no warning
+    np.testing.assert_array_equal(third.X, first.X)
