@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .data import DataError
+from .data import DataError, canonical_labels
 from .evaluation import (
     NEGATIVE,
     POSITIVE,
@@ -137,7 +137,7 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import FixedThresholdClassifier
 
         self.scores_ = np.asarray(scores, float)
-        self.labels_ = np.asarray(y).astype(str)
+        self.labels_ = canonical_labels(y)
         S = self.scores_[:, None]
         frozen = FrozenEstimator(_ScoreAsProba().fit(S, self.labels_))
         if self.method is None:

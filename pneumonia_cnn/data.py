@@ -106,6 +106,34 @@ _PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
 _IM = re.compile(r"^((?:NORMAL\d*-)?IM-\d+)-", re.IGNORECASE)
 
 
+def canonical_labels(y) -> np.ndarray:
+    """Labels as ``"NORMAL"`` / ``"PNEUMONIA"``.
+
+    Accepted: the two class names in any case (``normal``, ``Pneumonia``...), or the numbers
+    0 (NORMAL) and 1 (PNEUMONIA), also as booleans. Anything else is refused: a model trained
+    on ``cat`` / ``dog`` would score 0.0 and fail later, far from the cause.
+
+    Raises
+    ------
+    ValueError
+        Naming the labels found and what is accepted.
+    """
+    arr = np.asarray(y)
+    if arr.dtype.kind in "biuf":
+        values = set(np.unique(arr).tolist())
+        if values <= {0, 1}:
+            return np.where(arr.astype(float) == 1, CLASS_NAMES[1], CLASS_NAMES[0])
+        found = sorted(values - {0, 1})[:5]
+    else:
+        upper = np.char.upper(np.char.strip(arr.astype(str)))
+        if set(np.unique(upper).tolist()) <= set(CLASS_NAMES):
+            return upper.astype(object).astype(str)
+        found = [v for v in np.unique(arr.astype(str)).tolist()
+                 if v.strip().upper() not in CLASS_NAMES][:5]
+    raise ValueError(f"labels must be NORMAL and PNEUMONIA (any case) or 0 = NORMAL and 1 = "
+                     f"PNEUMONIA; got {found}: rename the labels (or the class folders)")
+
+
 def patient_id(path: str | os.PathLike) -> str:
     """Patient id of a Kaggle chest X-ray, parsed from its file name.
 

@@ -20,7 +20,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from . import __version__, fit_run
-from .data import DataError, ImageData, grouped_split, image_fingerprints, load_any
+from .data import (
+    DataError,
+    ImageData,
+    canonical_labels,
+    grouped_split,
+    image_fingerprints,
+    load_any,
+)
 from .model import build_model, ensemble_model
 from .tracking import MLflowLogger
 
@@ -689,7 +696,7 @@ class PneumoniaCNN(KerasClassifier):
                              f"exactly 2 classes in y (NORMAL and PNEUMONIA), got "
                              f"{len(classes)}: {classes.tolist()[:5]}. A data folder needs "
                              "images in both its NORMAL/ and PNEUMONIA/ sub-folders.")
-        return y
+        return canonical_labels(y)  # NORMAL / PNEUMONIA in any case, or 0 / 1; else refused
 
     def predict_proba(self, X, **kwargs):
         """Probabilities ``[P(NORMAL), P(PNEUMONIA)]`` for every image.
@@ -758,7 +765,7 @@ class PneumoniaCNN(KerasClassifier):
         X, y, _ = self._as_images(X, y)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
-        return accuracy_score(np.asarray(y), self.predict(X), sample_weight=sample_weight)
+        return accuracy_score(canonical_labels(y), self.predict(X), sample_weight=sample_weight)
 
     # -----------------------------------------------------------------------------------------
     # Saving

@@ -243,7 +243,9 @@ def image_arrays(estimator, X, y=None):
     classes = [str(c) for c in estimator.classes_]
     if POSITIVE not in classes:
         raise ValueError(f"the estimator's classes {classes} do not include {POSITIVE}")
-    return X, np.asarray(y).astype(str), paths, groups
+    from .data import canonical_labels
+
+    return X, canonical_labels(y), paths, groups
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> list:

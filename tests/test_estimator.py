@@ -150,11 +150,11 @@ def test_inside_a_pipeline(synthetic_data):
 
 
 @pytest.mark.parametrize("X, y, match", [
-    (np.zeros((4, 8, 8, 1), np.uint8), np.array(["a", "b", "a"]), "inconsistent numbers of samples"),
-    (np.zeros((4, 8)), np.array(["a", "b"] * 2), "image array of shape"),
-    (np.array([["x"] * 8] * 4), np.array(["a", "b"] * 2), "numeric pixel values"),
+    (np.zeros((4, 8, 8, 1), np.uint8), np.array(["NORMAL", "PNEUMONIA", "NORMAL"]), "inconsistent numbers of samples"),
+    (np.zeros((4, 8)), np.array(["NORMAL", "PNEUMONIA"] * 2), "image array of shape"),
+    (np.array([["x"] * 8] * 4), np.array(["NORMAL", "PNEUMONIA"] * 2), "numeric pixel values"),
     (np.zeros((4, 8, 8, 1), np.uint8), np.array(["a"] * 4), "Only binary classification"),
-    (np.full((4, 8, 8, 1), np.nan), np.array(["a", "b"] * 2), "NaN"),
+    (np.full((4, 8, 8, 1), np.nan), np.array(["NORMAL", "PNEUMONIA"] * 2), "NaN"),
 ])
 def test_bad_arrays_get_clear_errors(X, y, match):
     with pytest.raises(ValueError, match=match):

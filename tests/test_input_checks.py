@@ -143,3 +143,21 @@ def test_a_damaged_image_cache_entry_is_dropped_and_rebuilt(synthetic_dir, tmp_p
     np.testing.assert_array_equal(again.X, first.X)
     third = load_image_folder(synthetic_dir, 32, cache=cache, verbose=0)  # rebuilt: no warning
     np.testing.assert_array_equal(third.X, first.X)
+
+
+def test_labels_are_the_two_classes_in_any_case_or_0_1_and_nothing_else(synthetic_data):
+    from pneumonia_cnn.data import canonical_labels
+
+    d = synthetic_data
+    lower = np.char.lower(d.y.astype(str))
+    assert list(canonical_labels(lower)) == list(d.y)
+    assert list(canonical_labels((d.y == "PNEUMONIA").astype(int))) == list(d.y)
+    assert list(canonical_labels(d.y == "PNEUMONIA")) == list(d.y)
+    clf = PneumoniaCNN(**TINY).fit(d.X, lower)
+    assert list(clf.classes_) == ["NORMAL", "PNEUMONIA"]
+    assert clf.score(d.X, lower) == clf.score(d.X, d.y) > 0.0  # not 0.0 as before
+    with pytest.raises(ValueError, match=r"labels must be NORMAL and PNEUMONIA.*got \['cat', "
+                                         r"'dog'\]"):
+        PneumoniaCNN(**TINY).fit(d.X, np.where(d.y == "NORMAL", "cat", "dog"))
+    with pytest.raises(ValueError, match=r"got \[2\]"):
+        PneumoniaCNN(**TINY).fit(d.X, (d.y == "PNEUMONIA").astype(int) * 2)
