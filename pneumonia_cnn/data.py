@@ -51,7 +51,7 @@ IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", "
 #: Folder names that are never data (archive debris).
 _IGNORED_DIRS = frozenset({"__macosx"})
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 class DataError(ValueError):
@@ -241,46 +241,125 @@ def _image_files(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------
-def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+def decode_image(path: str | os.PathLike, image_size: int, notes: list | None = None
+                 ) -> np.ndarray:
     """Decode one image file into a ``(image_size, image_size)`` uint8 grayscale array.
 
     Any mode Pillow reads is accepted: 8-bit grayscale, RGB, RGBA (alpha dropped), palette,
-    CMYK and 16-bit grayscale (scaled to 8 bits). The whole image is resized to a square
-    (aspect ratio is not kept, as is usual for chest X-rays); JPEGs are decoded at a reduced
-    scale first when that is still larger than the target, which is several times faster.
+    CMYK, 16-bit and 32-bit integer and floating-point grayscale. The EXIF orientation of a
+    photo is applied. Deeper-than-8-bit pixels are scaled by the bit depth the data has:
+    the file's own metadata (a PNG ``sBIT`` chunk, a TIFF ``MaxSampleValue``), else the
+    smallest of 8, 10, 12, 14 or 16 bits that holds its largest value (so 12-bit data in a
+    16-bit file is not shown nearly black); floating-point pixels 0-1 are scaled by 255. The
+    whole image is resized to a square (aspect ratio is not kept, as is usual for chest
+    X-rays); JPEGs are decoded at a reduced scale first when that is still larger than the
+    target, which is several times faster.
+
+    Parameters
+    ----------
+    notes : list, default=None
+        If given, ``(kind, message)`` pairs are appended for every guess made (a bit depth
+        taken from the values, a very elongated image): the loaders report them.
 
     Raises
     ------
     OSError, ValueError, PIL.UnidentifiedImageError, Image.DecompressionBombError
-        If the file is not a readable image.
+        If the file is not a readable image, or holds several frames (an animation, a
+        multi-page TIFF): which frame was meant cannot be guessed.
     """
+    from PIL import ImageOps
+
+    def note(kind, message):
+        if notes is not None:
+            notes.append((kind, message))
+
     with Image.open(path) as img:
+        frames = getattr(img, "n_frames", 1)
+        if frames > 1:
+            raise ValueError(f"{frames} frames (an animation or a multi-page file): one image "
+                             "per file is expected; export the frame to use as its own file")
         if img.format == "JPEG":
             img.draft("L", (image_size, image_size))
-        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            arr = np.asarray(img, dtype=np.float32)
-            top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-            img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8))
+        if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation: as the photo is meant
+            img = ImageOps.exif_transpose(img)
+        w, h = img.size
+        if max(w, h) > 3 * max(min(w, h), 1):
+            note("elongated", f"{w}x{h} pixels, stretched to a square")
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            arr = np.asarray(img, dtype=np.float64)
+            if not np.isfinite(arr).all():
+                raise ValueError("pixel values include NaN or infinity")
+            top = _white_level(img, arr, path, note)
+            img = Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8))
         elif img.mode != "L":
             img = img.convert("L")
         img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         return np.asarray(img, dtype=np.uint8)
 
 
+def _white_level(img, arr: np.ndarray, path, note) -> float:
+    """The value that is white in a deeper-than-8-bit image: from the file's metadata, else
+    from its values (noted)."""
+    if img.mode == "F":
+        hi = float(arr.max(initial=0.0))
+        if hi <= 1.0:
+            return 1.0
+        if hi <= 255.0:
+            return 255.0
+    bits = _significant_bits(img, path)
+    if bits:
+        return float(2 ** bits - 1)
+    hi = float(arr.max(initial=0.0))
+    needed = max(int(np.ceil(np.log2(hi + 1))), 8) if hi > 0 else 8
+    depth = next((d for d in (8, 10, 12, 14, 16) if d >= needed), needed)
+    if depth < (16 if img.mode.startswith("I;16") else 32):
+        note("bit_depth", f"no bit depth in the file: {depth}-bit assumed from its largest "
+                          f"value {hi:g}")
+    return float(2 ** depth - 1)
+
+
+def _significant_bits(img, path) -> int | None:
+    """Bits actually used, when the file says: PNG ``sBIT``, TIFF ``MaxSampleValue``."""
+    if img.format == "TIFF":
+        top = getattr(img, "tag_v2", {}).get(281)
+        top = top[0] if isinstance(top, tuple) else top
+        if top and int(top) < 65535:
+            return int(np.ceil(np.log2(int(top) + 1)))
+        return None
+    if img.format != "PNG" or not isinstance(path, (str, os.PathLike)):
+        return None
+    import struct
+
+    with open(path, "rb") as f:  # chunks before the image data: read until IDAT
+        f.seek(8)
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"sBIT":
+                data = f.read(length)
+                return int(data[0]) if data and 0 < data[0] < 16 else None
+            if kind in (b"IDAT", b"IEND"):
+                return None
+            f.seek(length + 4, 1)
+
+
 def _decode_or_reason(path: str, image_size: int):
+    notes: list = []
     try:
-        return decode_image(path, image_size), None
+        return decode_image(path, image_size, notes), None, notes
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
             Image.DecompressionBombError) as exc:
         reason = str(exc) or type(exc).__name__
-        return None, f"{type(exc).__name__}: {reason}"
+        return None, f"{type(exc).__name__}: {reason}", notes
 
 
 def _decode_all(paths: Sequence[str], image_size: int, n_jobs: int | None, verbose: int):
     n = len(paths)
     X = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
-    skipped = []
+    skipped, noted = [], []
     workers = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
     bar = None
     if verbose and n:
@@ -290,8 +369,9 @@ def _decode_all(paths: Sequence[str], image_size: int, n_jobs: int | None, verbo
         bar = keras.utils.Progbar(n, unit_name="image")
     with ThreadPoolExecutor(max_workers=workers) as pool:
         # Pillow releases the GIL while decoding and resizing, so threads use every core.
-        for i, (arr, reason) in enumerate(pool.map(lambda p: _decode_or_reason(p, image_size),
-                                                   paths, chunksize=16)):
+        for i, (arr, reason, notes) in enumerate(pool.map(
+                lambda p: _decode_or_reason(p, image_size), paths, chunksize=16)):
+            noted += [(paths[i], kind, msg) for kind, msg in notes]
             if arr is None:
                 skipped.append((paths[i], reason))
             else:
@@ -299,7 +379,7 @@ def _decode_all(paths: Sequence[str], image_size: int, n_jobs: int | None, verbo
                 ok[i] = True
             if bar is not None and (i % 32 == 31 or i == n - 1):
                 bar.update(i + 1)
-    return X, ok, skipped
+    return X, ok, skipped, noted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,21 +412,25 @@ def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose
             try:
                 with np.load(cache_file, allow_pickle=False) as z:
                     skipped = json.loads(str(z["skipped"]))
+                    noted = json.loads(str(z["noted"]))
                     X, ok = z["X"], z["ok"]
                 if len(ok) != len(paths) or X.shape[1:3] != (image_size, image_size):
                     raise ValueError(f"it holds {len(ok)} images of {X.shape[1:3]}")
+                _report_notes(noted)  # the guesses of the first decoding, again
                 return X, ok, [tuple(s) for s in skipped]
             except Exception as exc:  # truncated zip, bad header, wrong content: rebuild it
                 warnings.warn(f"the image cache entry {cache_file} is damaged ({type(exc).__name__}"
                               f": {exc}); it is dropped and rebuilt", stacklevel=3)
                 with contextlib.suppress(OSError):
                     cache_file.unlink()
-    X, ok, skipped = _decode_all(paths, image_size, n_jobs, verbose)
+    X, ok, skipped, noted = _decode_all(paths, image_size, n_jobs, verbose)
+    _report_notes(noted)
     if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, X=X, ok=ok, skipped=np.array(json.dumps(skipped)))
+            np.savez(tmp, X=X, ok=ok, skipped=np.array(json.dumps(skipped)),
+                     noted=np.array(json.dumps(noted)))
             os.replace(tmp, cache_file)  # atomic: concurrent loaders never see half a file
         except OSError as exc:
             warnings.warn(f"could not write the image cache {cache_file}: {exc}", stacklevel=3)
@@ -356,6 +440,26 @@ def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose
 # ---------------------------------------------------------------------------------------------
 # Public loaders
 # ---------------------------------------------------------------------------------------------
+_NOTE_TEXT = {
+    "bit_depth": "deeper than 8 bits without a bit depth in the file (a PNG sBIT chunk or a "
+                 "TIFF MaxSampleValue): each was scaled by the bit depth its largest value "
+                 "needs; if that is wrong for your data, convert the files to 8 bits yourself",
+    "elongated": "far from square (one side over 3 times the other): each was stretched to a "
+                 "square; crop them to the chest first",
+}
+
+
+def _report_notes(noted) -> None:
+    """One warning per kind of guess the decoder made, with a few examples."""
+    by_kind: dict = {}
+    for path, kind, message in noted:
+        by_kind.setdefault(kind, []).append(f"  {path}: {message}")
+    for kind, lines in by_kind.items():
+        more = f"\n  ... and {len(lines) - 5} more" if len(lines) > 5 else ""
+        warnings.warn(f"{len(lines)} image(s) {_NOTE_TEXT.get(kind, kind)}:\n"
+                      + "\n".join(lines[:5]) + more, UserWarning, stacklevel=4)
+
+
 def _report_skipped(skipped, strict: bool):
     if not skipped:
         return

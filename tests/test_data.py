@@ -163,3 +163,71 @@ def test_grouped_split_disjoint_and_stratified(synthetic_data):
     assert set(y[te]) == {"NORMAL", "PNEUMONIA"}
     tr2, te2 = grouped_split(y, g, 0.25, random_state=0)
     np.testing.assert_array_equal(te, te2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Medical bit depths, several frames, EXIF orientation, odd shapes: no silent guesses
+# ---------------------------------------------------------------------------------------------
+def _ramp(top: int, dtype) -> np.ndarray:
+    return np.tile(np.linspace(0, top, 64), (64, 1)).astype(dtype)
+
+
+def test_12_bit_data_in_a_16_bit_png_is_not_shown_nearly_black(tmp_path):
+    from PIL import PngImagePlugin
+
+    from pneumonia_cnn.data import decode_image, load_images
+
+    plain, tagged = tmp_path / "plain.png", tmp_path / "tagged.png"
+    Image.fromarray(_ramp(4095, np.uint16)).save(plain)
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sBIT", bytes([12]))  # the file says: 12 significant bits
+    Image.fromarray(_ramp(4095, np.uint16)).save(tagged, pnginfo=info)
+    notes = []
+    assert decode_image(plain, 64, notes).max() == 255 and notes[0][0] == "bit_depth"
+    notes = []
+    assert decode_image(tagged, 64, notes).max() == 255 and notes == []
+    with pytest.warns(UserWarning, match="deeper than 8 bits without a bit depth"):
+        load_images([str(plain)], 64, cache=False)
+
+
+def test_float_tiff_0_1_is_scaled_not_black(tmp_path):
+    from pneumonia_cnn.data import decode_image
+
+    path = tmp_path / "f.tif"
+    Image.fromarray(_ramp(1, np.float32)).save(path)
+    assert decode_image(path, 64).max() == 255
+
+
+def test_multi_frame_files_are_reported_not_cut_to_their_first_frame(tmp_path):
+    from pneumonia_cnn.data import load_images
+
+    frames = [Image.fromarray(np.full((32, 32), v, np.uint8)) for v in (0, 255)]
+    gif, tif = tmp_path / "anim.gif", tmp_path / "pages.tif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    frames[0].save(tif, save_all=True, append_images=frames[1:])
+    from pneumonia_cnn.data import DataError
+
+    with pytest.raises(DataError, match=r"anim.gif: ValueError: 2 frames(.|\n)*pages.tif"):
+        load_images([str(gif), str(tif)], 32, cache=False)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from pneumonia_cnn.data import decode_image
+
+    img = np.zeros((64, 64), np.uint8)
+    img[:, :32] = 255  # white on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180 to view"
+    path = tmp_path / "rotated.jpeg"
+    Image.fromarray(img).save(path, exif=exif, quality=95)
+    out = decode_image(path, 64)
+    assert out[:, 48:].mean() > 200 and out[:, :16].mean() < 50  # white on the right
+
+
+def test_very_elongated_images_are_warned_about(tmp_path):
+    from pneumonia_cnn.data import load_images
+
+    path = tmp_path / "strip.png"
+    Image.fromarray(np.zeros((4, 256), np.uint8)).save(path)
+    with pytest.warns(UserWarning, match="far from square"):
+        load_images([str(path)], 32, cache=False)
