@@ -320,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
 
+    p = sub.add_parser(
+        "close-runs", help="mark runs left RUNNING by a killed process as KILLED",
+        description="A process killed outright (SIGKILL, a power cut) cannot end its MLflow "
+                    "runs: they stay RUNNING. This marks as KILLED every RUNNING run that was "
+                    "started on this machine by a process that no longer exists, and, with "
+                    "--older-than, runs from elsewhere that started more than HOURS ago. "
+                    "Runs of live processes are left alone.")
+    p.add_argument("--older-than", type=float, metavar="HOURS",
+                   help="also close RUNNING runs of other machines older than this")
+    p.add_argument("--experiment", default="pneumonia-cnn", help="[pneumonia-cnn]")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
+
     p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
                        description="Train on DATA_DIR (or, with no DATA_DIR, on a small built-in "
                                    "SYNTHETIC set), evaluate on held-out patients (or on "
@@ -435,6 +448,16 @@ def _register(model_uri: str, name: str, tracking_uri) -> None:
     r = register(model_uri, name, tracking_uri=tracking_uri)
     print(f"Registered {r.name!r} version {r.version}; {r.message}. Serve the champion: "
           f"mlflow models serve -m models:/{r.name}@champion --env-manager local")
+
+
+def cmd_close_runs(args) -> int:
+    from .tracking import close_stale_runs
+
+    closed = close_stale_runs(args.tracking_uri, args.experiment, args.older_than)
+    for run_id, name in closed:
+        print(f"closed {run_id}  {name}")
+    print(f"{len(closed)} run(s) marked KILLED")
+    return 0
 
 
 def cmd_register(args) -> int:
@@ -727,7 +750,8 @@ def cmd_run(args) -> int:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate,
             "stress": cmd_stress, "explain": cmd_explain, "predict": cmd_predict,
-            "search": cmd_search, "register": cmd_register, "run": cmd_run}
+            "search": cmd_search, "register": cmd_register, "close-runs": cmd_close_runs,
+            "run": cmd_run}
 
 
 # TensorFlow's C++ start-up notes and a harmless tf.data attribute warning, written straight to

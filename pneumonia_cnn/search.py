@@ -422,6 +422,11 @@ def _parent_run(name, search_hash, spec, experiment, tracking_uri, resume, data_
             client.delete_run(run.run_id)  # continue the earlier parent instead
             run = TrackedRun(client, earlier[0].info.run_id)
             client.update_run(run.run_id, status="RUNNING")
+            # a refit (or candidate) whose process was killed outright is still RUNNING:
+            # close it, so that the tree has one live refit, the new one
+            from .tracking import close_stale_runs
+
+            close_stale_runs(client.tracking_uri, experiment, parent_run_id=run.run_id)
             done = {r.data.tags["candidate_key"]: r for r in _children(run)}
     if not done:
         # the parameters the candidates share (the searched ones are the candidates' own)

@@ -46,6 +46,7 @@ __all__ = [
     "HEADLINE_METRICS",
     "PLUMBING_PARAMS",
     "data_label",
+    "close_stale_runs",
     "describe_params",
     "get_client",
     "image_dataset",
@@ -408,7 +409,7 @@ class TrackedRun:
         from . import __version__
 
         client = get_client(tracking_uri)
-        all_tags = {"pneumonia_cnn.version": __version__, **(tags or {})}
+        all_tags = {"pneumonia_cnn.version": __version__, **_process_tags(), **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(_experiment_id(client, experiment), run_name=run_name,
@@ -599,6 +600,73 @@ def _global_tracking_uri(uri: str):
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
+def _process_tags() -> dict:
+    """Which process owns a run, so that :func:`close_stale_runs` can tell a run still being
+    written from one whose process was killed (SIGKILL, power loss) and left RUNNING."""
+    import socket
+
+    return {"pneumonia_cnn.host": socket.gethostname(), "pneumonia_cnn.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def close_stale_runs(tracking_uri=None, experiment: str = DEFAULT_EXPERIMENT,
+                     older_than_hours: float | None = None, parent_run_id: str | None = None
+                     ) -> list:
+    """Mark as KILLED the runs left RUNNING by a process that no longer exists.
+
+    A run whose process was killed outright (SIGKILL, a power cut) cannot end itself. A
+    RUNNING run started on this machine by a process that is gone is closed; a run from
+    another machine (or without process tags) only when it started more than
+    ``older_than_hours`` ago. Runs whose process is alive are left alone.
+
+    Parameters
+    ----------
+    tracking_uri : str, default=None
+    experiment : str, default="pneumonia-cnn"
+    older_than_hours : float, default=None
+    parent_run_id : str, default=None
+        Only the children of this run (a resumed search closes its stale refit).
+
+    Returns
+    -------
+    list of (run_id, run_name)
+        The runs closed.
+    """
+    import socket
+    import time
+
+    client = get_client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    filt = "attributes.status = 'RUNNING'"
+    if parent_run_id:
+        filt += f" and tags.mlflow.parentRunId = '{parent_run_id}'"
+    here = socket.gethostname()
+    closed = []
+    for run in client.search_runs([exp.experiment_id], filter_string=filt, max_results=10000):
+        tags = run.data.tags
+        pid = tags.get("pneumonia_cnn.pid", "")
+        if tags.get("pneumonia_cnn.host") == here and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            age_h = (time.time() * 1000 - run.info.start_time) / 3.6e6
+            stale = older_than_hours is not None and age_h > older_than_hours
+        if stale:
+            TrackedRun(client, run.info.run_id).end("KILLED")
+            closed.append((run.info.run_id, run.info.run_name))
+    return closed
 
 
 class MLflowLogger(keras.callbacks.Callback):

@@ -156,3 +156,27 @@ def test_a_local_store_keeps_its_artifacts_beside_it(synthetic_data, tmp_path, m
     clf.fit(synthetic_data.X, synthetic_data.y)
     assert list(work.iterdir()) == []
     assert any((tmp_path / "store" / "mlruns").rglob("model.keras"))
+
+
+def test_runs_left_running_by_a_killed_process_can_be_closed(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from pneumonia_cnn.cli import main
+    from pneumonia_cnn.tracking import TrackedRun, close_stale_runs
+
+    uri = f"sqlite:///{tmp_path / 'k.db'}"
+    code = ("from pneumonia_cnn.tracking import TrackedRun; import os, signal; "
+            f"r = TrackedRun.start(tracking_uri={uri!r}, run_name='killed'); print(r.run_id, "
+            "flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    dead = out.stdout.split()[0]
+    alive = TrackedRun.start(tracking_uri=uri, run_name="this process")
+    client = mlflow.MlflowClient(uri)
+    assert client.get_run(dead).info.status == "RUNNING"  # what SIGKILL leaves behind
+    assert main(["close-runs", "--tracking-uri", uri]) == 0
+    assert "1 run(s) marked KILLED" in capsys.readouterr().out
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(alive.run_id).info.status == "RUNNING"  # a live process: untouched
+    assert close_stale_runs(uri) == []
+    alive.end()
