@@ -406,10 +406,16 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         if getattr(clf, "history_", None) and hasattr(clf, "model_"):
             path = clf.save(args.model_out)
-            print(f"Interrupted: the best of the {len(clf.history_['loss'])} finished epoch(s) "
-                  f"(epoch {clf.best_epoch_}) is saved to {path}"
-                  + (f" and to MLflow run {clf.mlflow_run_id_} (artifact checkpoint/)"
-                     if clf.mlflow_run_id_ else ""), file=sys.stderr)
+            if getattr(clf, "interrupted_", False):
+                what = (f"the best of the {len(clf.history_['loss'])} finished epoch(s) "
+                        f"(epoch {clf.best_epoch_})")
+            else:
+                what = ("the trained model (training had finished; the interrupt came while "
+                        "its results were being logged to MLflow, which are incomplete)")
+            logged = getattr(clf, "checkpoint_run_id_", None)
+            print(f"Interrupted: {what} is saved to {path}"
+                  + (f" and to MLflow run {logged} (artifact checkpoint/)" if logged else ""),
+                  file=sys.stderr)
         raise
     path = clf.save(args.model_out)
     hist = clf.history_

@@ -500,6 +500,7 @@ class PneumoniaCNN(KerasClassifier):
 
         run = fit_run.start(self, data_root, X, y, groups) if self.tracking else None
         self.mlflow_run_id_ = run.run_id if run is not None else None
+        self.checkpoint_run_id_ = None
         self.interrupted_ = False
         if int(self.n_networks) > 1:
             validation = self._fit_ensemble(X, y, sample_weight, groups, run, start)

@@ -81,6 +81,9 @@ def finish(estimator, run: TrackedRun, data_root, validation=None) -> None:
             run.log_dict(result.to_dict(), "stress/stress_test.json")
         run.log_fit(estimator)
         run.end("FINISHED")
+    except KeyboardInterrupt as exc:  # the model is trained: the caller keeps it
+        run.end_after_error(exc)
+        raise
     except Exception as exc:
         warnings.warn(f"the fit finished but MLflow logging failed ({exc}): the final "
                       "metrics, plots and model were not logged to run "
@@ -97,6 +100,7 @@ def log_interrupted(estimator, run: TrackedRun, elapsed: float, n_epochs: int,
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 run.log_artifacts(estimator.save(Path(tmp) / "checkpoint"), "checkpoint")
+            estimator.checkpoint_run_id_ = run.run_id  # what the CLI may then say
             run.log_metrics({"fit_time_s": elapsed, "epochs_run": n_epochs})
         except Exception as exc:
             warnings.warn(f"could not log the interrupted fit's checkpoint to MLflow run "

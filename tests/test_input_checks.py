@@ -161,3 +161,28 @@ def test_labels_are_the_two_classes_in_any_case_or_0_1_and_nothing_else(syntheti
         PneumoniaCNN(**TINY).fit(d.X, np.where(d.y == "NORMAL", "cat", "dog"))
     with pytest.raises(ValueError, match=r"got \[2\]"):
         PneumoniaCNN(**TINY).fit(d.X, (d.y == "PNEUMONIA").astype(int) * 2)
+
+
+def test_ctrl_c_while_logging_a_finished_fit_says_what_happened(synthetic_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    import mlflow
+
+    from pneumonia_cnn import serving
+    from pneumonia_cnn.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serving, "log_model", interrupted)
+    uri = f"sqlite:///{tmp_path / 'i.db'}"
+    code = main(["train", str(synthetic_dir), "--model-out", str(tmp_path / "m"), "--epochs",
+                 "1", "--image-size", "32", "--filters", "4", "--n-networks", "1",
+                 "--augmentation", "none", "--intensity-norm", "none", "--threshold", "0.5",
+                 "--quiet", "--tracking-uri", uri])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "training had finished" in err and "checkpoint" not in err
+    assert (tmp_path / "m" / "model.keras").is_file()
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("pneumonia-cnn").experiment_id])
+    assert run.info.status == "KILLED"  # not left RUNNING
