@@ -230,8 +230,19 @@ def find_class_folders(root: str | os.PathLike, classes: Sequence[str] = CLASS_N
 
 def _image_files(folder: Path) -> list[Path]:
     files = []
-    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not follow symlinks
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+    top = os.path.realpath(folder)
+    seen = {top}
+    # symlinked sub-folders are followed (a data set assembled with links is common), each
+    # real folder once: a link back to an ancestor (a loop) is not entered
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            ancestor = top.startswith(real.rstrip(os.sep) + os.sep)
+            if not _is_hidden(d) and real not in seen and not ancestor:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
             if not _is_hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                 files.append(Path(dirpath) / name)
@@ -536,7 +547,39 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
     if len(data) == 0:
         raise DataError(f"none of the {len(paths)} image files in {root} could be read "
                         "(see the warning above for the reasons)")
+    _report_duplicates(data)
     return data
+
+
+def _report_duplicates(data: "ImageData") -> None:
+    """Warn about identical images (same decoded pixels: copies, links) in both classes --
+    a film cannot be NORMAL and PNEUMONIA -- and, apart, within one class (where copies
+    with different patient ids can land on both sides of a validation split)."""
+    groups: dict = {}
+    for i, f in enumerate(image_fingerprints(data.X)):
+        groups.setdefault(f, []).append(i)
+    dups = [g for g in groups.values() if len(g) > 1]
+    if not dups:
+        return
+    both = [g for g in dups if len(set(data.y[g])) > 1]
+    if both:
+        pairs = "\n".join("  " + " = ".join(f"{data.paths[i]} ({data.y[i]})" for i in g)
+                          for g in both[:5])
+        more = f"\n  ... and {len(both) - 5} more" if len(both) > 5 else ""
+        warnings.warn(f"{len(both)} image(s) appear in more than one class (identical pixels: "
+                      f"copies or links); a film cannot be both, so the labels are wrong for "
+                      f"one copy: remove it\n{pairs}{more}", UserWarning, stacklevel=3)
+    same = [g for g in dups if len(set(data.y[g])) == 1]
+    if same:
+        example = " = ".join(str(data.paths[i]) for i in same[0])
+        crossing = [g for g in same if len(set(data.groups[g])) > 1]
+        risk = (f"; {len(crossing)} of them under different patient ids, which can put one "
+                "film on both sides of a validation split: give copies one patient id or "
+                "remove them" if crossing else " (each within one patient: the splits stay "
+                "clean)")
+        warnings.warn(f"{sum(len(g) - 1 for g in same)} duplicate image(s) within a class "
+                      f"(identical pixels, e.g. {example}): they count more than once{risk}",
+                      UserWarning, stacklevel=3)
 
 
 def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cache=True,

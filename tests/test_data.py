@@ -104,10 +104,10 @@ def test_cache_invalidated_by_size_and_changed_files(synthetic_dir, tmp_path):
 
 
 def test_unreadable_files_skipped_with_one_warning(tmp_path):
-    img = np.full((20, 20), 128, np.uint8)
-    for i in range(3):
-        _write(tmp_path / "NORMAL" / f"IM-000{i}-0001.png", img)
-        _write(tmp_path / "PNEUMONIA" / f"person{i}_virus_{i}.png", img)
+    for i in range(3):  # distinct films (identical ones in both classes are warned about)
+        _write(tmp_path / "NORMAL" / f"IM-000{i}-0001.png", np.full((20, 20), 10 + i, np.uint8))
+        _write(tmp_path / "PNEUMONIA" / f"person{i}_virus_{i}.png",
+               np.full((20, 20), 100 + i, np.uint8))
     (tmp_path / "NORMAL" / "empty.jpeg").write_bytes(b"")
     (tmp_path / "PNEUMONIA" / "text.jpeg").write_text("not an image")
     with pytest.warns(UnreadableImageWarning) as rec:
@@ -231,3 +231,27 @@ def test_very_elongated_images_are_warned_about(tmp_path):
     Image.fromarray(np.zeros((4, 256), np.uint8)).save(path)
     with pytest.warns(UserWarning, match="far from square"):
         load_images([str(path)], 32, cache=False)
+
+
+def test_the_same_film_in_both_classes_and_linked_folders_are_not_silent(tmp_path):
+    import os
+
+    from pneumonia_cnn import load_image_folder
+
+    root = tmp_path / "train"
+    rng = np.random.default_rng(0)
+    for cls, n in (("NORMAL", 3), ("PNEUMONIA", 3)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(
+                root / cls / f"person{cls[0]}{i}_x.png")
+    os.symlink(root / "NORMAL" / "personN0_x.png", root / "PNEUMONIA" / "personQ9_x.png")
+    extra = tmp_path / "more_normals"  # a linked sub-folder is read, not silently dropped
+    extra.mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(extra / "personZ_x.png")
+    os.symlink(extra, root / "NORMAL" / "linked")
+    os.symlink(root, root / "NORMAL" / "loop")  # a loop is not followed
+    with pytest.warns(UserWarning, match=r"1 image\(s\) appear in more than one class"):
+        data = load_image_folder(root, 32, cache=False)
+    assert any(str(p).endswith("personZ_x.png") for p in data.paths)
+    assert len(data) == 8
