@@ -87,7 +87,18 @@ def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    # SQLAlchemy percent-decodes the path of a sqlite URI: a folder named "a%20b" would be
+    # read as "a b" (and MLflow retried the missing file for 100 s); encode it
+    from urllib.parse import quote
+
+    return "sqlite:///" + quote(str(Path.cwd() / "mlflow.db"), safe="/")
+
+
+def sqlite_path(uri: str) -> str:
+    """The file of a ``sqlite:///`` URI, percent-decoded as SQLAlchemy reads it."""
+    from urllib.parse import unquote
+
+    return unquote(uri[len("sqlite:///"):])
 
 
 class TrackingError(RuntimeError):
@@ -119,7 +130,7 @@ def _init_sqlite_store(uri: str) -> None:
     creating the same new store at once would otherwise race in MLflow's migrations."""
     import mlflow
 
-    db_path = uri[len("sqlite:///"):]
+    db_path = sqlite_path(uri)
     if db_path in _READY_STORES:
         return
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -132,10 +143,22 @@ def _init_sqlite_store(uri: str) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:  # opening the store creates / migrates it
             mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as exc:  # sqlalchemy / sqlite errors: one line, what to do
+            raise TrackingError(
+                f"cannot use the MLflow store {uri} ({_reason(exc)}): it may be damaged, "
+                "unreadable or not an MLflow database. Move it aside to start a new one (e.g. "
+                "mv mlflow.db mlflow.db.bad), point MLFLOW_TRACKING_URI / --tracking-uri at "
+                "another store, or turn tracking off (tracking=False, --no-tracking)") from None
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     _READY_STORES.add(db_path)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception, without SQLAlchemy's background links."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -179,7 +202,7 @@ def _experiment_id(client, name: str) -> str:
         uri = client.tracking_uri  # a local store keeps its artifacts beside it, in mlruns/
         location = None
         if uri.startswith("sqlite:///"):
-            db = Path(uri[len("sqlite:///"):])
+            db = Path(sqlite_path(uri))
             location = (db.parent / "mlruns").resolve().as_uri()
         try:
             exp_id = client.create_experiment(name, artifact_location=location)
@@ -412,9 +435,20 @@ class TrackedRun:
         all_tags = {"pneumonia_cnn.version": __version__, **_process_tags(), **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = client.create_run(_experiment_id(client, experiment), run_name=run_name,
-                                tags=all_tags,
-                                start_time=int(start_time * 1000) if start_time else None)
+        try:
+            run = client.create_run(_experiment_id(client, experiment), run_name=run_name,
+                                    tags=all_tags,
+                                    start_time=int(start_time * 1000) if start_time else None)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            if not client.tracking_uri.startswith("sqlite:"):
+                raise  # a server's own MlflowException says what it needs
+            raise TrackingError(
+                f"cannot write a run to the MLflow store {client.tracking_uri} "
+                f"({_reason(exc)}): check that the file and its folder are writable, use "
+                "another store (MLFLOW_TRACKING_URI / --tracking-uri) or turn tracking off "
+                "(tracking=False, --no-tracking)") from None
         return cls(client, run.info.run_id)
 
     @property

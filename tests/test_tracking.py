@@ -117,10 +117,17 @@ def test_model_uri_that_does_not_exist_gets_a_clear_error(tmp_path):
 
 
 def test_failed_fit_ends_run_as_failed(tmp_path):
+    import keras
+
+    class Broken(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("disk full")
+
     uri = f"sqlite:///{tmp_path / 'f.db'}"
-    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri, "pooling": "median"})
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri,
+                          "callbacks": [Broken()]})
     X = np.zeros((8, 32, 32, 1), np.uint8)
-    with pytest.raises(ValueError, match="pooling"):
+    with pytest.raises(RuntimeError, match="disk full"):
         clf.fit(X, ["NORMAL", "PNEUMONIA"] * 4)
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("pneumonia-cnn").experiment_id])
@@ -180,3 +187,30 @@ def test_runs_left_running_by_a_killed_process_can_be_closed(tmp_path, capsys):
     assert client.get_run(alive.run_id).info.status == "RUNNING"  # a live process: untouched
     assert close_stale_runs(uri) == []
     alive.end()
+
+
+def test_a_damaged_store_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys,
+                                                     synthetic_dir):
+    from pneumonia_cnn.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    code = main(["train", str(synthetic_dir), "--model-out", "m", "--epochs", "1",
+                 "--n-networks", "1", "--image-size", "32", "--filters", "4", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot use the MLflow store" in err and "mv mlflow.db mlflow.db.bad" in err
+    assert "Traceback" not in err
+
+
+def test_a_folder_named_with_percent_escapes_keeps_its_store(tmp_path, monkeypatch):
+    from pneumonia_cnn.tracking import TrackedRun
+
+    work = tmp_path / "a%20b"  # SQLAlchemy would read this as "a b"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run = TrackedRun.start(run_name="x")
+    run.end()
+    assert (work / "mlflow.db").is_file() and not (tmp_path / "a b").exists()
