@@ -4,7 +4,6 @@ search | register | run``."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import sys
@@ -33,26 +32,55 @@ class CLIError(Exception):
 # ---------------------------------------------------------------------------------------------
 # Options generated from the estimator's parameters
 # ---------------------------------------------------------------------------------------------
-def _param_help() -> dict:
-    """First sentence of each parameter's description in the PneumoniaCNN docstring."""
-    from .estimator import PneumoniaCNN
+def _estimator_spec() -> tuple:
+    """``(defaults, docstring)`` of ``PneumoniaCNN``, read from the source of
+    :mod:`pneumonia_cnn.estimator` without importing it (importing it imports TensorFlow:
+    5 s before ``--help`` could answer). The estimator stays the one source of truth."""
+    import ast
+    import importlib.util
 
-    doc = inspect.getdoc(PneumoniaCNN) or ""
+    origin = importlib.util.find_spec(".estimator", __package__).origin
+    tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PneumoniaCNN")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    defaults = {a.arg: ast.literal_eval(d) for a, d in zip(init.args.kwonlyargs,
+                                                           init.args.kw_defaults)}
+    return defaults, ast.get_docstring(cls) or ""
+
+
+def _plain(text: str) -> str:
+    """reST roles and literals read badly in --help: ``"light"`` -> "light", :mod:`x` -> x."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+#: --help texts that differ from the docstring because the CLI offers less than Python does.
+_CLI_HELP = {"optimizer": "Keras optimizer name: adam, sgd, rmsprop, adamw... (routed "
+                          "optimizer__* parameters are Python-only)"}
+
+
+def _param_help() -> dict:
+    """Each parameter's first sentence in the PneumoniaCNN docstring, with its accepted
+    values from the type line (``{"max", "average"}``, ``"balanced", dict or None``)."""
+    doc = _estimator_spec()[1]
     section = doc.split("Parameters\n----------\n", 1)[-1].split("\n\nAttributes", 1)[0]
-    helps, name = {}, None
+    helps, types, name = {}, {}, None
     for line in section.splitlines():
         m = re.match(r"^(\w+) : (.*)$", line)
         if m:
             name = m.group(1)
             helps[name] = ""
+            types[name] = re.sub(r",?\s*default=.*$", "", m.group(2)).strip()
         elif name and line.startswith("    ") and not helps[name].endswith("."):
             helps[name] = (helps[name] + " " + line.strip()).strip()
-    def plain(text: str) -> str:  # reST roles and literals read badly in --help
-        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
-        return text.replace("``", "")
-
-    return {k: plain(v.split(". ")[0].rstrip(".")).replace("%", "%%")
-            for k, v in helps.items()}
+    out = {}
+    for k, v in helps.items():
+        text = _CLI_HELP.get(k) or _plain(v.split(". ")[0].rstrip("."))
+        kind = _plain(types.get(k, ""))
+        if kind and k not in _CLI_HELP and not re.fullmatch(r"(int|float|bool|str)", kind):
+            text += f"; accepts {kind.replace('None', 'none').replace('dict', 'a JSON dict')}"
+        out[k] = text.replace("%", "%%")
+    return out
 
 
 def _none_or(parse):
@@ -90,15 +118,13 @@ def _str_or_json(text: str):
 
 
 def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
-    from .estimator import PneumoniaCNN
-
+    defaults = _estimator_spec()[0]
     helps = _param_help()
     group = parser.add_argument_group("model and training hyperparameters "
                                       "(PneumoniaCNN parameters; defaults in brackets)")
-    for name, p in inspect.signature(PneumoniaCNN.__init__).parameters.items():
-        if p.kind is not p.KEYWORD_ONLY or name in _NO_OPTION:
+    for name, default in defaults.items():
+        if name in _NO_OPTION:
             continue
-        default = p.default
         flag = "--" + name.replace("_", "-")
         help_ = f"{helps.get(name, name)} [{default!r}]"
         if isinstance(default, bool):
@@ -146,9 +172,8 @@ def _add_tracking_options(parser, default_help: str) -> None:
 
 
 def _estimator_params(args) -> dict:
-    from .estimator import PneumoniaCNN
 
-    names = set(inspect.signature(PneumoniaCNN.__init__).parameters)
+    names = set(_estimator_spec()[0])
     return {k: v for k, v in vars(args).items() if k in names}
 
 

@@ -131,3 +131,29 @@ def test_search_command_needs_a_grid(synthetic_dir, capsys):
 def test_threshold_option_accepts_auto():
     args = build_parser().parse_args(["train", "d", "--model-out", "m", "--threshold", "auto"])
     assert args.threshold == "auto"
+
+
+def test_help_does_not_import_tensorflow():
+    """--help, --version and every sub-command's --help answer without TensorFlow (5 s of
+    imports): the options are read from the estimator's source. Timing: benchmarks/cli_startup.py"""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pneumonia_cnn.cli import build_parser; p = build_parser(); "
+            "p.format_help(); [a.choices[c].format_help() for a in p._subparsers._group_actions "
+            "for c in a.choices]; print(sorted(m for m in ('tensorflow', 'keras', 'mlflow') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_options_match_the_estimator_parameters():
+    import inspect
+
+    from pneumonia_cnn import PneumoniaCNN
+    from pneumonia_cnn.cli import _estimator_spec
+
+    defaults, _ = _estimator_spec()
+    params = inspect.signature(PneumoniaCNN.__init__).parameters
+    assert defaults == {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
