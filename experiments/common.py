@@ -27,6 +27,25 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
     if not args.data:
         parser.error("--data DIR is required (or set PNEUMONIA_CNN_DATA)")
 
+    from pneumonia_cnn.cli import _filter_native_stderr
+
+    finish = _filter_native_stderr()  # TensorFlow's C++ start-up lines, as the CLI does
+    from pneumonia_cnn.data import DataError
+    from pneumonia_cnn.tracking import TrackingError  # imports TensorFlow: after the filter
+
+    try:
+        _search(name, grid, quick_grid, stress, args)
+    except (DataError, TrackingError, ValueError, OSError) as exc:  # one line, no traceback
+        error = exc
+    else:
+        error = None
+    finally:
+        finish()
+    if error is not None:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+def _search(name, grid, quick_grid, stress, args) -> None:
     from pneumonia_cnn import PneumoniaCNN
     from pneumonia_cnn.search import search
 
