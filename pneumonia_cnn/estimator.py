@@ -502,13 +502,21 @@ class PneumoniaCNN(KerasClassifier):
         self.mlflow_run_id_ = run.run_id if run is not None else None
         self.checkpoint_run_id_ = None
         self.interrupted_ = False
-        if int(self.n_networks) > 1:
-            validation = self._fit_ensemble(X, y, sample_weight, groups, run, start)
-        else:
-            validation = self._fit_network(X, y, sample_weight, groups, run, start, **kwargs)
-        self.history_ = dict(self.history_)
-        self.threshold_ = self._choose_threshold(*(validation or (None, None)))
-        self.fit_time_ = time.perf_counter() - start
+        try:
+            if int(self.n_networks) > 1:
+                validation = self._fit_ensemble(X, y, sample_weight, groups, run, start)
+            else:
+                validation = self._fit_network(X, y, sample_weight, groups, run, start,
+                                               **kwargs)
+            self.history_ = dict(self.history_)
+            self.threshold_ = self._choose_threshold(*(validation or (None, None)))
+            self.fit_time_ = time.perf_counter() - start
+        except BaseException as exc:
+            # whatever stopped the fit, and wherever (a split, the threshold's predict...),
+            # its run must not stay RUNNING; ending a run twice is harmless
+            if run is not None:
+                run.end_after_error(exc)
+            raise
         if run is not None:
             fit_run.finish(self, run, data_root, validation)
         return self

@@ -44,9 +44,14 @@ def start(estimator, data_root, X, y, groups=None) -> TrackedRun:
                            run_name=run_name(estimator, data_root),
                            tags={"kind": "fit", "eval_on": "validation hold-out",
                                  **({"synthetic_data": "true"} if synthetic else {})})
-    run.log_params({**model_params(estimator), "data": data_label(data_root)})
-    run.log_dataset(image_dataset(data_label(data_root), X, y, data_root, groups), "training")
-    run.log_environment()
+    try:
+        run.log_params({**model_params(estimator), "data": data_label(data_root)})
+        run.log_dataset(image_dataset(data_label(data_root), X, y, data_root, groups),
+                        "training")
+        run.log_environment()
+    except BaseException as exc:  # Ctrl-C right after the run was created: not RUNNING
+        run.end_after_error(exc)
+        raise
     return run
 
 

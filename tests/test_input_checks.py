@@ -186,3 +186,19 @@ def test_ctrl_c_while_logging_a_finished_fit_says_what_happened(synthetic_dir, t
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("pneumonia-cnn").experiment_id])
     assert run.info.status == "KILLED"  # not left RUNNING
+
+
+@pytest.mark.parametrize("where", ["_choose_threshold", "_split_validation"])
+def test_ctrl_c_anywhere_in_a_fit_ends_its_run(where, synthetic_data, tmp_path, monkeypatch):
+    """Runs used to stay RUNNING when the interrupt came outside Keras' training loop."""
+    import mlflow
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PneumoniaCNN, where, interrupted)
+    uri = f"sqlite:///{tmp_path / 'c.db'}"
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri})
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(synthetic_data.X, synthetic_data.y)
+    assert mlflow.MlflowClient(uri).get_run(clf.mlflow_run_id_).info.status == "KILLED"
