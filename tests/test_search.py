@@ -147,3 +147,35 @@ def test_read_back_params_round_trip(synthetic_dir, tmp_path):
 def test_unknown_parameter_is_rejected(synthetic_dir):
     with pytest.raises(ValueError, match="unknown PneumoniaCNN parameter"):
         search(synthetic_dir, {"filterz": [(4,)]}, verbose=0)
+
+
+def test_a_resumed_search_closes_the_refit_a_killed_process_left_running(synthetic_dir,
+                                                                         tmp_path,
+                                                                         monkeypatch):
+    import subprocess
+    import sys
+
+    from pneumonia_cnn.tracking import TrackedRun
+
+    uri = f"sqlite:///{tmp_path / 'k.db'}"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+
+    def killed_refit(parent, *args, **kwargs):  # what SIGKILL during a refit leaves behind
+        run = TrackedRun.start(tracking_uri=uri, run_name="refit", parent_run_id=parent.run_id,
+                               tags={"kind": "refit", "pneumonia_cnn.pid": dead})
+        raise KeyboardInterrupt(run.run_id)
+
+    kw = dict(estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2, tracking_uri=uri,
+              name="stale", holdout=0.25, verbose=0)
+    monkeypatch.setattr(search_mod, "_refit", killed_refit)
+    with pytest.raises(KeyboardInterrupt) as info:
+        search(synthetic_dir, {"dropout": [0.0]}, **kw)
+    stale = str(info.value)
+    client = mlflow.MlflowClient(uri)
+    assert client.get_run(stale).info.status == "RUNNING"
+    monkeypatch.undo()
+    res = search(synthetic_dir, {"dropout": [0.0]}, **kw)
+    assert client.get_run(stale).info.status == "KILLED"
+    refits = _runs(uri, res.parent_run_id, "refit")
+    assert sorted(r.info.status for r in refits) == ["FINISHED", "KILLED"]
