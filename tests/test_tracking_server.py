@@ -1,7 +1,6 @@
 """A tiny search logged over HTTP to a real `mlflow server` on 127.0.0.1."""
 
 import mlflow
-import pytest
 
 from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
