@@ -420,6 +420,7 @@ class PneumoniaCNN(KerasClassifier):
         own.append(self._recorder)
         if getattr(self, "_logger", None) is not None:
             own.append(self._logger)
+        own.insert(0, _HoldInterruptsWhileTracing())
         self._own_callbacks = own
         self._fit_callbacks = own + self._fit_callbacks
 
@@ -607,6 +608,9 @@ class PneumoniaCNN(KerasClassifier):
             raise
         finally:
             validation = self._validation
+            for c in getattr(self, "_own_callbacks", []):
+                if isinstance(c, _HoldInterruptsWhileTracing):
+                    c.release_quietly()  # never leave Ctrl-C held after a failed first batch
             # drop the per-fit helpers (they hold the model and the MLflow client): the
             # fitted estimator stays picklable and light
             own = getattr(self, "_own_callbacks", [])
@@ -944,6 +948,47 @@ class _BestWeights(keras.callbacks.Callback):
     def restore(self, model):
         if self._weights is not None:
             model.set_weights(self._weights)
+
+
+class _HoldInterruptsWhileTracing(keras.callbacks.Callback):
+    """Hold Ctrl-C / SIGTERM from the start of training until the first batch is done, then
+    deliver them.
+
+    The first batch traces the training graph (a few seconds of TensorFlow code). A
+    ``KeyboardInterrupt`` raised in the middle of it was, rarely, swallowed (training ran on)
+    or surfaced as ``SystemError: bad argument to internal function``. Held, the interrupt
+    arrives right after that batch, where Keras passes it on and the fit stops as promised.
+    A second Ctrl-C is delivered at once (see :func:`pneumonia_cnn.tracking.deferred_interrupts`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._hold = None
+
+    def on_train_begin(self, logs=None):
+        from .tracking import deferred_interrupts
+
+        self._hold = deferred_interrupts()
+        self._hold.__enter__()
+
+    def _release(self):
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.__exit__(None, None, None)  # raises KeyboardInterrupt if one was held
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._release()
+
+    def on_train_end(self, logs=None):
+        self._release()
+
+    def release_quietly(self):
+        """Release after the fit stopped for another reason (that reason is what the caller
+        sees; a held Ctrl-C is dropped, the fit is over anyway)."""
+        try:
+            self._release()
+        except KeyboardInterrupt:
+            pass
 
 
 class _CosineSchedule(keras.callbacks.Callback):

@@ -347,3 +347,30 @@ def test_two_searches_share_a_local_store(synthetic_dir, tmp_path):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 2 * (1 + 2 + 1)  # parent + 2 candidates + refit, each
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_ctrl_c_while_the_graph_is_traced_stops_the_fit_after_the_first_batch(
+        synthetic_data, tmp_path):
+    """An interrupt during the first batch (graph tracing) is held until that batch is done,
+    then stops the fit (it was rarely swallowed, or surfaced as a SystemError)."""
+    import signal
+
+    import keras
+    import mlflow
+
+    seen = {}
+
+    class InterruptDuringFirstBatch(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                signal.raise_signal(signal.SIGINT)
+                seen["returned"] = True  # the interrupt was held, not raised here
+
+    uri = f"sqlite:///{tmp_path / 'g.db'}"
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri,
+                          "callbacks": [InterruptDuringFirstBatch()]})
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(synthetic_data.X, synthetic_data.y)
+    assert seen.get("returned") and clf.interrupted_
+    assert mlflow.MlflowClient(uri).get_run(clf.mlflow_run_id_).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
