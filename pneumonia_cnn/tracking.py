@@ -423,7 +423,6 @@ class TrackedRun:
         self.run_id = run_id
 
     @classmethod
-    @_atomic
     def start(cls, *, tracking_uri=None, experiment: str = DEFAULT_EXPERIMENT,
               run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict | None = None, start_time: float | None = None) -> "TrackedRun":
@@ -435,13 +434,21 @@ class TrackedRun:
         all_tags = {"pneumonia_cnn.version": __version__, **_process_tags(), **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        run = None
         try:
-            run = client.create_run(_experiment_id(client, experiment), run_name=run_name,
-                                    tags=all_tags,
-                                    start_time=int(start_time * 1000) if start_time else None)
-        except TrackingError:
-            raise
-        except Exception as exc:
+            # a Ctrl-C held during the creation is delivered when this block ends: after the
+            # run exists but before the caller has it, so it must be ended here, or it stays
+            # RUNNING forever
+            with deferred_interrupts():
+                run = client.create_run(
+                    _experiment_id(client, experiment), run_name=run_name, tags=all_tags,
+                    start_time=int(start_time * 1000) if start_time else None)
+        except BaseException as exc:
+            if run is not None:
+                cls(client, run.info.run_id).end_after_error(exc)
+            if isinstance(exc, (TrackingError, KeyboardInterrupt)) or not isinstance(
+                    exc, Exception):
+                raise
             if not client.tracking_uri.startswith("sqlite:"):
                 raise  # a server's own MlflowException says what it needs
             raise TrackingError(

@@ -374,3 +374,27 @@ def test_ctrl_c_while_the_graph_is_traced_stops_the_fit_after_the_first_batch(
     assert seen.get("returned") and clf.interrupted_
     assert mlflow.MlflowClient(uri).get_run(clf.mlflow_run_id_).info.status == "KILLED"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_sigterm_at_any_moment_of_an_evaluation_leaves_no_run_running(fitted_tiny, tmp_path,
+                                                                      synthetic_dir):
+    """SIGTERM sent to `pneumonia-cnn evaluate` at spread-out moments (process start, data,
+    run creation, logging): every run it created ends FINISHED or KILLED, never RUNNING."""
+    model = fitted_tiny.save(tmp_path / "model")
+    uri = f"sqlite:///{tmp_path / 'e.db'}"
+    exe = Path(sys.executable).with_name("pneumonia-cnn")
+    cmd = [str(exe), "evaluate", str(model), str(synthetic_dir), "--tracking",
+           "--tracking-uri", uri, "--out", str(tmp_path / "out")]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, capture_output=True, check=True)  # how long a whole one takes
+    total = time.perf_counter() - start
+    for fraction in (0.55, 0.7, 0.8, 0.9, 0.97):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(total * fraction)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("pneumonia-cnn").experiment_id])
+    assert runs and {r.info.status for r in runs} <= {"FINISHED", "KILLED"}
