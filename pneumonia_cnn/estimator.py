@@ -888,6 +888,8 @@ class PneumoniaCNN(KerasClassifier):
             params["filters"] = tuple(params["filters"])
         # where runs go is the user's choice when the model is used, not the file's
         params["tracking_uri"] = None
+        if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+            params["experiment"] = os.environ["MLFLOW_EXPERIMENT_NAME"]
         unknown = sorted(set(params) - set(cls().get_params()) - {"optimizer__learning_rate"})
         unknown = [k for k in unknown if "__" not in k]  # routed scikeras parameters are fine
         if unknown:

@@ -148,6 +148,18 @@ def test_help_does_not_import_tensorflow():
     assert out.stdout.strip() == "[]"
 
 
+def test_help_is_plain_text_and_lists_accepted_values(capsys):
+    from pneumonia_cnn.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "``" not in out and ":mod:" not in out and ":func:" not in out
+    assert 'accepts {"max", "average"}' in out and 'accepts {"cosine", "constant"}' in out
+    assert 'accepts "balanced", a JSON dict or none' in out
+    assert "routed optimizer__* parameters are Python-only" in out
+
+
 def test_options_match_the_estimator_parameters():
     import inspect
 

@@ -88,6 +88,8 @@ def test_a_saved_tracking_uri_does_not_decide_where_runs_go(saved, monkeypatch):
     meta["params"]["tracking_uri"] = "http://attacker.example:5000"
     (saved / "pneumonia_cnn.json").write_text(json.dumps(meta))
     assert PneumoniaCNN.load(saved).tracking_uri is None  # $MLFLOW_TRACKING_URI / ./mlflow.db
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "my-site")
+    assert PneumoniaCNN.load(saved).experiment == "my-site"
 
 
 def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
