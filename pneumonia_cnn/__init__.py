@@ -25,6 +25,7 @@ _EXPORTS = {
     "patient_id": "data",
     "evaluate": "evaluation",
     "build_model": "model",
+    "quiet_tensorflow": "quiet",
 }
 
 __all__ = ["__version__", *_EXPORTS]

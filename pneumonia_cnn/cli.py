@@ -785,47 +785,7 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calib
             "run": cmd_run}
 
 
-# TensorFlow's C++ start-up notes and a harmless tf.data attribute warning, written straight to
-# file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says (TensorFlow 2.21 with Keras 3.15).
-_NATIVE_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog|"
-    r"[IW]\d{4} .*(port\.cc|cpu_feature_guard\.cc)|To enable the following instructions|"
-    r"E\d{4} .*NodeDef mentions attribute use_unbounded_threadpool)")
-
-
-def _filter_native_stderr():
-    """Route fd 2 through a thread that drops TensorFlow's native start-up noise.
-
-    Returns a function that restores fd 2 and waits until every line got through."""
-    import os
-
-    if os.environ.get("PNEUMONIA_CNN_RAW_STDERR"):
-        return lambda: None
-    try:
-        saved = os.dup(2)          # restored at the end
-        out = os.dup(2)            # where the filter writes
-        read_end, write_end = os.pipe()
-        os.dup2(write_end, 2)
-        os.close(write_end)
-    except OSError:
-        return lambda: None
-
-    def pump():
-        with os.fdopen(read_end, "rb") as src, os.fdopen(out, "wb", buffering=0) as dst:
-            for line in src:
-                if not _NATIVE_NOISE.match(line.decode("utf-8", "replace")):
-                    dst.write(line)
-
-    thread = threading.Thread(target=pump, daemon=True, name="stderr-filter")
-    thread.start()
-
-    def finish():
-        sys.stderr.flush()
-        os.dup2(saved, 2)          # closes the pipe's last write end: the pump sees EOF
-        os.close(saved)
-        thread.join(timeout=5)
-
-    return finish
+from .quiet import filter_native_stderr as _filter_native_stderr  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -169,3 +169,23 @@ def test_options_match_the_estimator_parameters():
     defaults, _ = _estimator_spec()
     params = inspect.signature(PneumoniaCNN.__init__).parameters
     assert defaults == {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_tensorflow_filters_its_start_up_lines_in_the_api(quiet):
+    import subprocess
+    import sys
+
+    code = ("import pneumonia_cnn\n"
+            + ("pneumonia_cnn.quiet_tensorflow()\n" if quiet else "")
+            + "import sys, numpy as np\n"
+              "from pneumonia_cnn import PneumoniaCNN\n"
+              "X = np.random.RandomState(0).randint(0, 255, (16, 32, 32, 1)).astype(np.uint8)\n"
+              "PneumoniaCNN(image_size=32, filters=(4,), epochs=1, n_networks=1, tracking=False,"
+              " augmentation=None, intensity_norm=None, threshold=0.5,"
+              " validation_fraction=0).fit(X, ['NORMAL', 'PNEUMONIA'] * 8)\n"
+              "print('kept', file=sys.stderr)\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stderr
+    assert "kept" in err  # the rest of stderr goes through
+    assert ("oneDNN custom operations" in err) is (not quiet)
