@@ -189,3 +189,17 @@ def test_quiet_tensorflow_filters_its_start_up_lines_in_the_api(quiet):
                          check=True).stderr
     assert "kept" in err  # the rest of stderr goes through
     assert ("oneDNN custom operations" in err) is (not quiet)
+
+
+def test_readme_commands_run_as_written_after_the_set_up():
+    """Every python / script line of the README uses the virtual environment's interpreter
+    (a bare `python experiments/...` failed unless the environment was active), and every
+    script it names exists."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert not re.findall(r"(?m)^(?:python|mlflow) ", readme)
+    for script in re.findall(r"\.venv/bin/python ((?:experiments|benchmarks)/\w+\.py)", readme):
+        assert (root / script).is_file(), script

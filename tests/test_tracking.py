@@ -214,3 +214,15 @@ def test_a_folder_named_with_percent_escapes_keeps_its_store(tmp_path, monkeypat
     run = TrackedRun.start(run_name="x")
     run.end()
     assert (work / "mlflow.db").is_file() and not (tmp_path / "a b").exists()
+
+
+def test_a_tracked_fit_warns_nothing_about_mlflow_internals(synthetic_data, tmp_path):
+    """MLflow's advice on predict type hints used to be printed on every tracked fit."""
+    import warnings
+
+    uri = f"sqlite:///{tmp_path / 'w.db'}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri}).fit(
+            synthetic_data.X, synthetic_data.y)
+    assert not [w for w in caught if "type hint" in str(w.message)]
