@@ -289,11 +289,11 @@ def decode_image(path: str | os.PathLike, image_size: int, notes: list | None = 
         if frames > 1:
             raise ValueError(f"{frames} frames (an animation or a multi-page file): one image "
                              "per file is expected; export the frame to use as its own file")
+        w, h = img.size  # as stored (a JPEG draft below decodes at a reduced size)
         if img.format == "JPEG":
             img.draft("L", (image_size, image_size))
         if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation: as the photo is meant
             img = ImageOps.exif_transpose(img)
-        w, h = img.size
         if max(w, h) > 3 * max(min(w, h), 1):
             note("elongated", f"{w}x{h} pixels, stretched to a square")
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
