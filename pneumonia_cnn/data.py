@@ -26,6 +26,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .dicom import dicom_patient_id, is_dicom, read_dicom
+
 __all__ = [
     "CLASS_NAMES",
     "DataError",
@@ -46,7 +48,8 @@ __all__ = [
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 
 #: File extensions that are read as images (lower case).
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                              ".dcm", ".dicom"})
 
 #: Folder names that are never data (archive debris).
 _IGNORED_DIRS = frozenset({"__macosx"})
@@ -149,10 +152,20 @@ def patient_id(path: str | os.PathLike) -> str:
     path : str or path-like
         File path or name.
 
+    A DICOM file's patient is its ``PatientID`` tag, else its ``StudyInstanceUID`` (see
+    :mod:`pneumonia_cnn.dicom`), whatever the file is called.
+
     Returns
     -------
     str
     """
+    if is_dicom(path) and os.path.isfile(path):
+        try:
+            tagged = dicom_patient_id(path)
+        except ImportError:  # no pydicom: the file is reported unreadable when decoded
+            tagged = None
+        if tagged:
+            return tagged
     stem = Path(path).stem
     for pattern in (_PERSON, _IM):
         match = pattern.match(stem)
@@ -244,7 +257,10 @@ def _image_files(folder: Path) -> list[Path]:
                 keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
-            if not _is_hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+            if _is_hidden(name):
+                continue
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_EXTENSIONS or (not suffix and is_dicom(Path(dirpath) / name)):
                 files.append(Path(dirpath) / name)
     return files
 
@@ -284,6 +300,14 @@ def decode_image(path: str | os.PathLike, image_size: int, notes: list | None = 
         if notes is not None:
             notes.append((kind, message))
 
+    if is_dicom(path):  # pydicom: modality and VOI LUTs, MONOCHROME1 (see pneumonia_cnn.dicom)
+        arr = read_dicom(path)
+        h, w = arr.shape
+        if max(w, h) > 3 * max(min(w, h), 1):
+            note("elongated", f"{w}x{h} pixels, stretched to a square")
+        img = Image.fromarray(arr).resize((image_size, image_size), Image.Resampling.BILINEAR,
+                                          reducing_gap=2.0)
+        return np.asarray(img, dtype=np.uint8)
     with Image.open(path) as img:
         frames = getattr(img, "n_frames", 1)
         if frames > 1:
@@ -360,7 +384,7 @@ def _decode_or_reason(path: str, image_size: int):
     notes: list = []
     try:
         return decode_image(path, image_size, notes), None, notes
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+    except (OSError, ValueError, SyntaxError, ImportError, UnidentifiedImageError,
             Image.DecompressionBombError) as exc:
         reason = str(exc) or type(exc).__name__
         return None, f"{type(exc).__name__}: {reason}", notes
