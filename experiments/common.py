@@ -27,9 +27,9 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
     if not args.data:
         parser.error("--data DIR is required (or set PNEUMONIA_CNN_DATA)")
 
-    from pneumonia_cnn.quiet import filter_native_stderr as _filter_native_stderr
+    from pneumonia_cnn.quiet import filter_native_stderr
 
-    finish = _filter_native_stderr()  # TensorFlow's C++ start-up lines, as the CLI does
+    finish = filter_native_stderr()  # TensorFlow's C++ start-up lines, as the CLI does
     from pneumonia_cnn.data import DataError
     from pneumonia_cnn.tracking import TrackingError  # imports TensorFlow: after the filter
 

@@ -318,15 +318,12 @@ def _log_calibration_run(model: SiteCalibratedCNN, source, X, y, groups) -> str:
         model.mlflow_model_id_ = serving.log_model(run, model, model_name(f"calibrated {data}"))
         dataset = image_dataset(data, X, y, source, groups)
         run.log_dataset(dataset, "calibration", model_id=model.mlflow_model_id_)
-        run.log_metrics({"decision_threshold": c["threshold"],
-                         "sensitivity": c["sensitivity"],
-                         "sensitivity_ci_low": c["sensitivity_ci95"][0],
-                         "sensitivity_ci_high": c["sensitivity_ci95"][1],
-                         "specificity": c["specificity"],
-                         "specificity_ci_low": c["specificity_ci95"][0],
-                         "specificity_ci_high": c["specificity_ci95"][1],
-                         "n_images": c["n_NORMAL"] + c["n_PNEUMONIA"]},
-                        model_id=model.mlflow_model_id_, dataset=dataset)
+        run.log_headline({"sensitivity": c["sensitivity"], "specificity": c["specificity"],
+                          "ci95": {"sensitivity": c["sensitivity_ci95"],
+                                   "specificity": c["specificity_ci95"]},
+                          "n_images": c["n_NORMAL"] + c["n_PNEUMONIA"],
+                          "threshold": c["threshold"]},
+                         model_id=model.mlflow_model_id_, dataset=dataset)
         run.log_dict(c, "calibration/calibration.json")
     except BaseException as exc:
         run.end_after_error(exc)

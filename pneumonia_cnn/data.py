@@ -301,25 +301,18 @@ def decode_image(path: str | os.PathLike, image_size: int, notes: list | None = 
             notes.append((kind, message))
 
     if is_dicom(path):  # pydicom: modality and VOI LUTs, MONOCHROME1 (see pneumonia_cnn.dicom)
-        arr = read_dicom(path)
-        h, w = arr.shape
-        if max(w, h) > 3 * max(min(w, h), 1):
-            note("elongated", f"{w}x{h} pixels, stretched to a square")
-        img = Image.fromarray(arr).resize((image_size, image_size), Image.Resampling.BILINEAR,
-                                          reducing_gap=2.0)
-        return np.asarray(img, dtype=np.uint8)
+        gray = Image.fromarray(read_dicom(path))
+        return _to_square(gray, gray.size, image_size, note)
     with Image.open(path) as img:
         frames = getattr(img, "n_frames", 1)
         if frames > 1:
             raise ValueError(f"{frames} frames (an animation or a multi-page file): one image "
                              "per file is expected; export the frame to use as its own file")
-        w, h = img.size  # as stored (a JPEG draft below decodes at a reduced size)
+        stored_size = img.size  # as stored (a JPEG draft below decodes at a reduced size)
         if img.format == "JPEG":
             img.draft("L", (image_size, image_size))
         if img.getexif().get(0x0112, 1) != 1:  # EXIF orientation: as the photo is meant
             img = ImageOps.exif_transpose(img)
-        if max(w, h) > 3 * max(min(w, h), 1):
-            note("elongated", f"{w}x{h} pixels, stretched to a square")
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)
             if not np.isfinite(arr).all():
@@ -328,8 +321,17 @@ def decode_image(path: str | os.PathLike, image_size: int, notes: list | None = 
             img = Image.fromarray(np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8))
         elif img.mode != "L":
             img = img.convert("L")
-        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return np.asarray(img, dtype=np.uint8)
+        return _to_square(img, stored_size, image_size, note)
+
+
+def _to_square(img, stored_size, image_size: int, note) -> np.ndarray:
+    """An 8-bit grayscale image resized to ``image_size`` square (noting a very elongated
+    one, of ``stored_size``, that gets stretched)."""
+    w, h = stored_size
+    if max(w, h) > 3 * max(min(w, h), 1):
+        note("elongated", f"{w}x{h} pixels, stretched to a square")
+    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _white_level(img, arr: np.ndarray, path, note) -> float:

@@ -23,7 +23,7 @@ from .tracking import (
     model_params,
 )
 
-__all__ = ["start", "finish", "log_interrupted", "run_name"]
+__all__ = ["start", "finish", "log_interrupted", "log_stress", "run_name"]
 
 
 def run_name(estimator, data_root) -> str:
@@ -66,23 +66,15 @@ def finish(estimator, run: TrackedRun, data_root, validation=None) -> None:
         estimator.mlflow_model_id_ = serving.log_model(run, estimator,
                                                        model_name(run.name))
         if validation is not None and len(np.unique(validation[1])) == 2:
-            from .robustness import PERTURBATIONS, stress_scores, summarize_stress
-
             Xv, yv = validation
-            threshold = estimator._decision_threshold()
-            all_scores = stress_scores(estimator, Xv, list(PERTURBATIONS))
-            result = summarize_stress(yv, all_scores, threshold)
-            estimator.stress_ = result.summary
-            scores = all_scores[("clean", 0)]
-            headline = metrics_from_scores(yv, scores, threshold)
-            headline["ci95"] = confidence_intervals(yv, scores, headline["threshold"])
             dataset = image_dataset(f"{data_label(data_root)} (validation hold-out)", Xv, yv,
                                     data_root)
             run.log_dataset(dataset, "validation", model_id=estimator.mlflow_model_id_)
+            result, scores = log_stress(run, estimator, Xv, yv, dataset)
+            estimator.stress_ = result.summary
+            headline = metrics_from_scores(yv, scores, estimator._decision_threshold())
+            headline["ci95"] = confidence_intervals(yv, scores, headline["threshold"])
             run.log_headline(headline, model_id=estimator.mlflow_model_id_, dataset=dataset)
-            run.log_metrics({k: v for k, v in result.summary.items()
-                             if k.startswith("stress_")},
-                            model_id=estimator.mlflow_model_id_, dataset=dataset)
             run.log_dict(result.to_dict(), "stress/stress_test.json")
         run.log_fit(estimator)
         run.end("FINISHED")
@@ -95,6 +87,25 @@ def finish(estimator, run: TrackedRun, data_root, validation=None) -> None:
                       f"{run.run_id}; the trained model is kept (save it with "
                       ".save(path); `pneumonia-cnn train` saves it to --model-out)",
                       stacklevel=3)
+
+
+def log_stress(run: TrackedRun, estimator, X, y, dataset):
+    """Shift-stress test of labelled held-out images in one pass (clean and perturbed
+    scores), its ``stress_*`` metrics logged linked to the estimator's logged model and to
+    ``dataset``. Used for a fit's validation hold-out and a search refit's hold-out.
+
+    Returns
+    -------
+    (StressResult, ndarray)
+        The result, and the clean images' P(PNEUMONIA) (for the headline metrics).
+    """
+    from .robustness import PERTURBATIONS, stress_scores, summarize_stress
+
+    all_scores = stress_scores(estimator, X, list(PERTURBATIONS))
+    result = summarize_stress(y, all_scores, estimator._decision_threshold())
+    run.log_metrics({k: v for k, v in result.summary.items() if k.startswith("stress_")},
+                    model_id=getattr(estimator, "mlflow_model_id_", None), dataset=dataset)
+    return result, all_scores[("clean", 0)]
 
 
 def log_interrupted(estimator, run: TrackedRun, elapsed: float, n_epochs: int,

@@ -310,7 +310,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
 
     data_name = data_label(getattr(data, "root", None))
     search_ds = image_dataset(f"{data_name} (minus hold-out)" if holdout_idx is not None
-                              else data_name, X if X.dtype.kind != "U" else data.X[search_idx], y,
+                              else data_name, data.X[search_idx], y,
                               getattr(data, "root", None), groups)
     holdout_ds = None
     if holdout_idx is not None:
@@ -375,24 +375,14 @@ def check_space(base, param_grid, param_distributions, n_iter, random_state) -> 
     """Every candidate's settings are valid, before any data is loaded or fit (a grid such
     as ``{"filters": [8, 16]}``, ints where tuples are meant, would fail every fit)."""
     if param_grid is not None:
-        candidates = ParameterGrid(_tuples(param_grid))
+        candidates = ParameterGrid(param_grid)
     else:
-        candidates = ParameterSampler(_tuples(param_distributions), n_iter,
-                                      random_state=random_state)
+        candidates = ParameterSampler(param_distributions, n_iter, random_state=random_state)
     for params in candidates:
         try:
             clone(base).set_params(**params).check_params()
         except ValueError as exc:
             raise ValueError(f"search candidate {describe_params(params)}: {exc}") from None
-
-
-def _tuples(space):
-    """JSON grids give lists where the estimator takes tuples (``filters``)."""
-    if isinstance(space, list):
-        return [_tuples(s) for s in space]
-    return {k: ([tuple(v) if isinstance(v, list) else v for v in vals]
-                if k == "filters" and isinstance(vals, (list, tuple)) else vals)
-            for k, vals in space.items()}
 
 
 def _data_hash(data: ImageData) -> str:
@@ -553,7 +543,7 @@ def _refit(parent, base, best_params, X, y, groups, data, holdout_idx, experimen
     stress-test it on the search hold-out, with the metrics linked to the model."""
     from . import serving
     from .evaluation import evaluate
-    from .robustness import stress_test
+    from .fit_run import log_stress
 
     est = clone(base).set_params(**best_params)
     run = TrackedRun.start(tracking_uri=parent.client.tracking_uri, experiment=experiment,
@@ -575,9 +565,8 @@ def _refit(parent, base, best_params, X, y, groups, data, holdout_idx, experimen
             run.log_dataset(holdout_ds, "holdout", model_id=est.mlflow_model_id_)
             run.log_evaluation(holdout, model_id=est.mlflow_model_id_, dataset=holdout_ds)
             if len(np.unique(data.y[holdout_idx])) == 2:
-                stress = stress_test(est, data.X[holdout_idx], data.y[holdout_idx]).summary
-                run.log_metrics({k: v for k, v in stress.items() if k.startswith("stress_")},
-                                model_id=est.mlflow_model_id_, dataset=holdout_ds)
+                log_stress(run, est, est._validate_array(data.X[holdout_idx]),
+                           data.y[holdout_idx], holdout_ds)
     except BaseException as exc:
         run.end_after_error(exc)
         raise

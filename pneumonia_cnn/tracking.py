@@ -179,7 +179,7 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
             "tracking (tracking=False, --no-tracking)") from None
 
 
-_KIND_SET: set = set()
+_READY_EXPERIMENTS: set = set()
 #: Name of the runs-table view stored with every experiment (MLflow's "shared view": an
 #: experiment tag ``mlflow.sharedViewState.<name>`` that the UI reads from the URL parameter
 #: ``viewStateShareKey``).
@@ -214,7 +214,7 @@ def _experiment_id(client, name: str) -> str:
     else:
         exp_id = exp.experiment_id
     key = (client.tracking_uri, exp_id)
-    if key not in _KIND_SET:
+    if key not in _READY_EXPERIMENTS:
         tags = exp.tags if exp is not None else {}
         # MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty traces
         # page); this tag makes it a model-training experiment that opens on its runs.
@@ -225,7 +225,7 @@ def _experiment_id(client, name: str) -> str:
         if f"{_SHARED_VIEW_TAG}{SHARED_VIEW}" not in tags:
             client.set_experiment_tag(exp_id, f"{_SHARED_VIEW_TAG}{SHARED_VIEW}",
                                       json.dumps(_SHARED_VIEW_STATE))
-        _KIND_SET.add(key)
+        _READY_EXPERIMENTS.add(key)
     return exp_id
 
 
@@ -236,7 +236,7 @@ def ui_url(exp_id: str, host: str = "http://127.0.0.1:5000") -> str:
             f"&viewStateShareKey={SHARED_VIEW}")
 
 
-def version_tags() -> dict:
+def library_versions() -> dict:
     """Library versions (logged as ``environment.json`` of top-level runs)."""
     import mlflow
     import scikeras
@@ -312,10 +312,9 @@ def describe_changes(estimator, limit: int = 5) -> str:
 def data_label(root) -> str:
     """The short name of a data set in run names and the ``data`` param: the last two parts
     of its folder (``chest_xray/train``), ``(arrays)`` for in-memory images."""
-    if not root:
+    if not root or str(root) == "(arrays)":
         return "(arrays)"
-    parts = Path(str(root)).resolve().parts if str(root) not in ("(arrays)",) else ()
-    return "/".join(parts[-2:]) if parts else str(root)
+    return "/".join(Path(str(root)).resolve().parts[-2:])
 
 
 def model_name(run_name: str) -> str:
@@ -446,11 +445,10 @@ class TrackedRun:
         except BaseException as exc:
             if run is not None:
                 cls(client, run.info.run_id).end_after_error(exc)
-            if isinstance(exc, (TrackingError, KeyboardInterrupt)) or not isinstance(
-                    exc, Exception):
+            # a server's own MlflowException says what it needs; interrupts go on as they are
+            if (isinstance(exc, TrackingError) or not isinstance(exc, Exception)
+                    or not client.tracking_uri.startswith("sqlite:")):
                 raise
-            if not client.tracking_uri.startswith("sqlite:"):
-                raise  # a server's own MlflowException says what it needs
             raise TrackingError(
                 f"cannot write a run to the MLflow store {client.tracking_uri} "
                 f"({_reason(exc)}): check that the file and its folder are writable, use "
@@ -527,7 +525,7 @@ class TrackedRun:
 
     def log_environment(self) -> None:
         """Library versions as ``environment.json`` (one artifact, not seven tags)."""
-        self.log_dict(version_tags(), "environment.json")
+        self.log_dict(library_versions(), "environment.json")
 
     @_atomic
     def end(self, status: str = "FINISHED", end_time: float | None = None) -> None:
