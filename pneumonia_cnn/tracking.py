@@ -685,6 +685,10 @@ def close_stale_runs(tracking_uri=None, experiment: str = DEFAULT_EXPERIMENT,
     import socket
     import time
 
+    if older_than_hours is not None and not older_than_hours >= 0:
+        raise ValueError(f"older_than_hours must be a number of hours >= 0, got "
+                         f"{older_than_hours!r}: a negative age would close the runs of live "
+                         "processes on other machines")
     client = get_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

@@ -186,6 +186,9 @@ def test_runs_left_running_by_a_killed_process_can_be_closed(tmp_path, capsys):
     assert client.get_run(dead).info.status == "KILLED"
     assert client.get_run(alive.run_id).info.status == "RUNNING"  # a live process: untouched
     assert close_stale_runs(uri) == []
+    assert main(["close-runs", "--tracking-uri", uri, "--older-than", "-1"]) == 2
+    assert "older_than_hours must be a number of hours >= 0" in capsys.readouterr().err
+    assert client.get_run(alive.run_id).info.status == "RUNNING"
     alive.end()
 
 
