@@ -42,7 +42,13 @@ def _pydicom():
 
 def is_dicom(path) -> bool:
     """A ``.dcm`` / ``.dicom`` file, or a file without extension whose 128-byte preamble is
-    followed by ``DICM`` (as scanners and PACS exports often name them)."""
+    followed by ``DICM`` (as scanners and PACS exports often name them); for an open binary
+    file (e.g. the bytes of a serving request), the preamble decides."""
+    if hasattr(path, "read") and hasattr(path, "seek"):  # bytes sent to the served model
+        pos = path.tell()
+        head = path.read(132)
+        path.seek(pos)
+        return len(head) == 132 and head[128:] == b"DICM"
     if not isinstance(path, (str, os.PathLike)):
         return False
     ext = os.path.splitext(str(path))[1].lower()

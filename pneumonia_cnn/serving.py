@@ -11,7 +11,8 @@ What the served model answers
 -----------------------------
 ``POST /invocations`` takes images as
 
-- encoded image files (PNG, JPEG, TIFF... any Pillow reads, 8 or 16 bit): a DataFrame column
+- encoded image files (PNG, JPEG, TIFF... any Pillow reads, 8 or 16 bit; DICOM files too,
+  read as in :mod:`pneumonia_cnn.dicom`): a DataFrame column
   ``image`` holding the file bytes -- base64 in JSON, as MLflow documents for binary
   columns: ``{"dataframe_split": {"columns": ["image"], "data": [["iVBORw0..."]]}}`` -- or a
   list of base64 strings, ``{"inputs": {"image": ["iVBORw0...", ...]}}``;
@@ -117,7 +118,7 @@ def decode_request(model_input, image_size: int) -> np.ndarray:
         except Exception as exc:  # Pillow raises many types for a bad file
             raise ServingInputError(f"image {i}: not a readable image file ({len(raw)} bytes; "
                                     f"{type(exc).__name__}: {exc}); send PNG/JPEG/TIFF "
-                                    "bytes") from None
+                                    "or DICOM bytes") from None
     return np.stack(out)[..., np.newaxis]
 
 

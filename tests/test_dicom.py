@@ -128,3 +128,17 @@ def test_a_mixed_folder_trains_predicts_and_groups_dicom_by_patient_tag(film, tm
                                                     "PNEUMONIA-patient-1"}
     clf = PneumoniaCNN(**TINY).fit(root)
     assert clf.predict(list(data.paths)).shape == (12,)
+
+
+def test_dicom_bytes_decode_like_the_file(film, tmp_path):
+    """The served model gets file bytes, not paths: DICOM is recognised by its preamble."""
+    import io
+
+    from pneumonia_cnn.dicom import is_dicom
+    from pneumonia_cnn.serving import decode_request
+
+    path = make_dicom(tmp_path / "a.dcm", film.astype(np.uint16) * 16, bits=12,
+                      photometric="MONOCHROME1")
+    served = decode_request({"image": [open(path, "rb").read()]}, 32)
+    np.testing.assert_array_equal(served[0, :, :, 0], decode_image(path, 32))
+    assert not is_dicom(io.BytesIO(b"x" * 200))

@@ -94,6 +94,21 @@ def test_served_model_answers_image_files_like_predict(served, synthetic_data):
     assert [r["label"] for r in rows] == list(clf.predict(paths))
 
 
+def test_served_model_answers_dicom_files_like_predict(served, synthetic_data, tmp_path):
+    pytest.importorskip("pydicom")
+    from test_dicom import make_dicom
+
+    url, clf = served
+    pixels = [synthetic_data.X[i, :, :, 0].astype(np.uint16) * 16 for i in range(3)]  # 12 bit
+    paths = [make_dicom(tmp_path / f"film{i}.dcm", p, bits=12) for i, p in enumerate(pixels)]
+    files = [base64.b64encode(open(p, "rb").read()).decode() for p in paths]
+    status, body = _post(url, {"inputs": {"image": files}})
+    assert status == 200, body
+    expected = clf.predict_proba(load_images(paths, clf.image_size).X)[:, 1]
+    np.testing.assert_allclose([r["probability"] for r in body["predictions"]], expected,
+                               rtol=1e-5)
+
+
 def test_served_model_answers_pixel_arrays(served, synthetic_data):
     url, clf = served
     X = synthetic_data.X[:4]
