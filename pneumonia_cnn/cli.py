@@ -158,10 +158,51 @@ def _json_object(text: str) -> dict:
     return {k: [tuple(x) if isinstance(x, list) else x for x in v] for k, v in value.items()}
 
 
-def _add_strict_option(parser) -> None:
-    parser.add_argument("--strict", action="store_true",
-                        help="stop on an unreadable image file instead of skipping it "
-                             "with a warning")
+_DATA_HELP = ("data: a folder with NORMAL/ and PNEUMONIA/, a split root (Kaggle's chest_xray "
+              "with train/ val/ test/; pick one as chest_xray:test), a MedMNIST .npz "
+              "(pneumoniamnist.npz[:train|val|test]) or a CSV of path,label[,patient]")
+
+
+def _add_data_options(parser) -> None:
+    group = parser.add_argument_group("data options")
+    group.add_argument("--strict", action="store_true",
+                       help="stop on an unreadable image file instead of skipping it "
+                            "with a warning")
+    group.add_argument("--label-map", metavar="JSON", type=_label_map,
+                       help='CSV data: label strings to NORMAL/PNEUMONIA, e.g. \'{"No '
+                            'Finding": "NORMAL", "Pneumonia": "PNEUMONIA"}\'; other '
+                            "labels are left out with a warning [labels must already be "
+                            "NORMAL/PNEUMONIA or 0/1]")
+    group.add_argument("--columns", metavar="PATH,LABEL[,PATIENT]",
+                       type=lambda t: [c.strip() for c in t.split(",")],
+                       help="CSV data: the path, label and patient column names [recognised "
+                            "from the header, e.g. 'Image Index,Finding Labels,Patient ID']")
+    group.add_argument("--image-root", metavar="DIR",
+                       help="CSV data: folder the relative paths start from [the CSV's folder]")
+
+
+def _label_map(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('expected a JSON object, e.g. \'{"No Finding": '
+                                         '"NORMAL", "Pneumonia": "PNEUMONIA"}\'')
+    return value
+
+
+def _load_data(args, image_size: int, role, verbose: int = 0):
+    """The command's DATA, read as :func:`pneumonia_cnn.sources.load_data` reads it; says
+    which split(s) were used when the source has several."""
+    from .sources import load_data
+
+    data = load_data(args.data_dir, image_size, role=role, label_map=args.label_map,
+                     columns=args.columns, image_root=args.image_root, strict=args.strict,
+                     verbose=verbose)
+    if str(data.root) != str(Path(args.data_dir).expanduser()) and role is not None:
+        print(f"Using {data.root} ({len(data)} images)", flush=True)
+    return data
 
 
 def _add_tracking_options(parser, default_help: str) -> None:
@@ -194,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model on a data folder and save it",
                        description="Train PneumoniaCNN on a data folder and save the model.")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("data_dir", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--model-out", required=True, metavar="PATH",
                    help="folder to save the trained model to")
     p.add_argument("--overwrite", action="store_true",
@@ -207,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model registry; 'champion' moves to it only if its validation "
                         "hold-out ROC AUC beats the current champion's")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    _add_strict_option(p)
+    _add_data_options(p)
     _add_estimator_options(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a data folder",
@@ -215,12 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics, confusion matrix, ROC and precision-recall "
                                    "curves.")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("data_dir", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--out", metavar="DIR", help="write plots, metrics.json and the "
                                                 "classification report here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threshold", type=float, help="decision threshold [the model's]")
-    _add_strict_option(p)
+    _add_data_options(p)
     _add_tracking_options(p, default_help="[the model's setting]")
 
     p = sub.add_parser(
@@ -233,8 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "point. The sensitivity the set can promise is printed with its 95% "
                     "interval.")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
-    p.add_argument("data_dir", metavar="DATA_DIR",
-                   help="the site's labelled images: folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("data_dir", metavar="DATA",
+                   help="the site's labelled images: a folder with NORMAL/ and PNEUMONIA/, a "
+                        "CSV of path,label[,patient], or one split of a split root or "
+                        "MedMNIST file (pneumoniamnist.npz:val)")
     p.add_argument("--model-out", required=True, metavar="PATH",
                    help="folder to save the calibrated model to")
     p.add_argument("--overwrite", action="store_true",
@@ -242,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(its model files are replaced; a saved model is always replaced)")
     p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="X",
                    help="the most specific threshold that keeps sensitivity X on the "
-                        "site's next films (split-conformal rule on DATA_DIR's PNEUMONIA "
+                        "site's next films (split-conformal rule on DATA's PNEUMONIA "
                         "images) [0.95]")
     p.add_argument("--threshold", type=float, metavar="X",
                    help="a fixed threshold instead of --target-sensitivity")
@@ -250,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also calibrate the probabilities (scikit-learn CalibratedClassifierCV)"
                         " [off: keep the network's]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_strict_option(p)
+    _add_data_options(p)
     _add_tracking_options(p, default_help="[the model's setting]")
 
     p = sub.add_parser(
@@ -262,14 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "specificity at the model's threshold, and the shift of NORMAL films' "
                     "mean P(PNEUMONIA).")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("data_dir", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--severities", type=_int_tuple, default=(1, 2, 3), metavar="1,2,3",
                    help="severities to run [1,2,3]")
     p.add_argument("--perturbations", metavar="NAME,...",
                    help="comma-separated subset [all]")
     p.add_argument("--random-state", type=int, default=0, help="seed [0]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_strict_option(p)
+    _add_data_options(p)
 
     p = sub.add_parser(
         "explain", help="Grad-CAM heat maps: where the network looked",
@@ -305,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "MLflow parent run; the best is refit and evaluated on "
                                    "held-out patients. Re-running an interrupted search with "
                                    "the same --name and grid resumes it.")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with NORMAL/ and PNEUMONIA/")
+    p.add_argument("data_dir", metavar="DATA", help=_DATA_HELP)
     p.add_argument("--grid", metavar="JSON", type=_json_object,
                    help='parameter grid, e.g. \'{"filters": [[16,32],[32,64]], '
                         '"augmentation": [null, "standard"]}\'')
@@ -327,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "MLflow model registry; the alias 'champion' moves to it only if its "
                         "hold-out ROC AUC beats the current champion's")
     p.add_argument("--quiet", action="store_true", help="less output")
-    _add_strict_option(p)
+    _add_data_options(p)
     _add_estimator_options(p)
 
     p = sub.add_parser(
@@ -359,15 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
 
     p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
-                       description="Train on DATA_DIR (or, with no DATA_DIR, on a small built-in "
-                                   "SYNTHETIC set), evaluate on held-out patients (or on "
-                                   "DATA_DIR/test when DATA_DIR is a Kaggle root with train/ "
-                                   "and test/), and save the model and the plots.")
-    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?",
-                   help="class folder (chest_xray/train) or Kaggle root (chest_xray)")
+                       description="Train on DATA (or, without DATA, on a small built-in "
+                                   "SYNTHETIC set), evaluate, and save the model and the "
+                                   "plots. A source with splits (Kaggle's chest_xray/, a "
+                                   "MedMNIST .npz) trains on train + val and is evaluated on "
+                                   "test; without a test split, 20%% of the patients are held "
+                                   "out of training and evaluated.")
+    p.add_argument("data_dir", metavar="DATA", nargs="?", help=_DATA_HELP)
     p.add_argument("--out", metavar="DIR", default="outputs", help="output folder [outputs]")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress")
-    _add_strict_option(p)
+    _add_data_options(p)
     _add_estimator_options(p)
     return parser
 
@@ -418,13 +462,10 @@ def check_model_out(path, overwrite: bool = False) -> None:
 def cmd_train(args) -> int:
     import numpy as np
 
-    from .data import load_image_folder
-
     check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
     clf = _make_estimator(args)
-    data = load_image_folder(args.data_dir, clf.image_size, verbose=int(not args.quiet),
-                             strict=args.strict)
-    print(f"Training on {len(data)} images {data.class_counts()} from {args.data_dir}",
+    data = _load_data(args, clf.image_size, "train", verbose=int(not args.quiet))
+    print(f"Training on {len(data)} images {data.class_counts()} from {data.root}",
           flush=True)
     try:
         clf.fit(data)
@@ -509,20 +550,19 @@ def _print_stress(clf) -> None:
 
 def cmd_evaluate(args) -> int:
     from .calibration import load_model
-    from .data import load_image_folder
     from .evaluation import evaluate, public_metrics
 
     clf = load_model(args.model, tracking_uri=args.tracking_uri)
     _set_tracking_uri(clf, args.tracking_uri)
-    data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict)
+    data = _load_data(args, clf.image_size, "evaluate")
     result = evaluate(clf, data, out_dir=args.out, threshold=args.threshold,
-                      track=args.tracking, data_name=str(args.data_dir))
+                      track=args.tracking, data_name=str(data.root))
     metrics = public_metrics(result)
     if args.json:
         metrics.pop("classification_report_text", None)
         print(json.dumps(metrics))
         return 0
-    print(f"{metrics['n_images']} images from {args.data_dir} (threshold "
+    print(f"{metrics['n_images']} images from {data.root} (threshold "
           f"{metrics['threshold']:.3f})")
     print(_fmt(metrics))
     print(_fmt_ci(metrics))
@@ -565,7 +605,6 @@ def _fmt_ci(metrics: dict) -> str:
 
 def cmd_calibrate(args) -> int:
     from .calibration import calibrate
-    from .data import load_image_folder
     from .estimator import PneumoniaCNN
 
     check_model_out(args.model_out, args.overwrite)
@@ -573,10 +612,10 @@ def cmd_calibrate(args) -> int:
     _set_tracking_uri(clf, args.tracking_uri)
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
-    data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict, verbose=0)
+    data = _load_data(args, clf.image_size, None)  # a source with splits: name the one
     model = calibrate(clf, data, target_sensitivity=args.target_sensitivity,
                       threshold=args.threshold, method=args.method, track=args.tracking,
-                      data_name=str(args.data_dir))
+                      data_name=str(data.root))
     path = model.save(args.model_out)
     c = model.calibration_
     if args.json:
@@ -600,7 +639,6 @@ def cmd_calibrate(args) -> int:
 
 def cmd_stress(args) -> int:
     from .calibration import load_model
-    from .data import load_image_folder
     from .robustness import PERTURBATIONS, SEVERITIES, stress_test
 
     names = args.perturbations.split(",") if args.perturbations else None
@@ -611,7 +649,7 @@ def cmd_stress(args) -> int:
     if not args.severities or any(v not in SEVERITIES for v in args.severities):
         raise CLIError(f"--severities must be a subset of 1,2,3, got {args.severities}")
     clf = load_model(args.model)
-    data = load_image_folder(args.data_dir, clf.image_size, strict=args.strict, verbose=0)
+    data = _load_data(args, clf.image_size, "evaluate")
     result = stress_test(clf, data, perturbations=names, severities=tuple(args.severities),
                          random_state=args.random_state)
     if args.json:
@@ -686,13 +724,11 @@ def cmd_search(args) -> int:
     base = _make_estimator(args)
     base.set_params(verbose=0)
     tracking_uri = vars(args).get("tracking_uri")
-    from .data import load_image_folder
     from .search import check_space
 
     check_space(base, args.grid, args.random, args.n_iter, 0)  # before reading any image
 
-    data = load_image_folder(args.data_dir, base.image_size, strict=args.strict,
-                             verbose=0 if args.quiet else 1)
+    data = _load_data(args, base.image_size, "train", verbose=0 if args.quiet else 1)
     result = search(data, args.grid, param_distributions=args.random,
                     n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
                     name=args.name, tracking_uri=tracking_uri, resume=args.resume,
@@ -716,8 +752,9 @@ def cmd_search(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .data import grouped_split, load_image_folder
+    from .data import grouped_split
     from .evaluation import evaluate, public_metrics
+    from .sources import load_data, test_split
     from .synthetic import make_synthetic_dataset
 
     out = Path(args.out)
@@ -726,45 +763,37 @@ def cmd_run(args) -> int:
     if synthetic:  # every result of the demo says SYNTHETIC, its folder too
         out = out / "SYNTHETIC-demo"
         out.mkdir(parents=True, exist_ok=True)
-        data_dir = make_synthetic_dataset(out / "synthetic_data", n_normal=60, n_pneumonia=120)
+        args.data_dir = str(make_synthetic_dataset(out / "synthetic_data", n_normal=60,
+                                                   n_pneumonia=120))
         print("=" * 78)
-        print("No DATA_DIR given: using a small built-in SYNTHETIC data set "
-              f"({data_dir}).\nThese are drawn images, not radiographs; the numbers below only "
-              "show that the\npipeline works. Pass chest_xray/train (or chest_xray) for real "
-              "results.")
+        print("No DATA given: using a small built-in SYNTHETIC data set "
+              f"({args.data_dir}).\nThese are drawn images, not radiographs; the numbers below "
+              "only show that the\npipeline works. Pass chest_xray/train (or chest_xray) for "
+              "real results.")
         print("=" * 78, flush=True)
         # the demo set is small: more, smaller steps (unless the user chose otherwise)
         clf.set_params(**{k: v for k, v in {"epochs": 25, "batch_size": 16}.items()
                           if k not in vars(args)})
-        train_dir, test_dir = data_dir, None
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        root = Path(args.data_dir)
-        if (root / "train").is_dir():
-            train_dir = root / "train"
-            test_dir = root / "test" if (root / "test").is_dir() else None
-        else:
-            train_dir, test_dir = root, None
-    data = load_image_folder(train_dir, clf.image_size, verbose=int(not args.quiet),
-                             strict=args.strict)
-    if test_dir is None:
+    out.mkdir(parents=True, exist_ok=True)
+    data = _load_data(args, clf.image_size, "train", verbose=int(not args.quiet))
+    test_source = test_split(args.data_dir)  # chest_xray:test, data.npz:test, or None
+    if test_source is None:
         tr, te = grouped_split(data.y, data.groups, 0.2, random_state=0)
-        held_out = "20% of the patients, held out from training (patient-grouped)"
+        train, held = data.subset(tr), data.subset(te)
+        held_out = (f"20% of the patients of {data.root}, held out from training "
+                    "(patient-grouped)")
+        held_name = f"{data.root} (held-out 20% of patients)"
     else:
-        tr, te = slice(None), None
-        held_out = f"{test_dir}"
-    train = type(data)(X=data.X[tr], y=data.y[tr], paths=data.paths[tr],
-                       groups=data.groups[tr], root=data.root)
-    print(f"Training on {len(train)} images {train.class_counts()} from {train_dir}", flush=True)
+        train, held = data, None
+        held_out = held_name = test_source
+    print(f"Training on {len(train)} images {train.class_counts()} from {data.root}; "
+          f"evaluating on {held_out}", flush=True)
     clf.fit(train)
     model_path = clf.save(out / "model")
-    if te is None:
-        result = evaluate(clf, test_dir, out_dir=out / "evaluation")
-    else:
-        held = type(data)(X=data.X[te], y=data.y[te], paths=data.paths[te],
-                          groups=data.groups[te], root=data.root)
-        result = evaluate(clf, held, out_dir=out / "evaluation",
-                          data_name=f"{train_dir} (held-out 20% of patients)")
+    if held is None:
+        held = load_data(test_source, clf.image_size, role=None, label_map=args.label_map,
+                         columns=args.columns, image_root=args.image_root, strict=args.strict)
+    result = evaluate(clf, held, out_dir=out / "evaluation", data_name=held_name)
     metrics = public_metrics(result)
     print(f"\nEvaluation on {metrics['n_images']} images: {held_out}"
           + (" [SYNTHETIC DATA]" if synthetic else ""))

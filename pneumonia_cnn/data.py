@@ -5,9 +5,13 @@ case-insensitively), as in Kaggle's ``chest_xray/train``. :func:`load_image_fold
 into a :class:`ImageData`: a uint8 array ``X`` of shape ``(n, size, size, 1)``, the class
 name of every image, its path and its patient id (for patient-grouped splits).
 
-Images are decoded with Pillow on all cores, once: the result is cached on disk under a key
-made of the file list, their sizes and modification times and the image size, so that a
-second load of the same folder is a single ``np.load``.
+Images are decoded with Pillow (pydicom for DICOM) on all cores, once: the result is cached
+on disk under a key made of the file list, their sizes and modification times and the image
+size, so that a second load of the same folder is a single ``np.load``. Decoding saves its
+progress every few hundred images, so an interrupted load of a large folder resumes where it
+stopped. Data too large to hold in memory comfortably is returned as an
+:class:`~pneumonia_cnn.streaming.ImageStream` over the memory-mapped cache (see
+:mod:`pneumonia_cnn.streaming`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .dicom import dicom_patient_id, is_dicom, read_dicom
+from .streaming import ImageStream, in_memory_limit, iter_chunks, release
 
 __all__ = [
     "CLASS_NAMES",
@@ -40,6 +45,7 @@ __all__ = [
     "is_path_list",
     "load_any",
     "load_image_folder",
+    "load_image_folders",
     "load_images",
     "patient_id",
 ]
@@ -54,7 +60,9 @@ IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", "
 #: Folder names that are never data (archive debris).
 _IGNORED_DIRS = frozenset({"__macosx"})
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
+#: Images decoded between two saves of a resumable decode's progress.
+_DECODE_STEP = 512
 
 
 class DataError(ValueError):
@@ -71,8 +79,9 @@ class ImageData:
 
     Attributes
     ----------
-    X : ndarray of uint8, shape (n_images, size, size, 1)
-        Grayscale pixel values 0-255.
+    X : ndarray of uint8, shape (n_images, size, size, 1), or ImageStream
+        Grayscale pixel values 0-255; an :class:`~pneumonia_cnn.streaming.ImageStream` (the
+        same shape, read from disk in batches) when the data is too large for memory.
     y : ndarray of str, shape (n_images,)
         Class name of every image (``"NORMAL"`` or ``"PNEUMONIA"``); empty strings when the
         images were given as a bare list of files.
@@ -100,6 +109,23 @@ class ImageData:
         """Number of images per class, e.g. ``{"NORMAL": 447, "PNEUMONIA": 1291}``."""
         names, counts = np.unique(self.y, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
+
+    def subset(self, rows) -> "ImageData":
+        """The images of ``rows`` (indices or a boolean mask), same root."""
+        return ImageData(X=self.X[rows], y=self.y[rows] if self.y.size else self.y,
+                         paths=self.paths[rows], groups=self.groups[rows], root=self.root)
+
+    @staticmethod
+    def concat(parts: Sequence["ImageData"]) -> "ImageData":
+        """One data set of several in-memory ones (their images must have one size)."""
+        if any(isinstance(p.X, ImageStream) for p in parts):
+            raise ValueError("ImageData.concat joins in-memory images only; load the files "
+                             "together instead (one cache entry, one stream)")
+        return ImageData(X=np.concatenate([p.X for p in parts]),
+                         y=np.concatenate([p.y for p in parts]),
+                         paths=np.concatenate([p.paths for p in parts]),
+                         groups=np.concatenate([p.groups for p in parts]),
+                         skipped=[s for p in parts for s in p.skipped])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,31 +418,39 @@ def _decode_or_reason(path: str, image_size: int):
         return None, f"{type(exc).__name__}: {reason}", notes
 
 
-def _decode_all(paths: Sequence[str], image_size: int, n_jobs: int | None, verbose: int):
+def _decode_into(X, ok, done, paths: Sequence[str], image_size: int, n_jobs, verbose,
+                 skipped: list, noted: list, save=None) -> None:
+    """Decode the images not yet ``done`` into ``X`` on all cores, ``_DECODE_STEP`` at a
+    time; after each step ``save()`` records the progress (a resumable cache entry)."""
     n = len(paths)
-    X = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
-    ok = np.zeros(n, dtype=bool)
-    skipped, noted = [], []
+    todo = np.flatnonzero(~done)
     workers = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
     bar = None
-    if verbose and n:
+    if verbose and len(todo):
         import keras  # local: keep `import pneumonia_cnn.data` light
 
-        print(f"Decoding {n} images at {image_size}x{image_size}")
+        resumed = n - len(todo)
+        print(f"Decoding {len(todo)} images at {image_size}x{image_size}"
+              + (f" ({resumed} of {n} were decoded before: resuming)" if resumed else ""))
         bar = keras.utils.Progbar(n, unit_name="image")
+        bar.update(resumed)
+    # Pillow releases the GIL while decoding and resizing, so threads use every core
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # Pillow releases the GIL while decoding and resizing, so threads use every core.
-        for i, (arr, reason, notes) in enumerate(pool.map(
-                lambda p: _decode_or_reason(p, image_size), paths, chunksize=16)):
-            noted += [(paths[i], kind, msg) for kind, msg in notes]
-            if arr is None:
-                skipped.append((paths[i], reason))
-            else:
-                X[i, :, :, 0] = arr
-                ok[i] = True
-            if bar is not None and (i % 32 == 31 or i == n - 1):
-                bar.update(i + 1)
-    return X, ok, skipped, noted
+        for start in range(0, len(todo), _DECODE_STEP):
+            rows = todo[start:start + _DECODE_STEP]
+            for i, (arr, reason, notes) in zip(rows, pool.map(
+                    lambda i: _decode_or_reason(paths[i], image_size), rows)):
+                noted += [(paths[i], kind, msg) for kind, msg in notes]
+                if arr is None:
+                    skipped.append((paths[i], reason))
+                else:
+                    X[i, :, :, 0] = arr
+                    ok[i] = True
+            done[rows] = True
+            if save is not None:
+                save()
+            if bar is not None:
+                bar.update(int(done.sum()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,38 +474,120 @@ def _cache_key(paths: Sequence[str], image_size: int) -> str:
     return h.hexdigest()[:32]
 
 
-def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose):
-    cache_file = None
-    if cache:
-        cache_dir = default_cache_dir() if cache is True else Path(cache)
-        cache_file = cache_dir / f"{_cache_key(paths, image_size)}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as z:
-                    skipped = json.loads(str(z["skipped"]))
-                    noted = json.loads(str(z["noted"]))
-                    X, ok = z["X"], z["ok"]
-                if len(ok) != len(paths) or X.shape[1:3] != (image_size, image_size):
-                    raise ValueError(f"it holds {len(ok)} images of {X.shape[1:3]}")
-                _report_notes(noted)  # the guesses of the first decoding, again
-                return X, ok, [tuple(s) for s in skipped]
-            except Exception as exc:  # truncated zip, bad header, wrong content: rebuild it
-                warnings.warn(f"the image cache entry {cache_file} is damaged ({type(exc).__name__}"
-                              f": {exc}); it is dropped and rebuilt", stacklevel=3)
-                with contextlib.suppress(OSError):
-                    cache_file.unlink()
-    X, ok, skipped, noted = _decode_all(paths, image_size, n_jobs, verbose)
-    _report_notes(noted)
-    if cache_file is not None:
+def _atomic_save(path: Path, arr) -> None:
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _entry_lock(entry: Path):
+    """One process decodes an entry at a time; the others wait, then read its result."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: entries are still written atomically step by step
+        yield
+        return
+    with open(entry / "lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, X=X, ok=ok, skipped=np.array(json.dumps(skipped)),
-                     noted=np.array(json.dumps(noted)))
-            os.replace(tmp, cache_file)  # atomic: concurrent loaders never see half a file
-        except OSError as exc:
-            warnings.warn(f"could not write the image cache {cache_file}: {exc}", stacklevel=3)
-    return X, ok, skipped
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read_entry(entry: Path, n: int, image_size: int):
+    """A finished cache entry: ``(X memory-mapped, ok, skipped)``; raises if damaged."""
+    meta = json.loads((entry / "complete.json").read_text())
+    X = np.load(entry / "X.npy", mmap_mode="r")
+    ok = np.load(entry / "ok.npy")
+    if len(ok) != n or X.shape != (n, image_size, image_size, 1):
+        raise ValueError(f"it holds {X.shape} images for {n} files")
+    _report_notes(meta["noted"])  # the guesses of the first decoding, again
+    return X, ok, [tuple(s) for s in meta["skipped"]]
+
+
+def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose):
+    """Decoded images ``(X, ok, skipped)``: X is memory-mapped from the cache entry (a
+    folder ``<key>/`` with ``X.npy``), or an in-memory array without a cache."""
+    n = len(paths)
+    if not cache:
+        X = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
+        ok, skipped, noted = np.zeros(n, bool), [], []
+        _decode_into(X, ok, np.zeros(n, bool), paths, image_size, n_jobs, verbose, skipped,
+                     noted)
+        _report_notes(noted)
+        return X, ok, skipped
+    entry = (default_cache_dir() if cache is True else Path(cache)) / _cache_key(paths,
+                                                                                  image_size)
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        warnings.warn(f"could not create the image cache {entry}: {exc}; decoding without it",
+                      stacklevel=3)
+        return _cached_decode(paths, image_size, False, n_jobs, verbose)
+    with _entry_lock(entry):
+        if (entry / "complete.json").is_file():
+            try:
+                return _read_entry(entry, n, image_size)
+            except Exception as exc:  # truncated file, bad header, wrong content: rebuild it
+                warnings.warn(f"the image cache entry {entry} is damaged ({type(exc).__name__}"
+                              f": {exc}); it is dropped and rebuilt", stacklevel=3)
+                for f in entry.glob("*"):
+                    if f.name != "lock":
+                        f.unlink()
+        return _decode_to_entry(entry, paths, image_size, n_jobs, verbose)
+
+
+def _decode_to_entry(entry: Path, paths, image_size: int, n_jobs, verbose):
+    n = len(paths)
+    shape = (n, image_size, image_size, 1)
+    skipped, noted = [], []
+    done = ok = None
+    if (entry / "done.npy").is_file():  # an interrupted decode: go on from its last step
+        try:
+            done, ok = np.load(entry / "done.npy"), np.load(entry / "ok.npy")
+            progress = json.loads((entry / "progress.json").read_text())
+            skipped = [tuple(x) for x in progress["skipped"]]
+            noted = [tuple(x) for x in progress["noted"]]
+            X = np.lib.format.open_memmap(entry / "X.npy", mode="r+")
+            if X.shape != shape or len(done) != n or len(ok) != n:
+                raise ValueError("sizes differ")
+        except Exception:  # half-written state: start again
+            done = ok = None
+    if done is None:
+        done, ok = np.zeros(n, bool), np.zeros(n, bool)
+        X = np.lib.format.open_memmap(entry / "X.npy", mode="w+", dtype=np.uint8, shape=shape)
+
+    def save():
+        X.flush()  # the pixels reach the file before the progress that counts them
+        release(X)
+        _atomic_json(entry / "progress.json", {"skipped": skipped, "noted": noted})
+        _atomic_save(entry / "ok.npy", ok)
+        _atomic_save(entry / "done.npy", done)
+
+    try:
+        _decode_into(X, ok, done, paths, image_size, n_jobs, verbose, skipped, noted, save)
+        save()
+        _atomic_json(entry / "complete.json", {"skipped": skipped, "noted": noted})
+        for name in ("done.npy", "progress.json"):
+            (entry / name).unlink(missing_ok=True)
+    except OSError as exc:  # a full or read-only disk: keep going in memory
+        warnings.warn(f"could not write the image cache {entry}: {exc}", stacklevel=4)
+        X = np.array(X)
+        if not done.all():
+            _decode_into(X, ok, done, paths, image_size, n_jobs, verbose, skipped, noted)
+        _report_notes(noted)
+        return X, ok, skipped
+    del X
+    _report_notes(noted)
+    return np.load(entry / "X.npy", mmap_mode="r"), ok, skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,14 +625,27 @@ def _report_skipped(skipped, strict: bool):
 
 
 def _load(paths: list[str], labels: list[str], image_size: int, *, cache, n_jobs, verbose,
-          strict, root=None) -> ImageData:
+          strict, root=None, stream="auto") -> ImageData:
     if not isinstance(image_size, (int, np.integer)) or image_size < 8:
         raise DataError(f"image_size must be an integer >= 8, got {image_size!r}")
+    if stream not in ("auto", True, False):
+        raise DataError(f"stream must be 'auto', True or False, got {stream!r}")
+    if stream is True and not cache:
+        raise DataError("stream=True reads images from the on-disk cache: keep cache on")
     X, ok, skipped = _cached_decode(paths, int(image_size), cache, n_jobs, verbose)
     _report_skipped(skipped, strict)
+    rows = np.flatnonzero(ok)
+    mapped = isinstance(X, np.memmap)
+    if mapped and (stream is True or (stream == "auto" and len(rows) * int(image_size) ** 2
+                                      > in_memory_limit())):
+        images = ImageStream(X, None if ok.all() else rows)
+    else:
+        images = np.array(X) if ok.all() else np.asarray(X)[rows]
+        if mapped:
+            release(X)
     paths_arr = np.array(paths, dtype=str)[ok]
     return ImageData(
-        X=X[ok],
+        X=images,
         y=np.array(labels, dtype=str)[ok] if labels else np.array([], dtype=str),
         paths=paths_arr,
         groups=np.array([patient_id(p) for p in paths_arr], dtype=str),
@@ -527,7 +656,7 @@ def _load(paths: list[str], labels: list[str], image_size: int, *, cache, n_jobs
 
 def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
                       classes: Sequence[str] = CLASS_NAMES, cache=True, n_jobs: int | None = None,
-                      strict: bool = False, verbose: int = 0) -> ImageData:
+                      strict: bool = False, verbose: int = 0, stream="auto") -> ImageData:
     """Load every image of a class-per-sub-folder data folder.
 
     Parameters
@@ -549,6 +678,10 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
         :class:`UnreadableImageWarning` listing every skipped file and the reason.
     verbose : int, default=0
         If > 0, print a progress bar while decoding.
+    stream : {"auto", True, False}, default="auto"
+        Return the images as an :class:`~pneumonia_cnn.streaming.ImageStream` over the
+        memory-mapped cache instead of an array: "auto" does when they take more than
+        :func:`~pneumonia_cnn.streaming.in_memory_limit` (512 MiB by default).
 
     Returns
     -------
@@ -559,17 +692,27 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
     DataError
         The folder does not exist, has no class folders, or holds no readable image.
     """
-    folders = find_class_folders(root, classes)
-    paths, labels = [], []
-    for name, folder in folders.items():
-        files = _image_files(folder)
-        paths += [str(f) for f in files]
-        labels += [name] * len(files)
+    return load_image_folders([root], image_size, root=str(root), classes=classes,
+                              cache=cache, n_jobs=n_jobs, strict=strict, verbose=verbose,
+                              stream=stream)
+
+
+def load_image_folders(roots: Sequence[str | os.PathLike], image_size: int = 96, *, root: str,
+                       classes: Sequence[str] = CLASS_NAMES, **load_args) -> ImageData:
+    """Several class folders (e.g. Kaggle's ``train/`` and ``val/``) loaded as one data set
+    (one cache entry), named ``root``; arguments as in :func:`load_image_folder`."""
+    paths, labels, where = [], [], []
+    for folder_root in roots:
+        folders = find_class_folders(folder_root, classes)
+        where += [str(f) for f in folders.values()]
+        for name, folder in folders.items():
+            files = _image_files(folder)
+            paths += [str(f) for f in files]
+            labels += [name] * len(files)
     if not paths:
         raise DataError(f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
-                        f"in its class folders {', '.join(str(f) for f in folders.values())}")
-    data = _load(paths, labels, image_size, cache=cache, n_jobs=n_jobs, verbose=verbose,
-                 strict=strict, root=str(root))
+                        f"in its class folders {', '.join(where)}")
+    data = _load(paths, labels, image_size, root=str(root), **load_args)
     if len(data) == 0:
         raise DataError(f"none of the {len(paths)} image files in {root} could be read "
                         "(see the warning above for the reasons)")
@@ -609,7 +752,8 @@ def _report_duplicates(data: "ImageData") -> None:
 
 
 def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cache=True,
-                n_jobs: int | None = None, strict: bool = True, verbose: int = 0) -> ImageData:
+                n_jobs: int | None = None, strict: bool = True, verbose: int = 0,
+                stream="auto") -> ImageData:
     """Load a list of image files (no labels).
 
     Parameters
@@ -618,7 +762,7 @@ def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cac
         Image files.
     image_size : int, default=96
         Images are resized to ``image_size x image_size``.
-    cache, n_jobs, verbose
+    cache, n_jobs, verbose, stream
         As in :func:`load_image_folder`.
     strict : bool, default=True
         Unlike a folder load, an unreadable file is an error by default, so that the output
@@ -635,7 +779,7 @@ def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cac
         raise DataError(f"{len(missing)} image file(s) do not exist or are not files, "
                         f"first: {missing[0]}")
     return _load(paths, [], image_size, cache=cache, n_jobs=n_jobs, verbose=verbose,
-                 strict=strict)
+                 strict=strict, stream=stream)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,26 +797,30 @@ def is_path_list(X) -> bool:
     return False
 
 
-def load_any(X, image_size: int, verbose: int = 0) -> ImageData | None:
-    """Load ``X`` when it names images: an :class:`ImageData` as it is, a data folder, one
-    image file or a list of image files. Returns None for anything else (image arrays)."""
+def load_any(X, image_size: int, verbose: int = 0, role: str = "evaluate") -> ImageData | None:
+    """Load ``X`` when it names images: an :class:`ImageData` as it is, a data source
+    (folder, split root, MedMNIST ``.npz``, label CSV; see :func:`pneumonia_cnn.sources.
+    load_data`, which reads the splits of ``role``), one image file or a list of image
+    files. Returns None for anything else (image arrays)."""
+    from .sources import is_data_file, load_data
+
     if isinstance(X, ImageData):
         return X
     if isinstance(X, (str, os.PathLike)):
         path = Path(X)
-        if path.is_file():
+        if path.is_file() and not is_data_file(path):
             return load_images([path], image_size)
-        return load_image_folder(path, image_size, verbose=verbose)
+        return load_data(X, image_size, role=role, verbose=verbose)
     if is_path_list(X):
         return load_images(list(X), image_size)
     return None
 
 
-def image_fingerprints(X: np.ndarray) -> list:
+def image_fingerprints(X) -> list:
     """Content hash of every image's pixels (12 hex digits each): to recognise training
     images among evaluation images."""
-    X = np.ascontiguousarray(X)
-    return [hashlib.sha1(x.tobytes()).hexdigest()[:12] for x in X]
+    return [hashlib.sha1(x.tobytes()).hexdigest()[:12]
+            for chunk in iter_chunks(X) for x in np.ascontiguousarray(chunk)]
 
 
 def grouped_split(y, groups, test_size: float = 0.2, random_state=None):

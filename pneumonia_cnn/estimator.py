@@ -29,6 +29,7 @@ from .data import (
     load_any,
 )
 from .model import build_model, ensemble_model
+from .streaming import CHUNK, ImageStream, stream_batches
 from .tracking import MLflowLogger
 
 __all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
@@ -293,12 +294,14 @@ class PneumoniaCNN(KerasClassifier):
     # -----------------------------------------------------------------------------------------
     # Input handling
     # -----------------------------------------------------------------------------------------
-    def _as_images(self, X, y=None, groups=None):
-        """Turn a folder, a list of files or an array into ``(X uint8/float, y, groups)``."""
+    def _as_images(self, X, y=None, groups=None, role="evaluate"):
+        """Turn a data source, a list of files or an array into ``(X uint8, y, groups)``;
+        a source with splits reads those of ``role`` (see :func:`pneumonia_cnn.sources.
+        load_data`). X is an :class:`ImageStream` for data too large for memory."""
         if isinstance(X, (str, os.PathLike)) and y is not None:
             raise ValueError("y must be None when X is a data folder: the labels come from "
                              "its class sub-folders")
-        data = load_any(X, self.image_size, verbose=int(self.verbose > 0))
+        data = load_any(X, self.image_size, verbose=int(self.verbose > 0), role=role)
         if data is None:
             return self._validate_array(X), y, groups
         if data.y.size and y is None:
@@ -306,6 +309,11 @@ class PneumoniaCNN(KerasClassifier):
         return data.X, y, data.groups if groups is None else groups
 
     def _validate_array(self, X) -> np.ndarray:
+        if isinstance(X, ImageStream):  # decoded by the loaders at a size: check it only
+            if X.shape[1:] != (self.image_size, self.image_size, 1):
+                raise ValueError(f"{X!r} holds images of {X.shape[1:3]}, but image_size is "
+                                 f"{self.image_size}: load the data at that size")
+            return X
         if sp.issparse(X):
             raise TypeError("Sparse data was passed for X, but dense data is required: "
                             "PneumoniaCNN takes image arrays, folders or files")
@@ -352,6 +360,25 @@ class PneumoniaCNN(KerasClassifier):
             arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         return arr
 
+    def _stream_seed(self):
+        """Seed of a stream's per-epoch shuffles (None when unseeded)."""
+        seed = getattr(self, "_random_state", None)
+        return int(seed) if isinstance(seed, (int, np.integer)) else None
+
+    def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
+        """scikeras' input checks; an :class:`ImageStream` is checked by its shape instead of
+        being read into memory (``check_array`` would)."""
+        if not isinstance(X, ImageStream):
+            return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
+        if y is not None:
+            _, y = super()._validate_data(None, y, reset=reset, y_numeric=y_numeric)
+        if reset:
+            self.X_dtype_, self.X_shape_, self.n_features_in_ = X.dtype, X.shape, X.shape[1]
+        elif X.shape[1:] != tuple(self.X_shape_[1:]):
+            raise ValueError(f"X has shape {X.shape[1:]}, but this {type(self).__name__} is "
+                             f"expecting X of shape {tuple(self.X_shape_[1:])}")
+        return X, y
+
     # -----------------------------------------------------------------------------------------
     # Model
     # -----------------------------------------------------------------------------------------
@@ -359,12 +386,9 @@ class PneumoniaCNN(KerasClassifier):
     def feature_encoder(self):
         """scikeras' input transformer: per-image intensity normalisation (``intensity_norm``),
         applied alike to training, validation and prediction images."""
-        from sklearn.preprocessing import FunctionTransformer
+        from .preprocessing import IntensityNormalizer
 
-        from .preprocessing import normalize_intensity
-
-        return FunctionTransformer(normalize_intensity,
-                                   kw_args={"method": self.intensity_norm})
+        return IntensityNormalizer(self.intensity_norm)
 
     def _keras_build_fn(self, meta, compile_kwargs):
         members = getattr(self, "_members", None)
@@ -434,12 +458,21 @@ class PneumoniaCNN(KerasClassifier):
 
         def fit_from_memory(x=None, y=None, batch_size=None, sample_weight=None, shuffle=True,
                             validation_split=0.0, validation_data=None, **fit_args):
+            if isinstance(x, ImageStream) and not validation_split:  # from disk, batch by batch
+                batch_size = batch_size or 32
+                if validation_data is not None:
+                    validation_data = stream_batches(*validation_data, batch_size=batch_size)
+                return keras_fit(stream_batches(x, y, sample_weight, batch_size=batch_size,
+                                                shuffle=shuffle, seed=self._stream_seed()),
+                                 shuffle=False, validation_data=validation_data, **fit_args)
             if validation_split or not isinstance(x, np.ndarray):  # not ours: as Keras does
                 return keras_fit(x=x, y=y, batch_size=batch_size, sample_weight=sample_weight,
                                  shuffle=shuffle, validation_split=validation_split,
                                  validation_data=validation_data, **fit_args)
             batch_size = batch_size or 32
-            if validation_data is not None:
+            if validation_data is not None and isinstance(validation_data[0], ImageStream):
+                validation_data = stream_batches(*validation_data, batch_size=batch_size)
+            elif validation_data is not None:
                 validation_data = _in_memory_batches(*validation_data, batch_size=batch_size)
             return keras_fit(_in_memory_batches(x, y, sample_weight, batch_size=batch_size,
                                                 shuffle=shuffle),
@@ -482,10 +515,15 @@ class PneumoniaCNN(KerasClassifier):
         """
         start = time.perf_counter()
         self.check_params()
-        data_root = str(X) if isinstance(X, (str, os.PathLike)) else getattr(X, "root", None)
-        if y is not None and not isinstance(X, (str, os.PathLike, ImageData)):
+        if isinstance(X, (str, os.PathLike)):  # a source with splits: its training split(s)
+            if y is not None:
+                raise ValueError("y must be None when X is a data folder: the labels come "
+                                 "from its class sub-folders")
+            X = load_any(X, self.image_size, verbose=int(self.verbose > 0), role="train")
+        data_root = getattr(X, "root", None)
+        if y is not None and not isinstance(X, ImageData):
             y = self._validate_labels(y)  # labels first: their errors are the clearest
-        X, y, groups = self._as_images(X, y, groups)
+        X, y, groups = self._as_images(X, y, groups, role="train")
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
         y = self._validate_labels(y)
@@ -673,7 +711,7 @@ class PneumoniaCNN(KerasClassifier):
         self._members = [m.model_ for m in members]
         one_per_class = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
         try:  # builds the averaging model (the labels set up scikeras' target encoder)
-            KerasClassifier.initialize(self, X[one_per_class], y[one_per_class])
+            KerasClassifier.initialize(self, np.asarray(X[one_per_class]), y[one_per_class])
         finally:
             self._members = None
         self.member_histories_ = [dict(m.history_) for m in members]
@@ -726,6 +764,11 @@ class PneumoniaCNN(KerasClassifier):
         """
         check_is_fitted(self, "model_")
         X, _, _ = self._as_images(X)
+        if isinstance(X, ImageStream):  # from disk, a chunk at a time
+            from .streaming import iter_chunks
+
+            return np.concatenate([self.predict_proba(chunk, **kwargs)
+                                   for chunk in iter_chunks(X, CHUNK)])
         kwargs.setdefault("verbose", 0)
         # scikeras squeezes the result for a single image to shape (2,): keep (1, 2).
         proba = super().predict_proba(X, **kwargs).reshape(len(X), -1)

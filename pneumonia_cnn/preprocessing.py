@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["INTENSITY_NORMS", "normalize_intensity"]
+from sklearn.base import BaseEstimator, TransformerMixin
+
+__all__ = ["INTENSITY_NORMS", "IntensityNormalizer", "normalize_intensity"]
 
 #: Accepted values of ``intensity_norm`` (None: off).
 INTENSITY_NORMS = (None, "standardize", "equalize", "clahe")
@@ -63,7 +65,9 @@ def normalize_intensity(X, method=None) -> np.ndarray:
 
     Parameters
     ----------
-    X : ndarray, shape (n, h, w, 1), pixel values 0-255
+    X : ndarray, shape (n, h, w, 1), pixel values 0-255, or ImageStream
+        A stream is normalised once into a file beside its cache entry, and a stream of
+        that file is returned.
     method : {None, "standardize", "equalize", "clahe"}, default=None
         None returns X unchanged.
 
@@ -71,9 +75,13 @@ def normalize_intensity(X, method=None) -> np.ndarray:
     -------
     ndarray of uint8, shape of X
     """
+    from .streaming import ImageStream, map_stream
+
     check_intensity_norm(method)
     if method is None:
         return X
+    if isinstance(X, ImageStream):  # computed once for the whole cache entry, kept beside it
+        return map_stream(X, lambda batch: normalize_intensity(batch, method), method)
     X = np.asarray(X)
     fn = _METHODS[method]
     out = np.empty(X.shape, np.uint8)
@@ -83,3 +91,24 @@ def normalize_intensity(X, method=None) -> np.ndarray:
             img = img.astype(np.uint8) if X.dtype == np.uint8 else np.clip(img, 0, 255).astype(np.uint8)
         out[i, ..., 0] = np.clip(np.rint(fn(img) * 255.0), 0, 255).astype(np.uint8)
     return out
+
+
+class IntensityNormalizer(TransformerMixin, BaseEstimator):
+    """:func:`normalize_intensity` as a stateless scikit-learn transformer (the estimator's
+    scikeras ``feature_encoder``). Unlike ``FunctionTransformer`` it never converts its input
+    to an array, so an :class:`~pneumonia_cnn.streaming.ImageStream` stays on disk."""
+
+    def __init__(self, method=None):
+        self.method = method
+
+    def fit(self, X=None, y=None):
+        check_intensity_norm(self.method)
+        return self
+
+    def transform(self, X):
+        return normalize_intensity(X, self.method)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        return tags

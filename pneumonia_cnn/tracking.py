@@ -747,4 +747,9 @@ class MLflowLogger(keras.callbacks.Callback):
 
 def data_fingerprint(X: np.ndarray) -> str:
     """Content hash of the pixels of a data set, 16 hex digits."""
-    return hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()[:16]
+    from .streaming import iter_chunks
+
+    h = hashlib.sha256()
+    for chunk in iter_chunks(X):  # an ImageStream too, a chunk at a time
+        h.update(np.ascontiguousarray(chunk).tobytes())
+    return h.hexdigest()[:16]

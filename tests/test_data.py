@@ -83,17 +83,17 @@ def test_rgb_16bit_rgba_and_any_size_decode(tmp_path):
 def test_cache_skips_decoding_second_time(synthetic_dir, tmp_path, monkeypatch):
     first = load_image_folder(synthetic_dir, 24, cache=tmp_path)
     calls = []
-    monkeypatch.setattr(data_mod, "_decode_all", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(data_mod, "_decode_into", lambda *a, **k: calls.append(1))
     second = load_image_folder(synthetic_dir, 24, cache=tmp_path)
     assert calls == []
     np.testing.assert_array_equal(first.X, second.X)
-    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert len(list(tmp_path.glob("*/complete.json"))) == 1
 
 
 def test_cache_invalidated_by_size_and_changed_files(synthetic_dir, tmp_path):
     load_image_folder(synthetic_dir, 24, cache=tmp_path)
     load_image_folder(synthetic_dir, 28, cache=tmp_path)
-    assert len(list(tmp_path.glob("*.npz"))) == 2
+    assert len(list(tmp_path.glob("*/X.npy"))) == 2
     key1 = data_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
     f = next(synthetic_dir.rglob("*.jpeg"))
     st = f.stat()

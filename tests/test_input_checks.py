@@ -138,7 +138,7 @@ def test_a_damaged_image_cache_entry_is_dropped_and_rebuilt(synthetic_dir, tmp_p
 
     cache = tmp_path / "cache"
     first = load_image_folder(synthetic_dir, 32, cache=cache, verbose=0)
-    (entry,) = cache.glob("*.npz")
+    (entry,) = cache.glob("*/X.npy")
     entry.write_bytes(entry.read_bytes()[:100])  # truncated, as after a crash or a full disk
     with pytest.warns(UserWarning, match="damaged .* dropped and rebuilt"):
         again = load_image_folder(synthetic_dir, 32, cache=cache, verbose=0)
