@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "it does not show that the model is right.")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
-                   help="image files and/or folders (searched recursively)")
+                   help="image files and/or folders (searched recursively), or data files: "
+                        "a MedMNIST .npz[:split] (test by default) or a CSV of paths")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the overlays")
     p.add_argument("--layer", metavar="NAME",
                    help="convolution layer to explain [the last convolution block]")
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print one line per image: path, label, P(PNEUMONIA).")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+",
-                   help="image files and/or folders (searched recursively)")
+                   help="image files and/or folders (searched recursively), or data files: "
+                        "a MedMNIST .npz[:split] (test by default) or a CSV of paths")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of tab-"
                                                        "separated text")
 
@@ -670,14 +672,22 @@ def cmd_stress(args) -> int:
 def _read_inputs(inputs, image_size: int):
     """The images named on the command line (files and folders), unreadable ones reported
     as warnings; an error if none can be read."""
-    from .data import load_images
+    from .data import ImageData, load_images
+    from .sources import is_data_file, load_data, parse_source
 
-    files = _collect_images(inputs)
+    # data sets named as a whole (a MedMNIST .npz[:split], a label CSV) are read as such
+    whole = [i for i in inputs if is_data_file(parse_source(i)[0])]
+    parts = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = load_images(files, image_size, strict=False, cache=False)
+        files = _collect_images([i for i in inputs if i not in whole]) if len(whole) < len(
+            inputs) else []
+        if files:
+            parts.append(load_images(files, image_size, strict=False, cache=False))
+        parts += [load_data(i, image_size, role="evaluate") for i in whole]
     for w in caught:
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    data = parts[0] if len(parts) == 1 else ImageData.concat(parts)
     if len(data) == 0:
         raise CLIError("none of the images could be read")
     return data
@@ -754,7 +764,7 @@ def cmd_search(args) -> int:
 def cmd_run(args) -> int:
     from .data import grouped_split
     from .evaluation import evaluate, public_metrics
-    from .sources import load_data, test_split
+    from .sources import load_data, evaluation_split
     from .synthetic import make_synthetic_dataset
 
     out = Path(args.out)
@@ -776,7 +786,7 @@ def cmd_run(args) -> int:
                           if k not in vars(args)})
     out.mkdir(parents=True, exist_ok=True)
     data = _load_data(args, clf.image_size, "train", verbose=int(not args.quiet))
-    test_source = test_split(args.data_dir)  # chest_xray:test, data.npz:test, or None
+    test_source = evaluation_split(args.data_dir)  # chest_xray:test, data.npz:test, or None
     if test_source is None:
         tr, te = grouped_split(data.y, data.groups, 0.2, random_state=0)
         train, held = data.subset(tr), data.subset(te)

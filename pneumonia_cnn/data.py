@@ -117,11 +117,9 @@ class ImageData:
 
     @staticmethod
     def concat(parts: Sequence["ImageData"]) -> "ImageData":
-        """One data set of several in-memory ones (their images must have one size)."""
-        if any(isinstance(p.X, ImageStream) for p in parts):
-            raise ValueError("ImageData.concat joins in-memory images only; load the files "
-                             "together instead (one cache entry, one stream)")
-        return ImageData(X=np.concatenate([p.X for p in parts]),
+        """One in-memory data set of several (their images must have one size; streams are
+        read into memory: load large sets of files together instead, as one stream)."""
+        return ImageData(X=np.concatenate([np.asarray(p.X) for p in parts]),
                          y=np.concatenate([p.y for p in parts]),
                          paths=np.concatenate([p.paths for p in parts]),
                          groups=np.concatenate([p.groups for p in parts]),

@@ -29,7 +29,7 @@ from .data import (CLASS_NAMES, DataError, ImageData, _load, canonical_labels,
                    load_image_folder, load_image_folders)
 
 __all__ = ["SPLITS", "is_data_file", "load_csv", "load_data", "parse_source", "source_kind",
-           "test_split"]
+           "evaluation_split"]
 
 #: Split names of split roots and MedMNIST files.
 SPLITS = ("train", "val", "test")
@@ -146,10 +146,14 @@ def load_data(source, image_size: int = 96, *, role: str | None = "train", label
     parts = [_load_medmnist(path, s, image_size) for s in splits]
     data = parts[0] if len(parts) == 1 else ImageData.concat(parts)
     data.root = f"{path}:{'+'.join(splits)}"
+    warnings.warn(f"{path.name}: MedMNIST files carry no patient ids, so every image counts as "
+                  "its own patient; PneumoniaMNIST holds several films of some children, so "
+                  "a validation split of it can put one child on both sides and read "
+                  "optimistic", UserWarning, stacklevel=2)
     return data
 
 
-def test_split(source) -> str | None:
+def evaluation_split(source) -> str | None:
     """The test split of a source that has one and was given without a split
     (``chest_xray`` -> ``chest_xray:test``), else None."""
     path, splits = parse_source(source)
@@ -213,10 +217,6 @@ def _load_medmnist(path: Path, split: str, image_size: int) -> ImageData:
         X[i, :, :, 0] = np.asarray(Image.fromarray(img).resize(
             (image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=None))
     names = np.array([f"{path}:{split}/{i}" for i in range(len(X))])
-    warnings.warn(f"{path.name} ({split}): MedMNIST files carry no patient ids, so every image "
-                  "counts as its own patient; PneumoniaMNIST holds several films of some "
-                  "children, so a validation split of it can put one child on both sides and "
-                  "read optimistic", UserWarning, stacklevel=3)
     return ImageData(X=X, y=canonical_labels(labels[:, 0]), paths=names, groups=names.copy(),
                      root=f"{path}:{split}")
 
@@ -262,11 +262,14 @@ def _read_csv(path: Path, columns):
 def _map_labels(raw: np.ndarray, label_map, path: Path) -> np.ndarray:
     """NORMAL / PNEUMONIA per row, or "" for rows the map leaves out."""
     if label_map is None:
+        stripped = np.char.strip(raw.astype(str))
+        if set(np.unique(stripped).tolist()) <= {"0", "1", "0.0", "1.0"}:  # a CSV's 0 / 1
+            raw = stripped.astype(float)
         try:
             return canonical_labels(raw)
         except ValueError:
             values, counts = np.unique(raw, return_counts=True)
-            top = ", ".join(f"{v!r} ({c})" for c, v in sorted(zip(counts, values),
+            top = ", ".join(f"{str(v)!r} ({c})" for c, v in sorted(zip(counts, values),
                                                               reverse=True)[:6])
             raise DataError(f"{path}: the labels are not NORMAL / PNEUMONIA or 0 / 1 (found "
                             f"{top}); map them with label_map (CLI: --label-map '{{\"No "
@@ -306,7 +309,7 @@ def load_csv(path, image_size: int = 96, *, label_map=None, columns=None, image_
     if left_out.any():
         values, counts = np.unique(table[label_col].to_numpy(dtype=str)[left_out],
                                    return_counts=True)
-        top = ", ".join(f"{v!r} ({c})" for c, v in sorted(zip(counts, values), reverse=True)[:5])
+        top = ", ".join(f"{str(v)!r} ({c})" for c, v in sorted(zip(counts, values), reverse=True)[:5])
         if left_out.all():
             raise DataError(f"{path}: no label maps to NORMAL or PNEUMONIA with label_map="
                             f"{label_map}; labels found: {top}")
