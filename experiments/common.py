@@ -20,6 +20,10 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
                         help="small grid, 64x64 images, 4 epochs, 2 folds: a few minutes")
     parser.add_argument("--cv", type=int, help="patient-grouped folds [3; 2 with --quick]")
     parser.add_argument("--n-jobs", type=int, default=None, help="parallel fold fits")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the fold fits on a Dask cluster: tcp://host:8786, or "
+                             "local[:N] for N worker processes here (pip install "
+                             "'pneumonia-cnn[cluster]')")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI [sqlite:///mlflow.db]")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="do not resume an interrupted run of this search")
@@ -30,12 +34,14 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
     from pneumonia_cnn.quiet import filter_native_stderr
 
     finish = filter_native_stderr()  # TensorFlow's C++ start-up lines, as the CLI does
+    from pneumonia_cnn.cluster import ClusterError
     from pneumonia_cnn.data import DataError
     from pneumonia_cnn.tracking import TrackingError  # imports TensorFlow: after the filter
 
     try:
         _search(name, grid, quick_grid, stress, args)
-    except (DataError, TrackingError, ValueError, OSError) as exc:  # one line, no traceback
+    except (DataError, TrackingError, ValueError, OSError,
+            ClusterError) as exc:  # one line, no traceback
         error = exc
     else:
         error = None
@@ -54,7 +60,8 @@ def _search(name, grid, quick_grid, stress, args) -> None:
     result = search(args.data, quick_grid if args.quick else grid, estimator=base,
                     cv=args.cv or (2 if args.quick else 3), n_jobs=args.n_jobs,
                     name=name + ("-quick" if args.quick else ""), tracking_uri=args.tracking_uri,
-                    resume=args.resume, scoring="stress" if stress else None)
+                    resume=args.resume, scoring="stress" if stress else None,
+                    cluster=args.cluster)
     table = result.cv_results.sort_values("mean_test_roc_auc", ascending=False)
     cols = [c for c in table.columns if c.startswith("param_")] + [
         "mean_test_roc_auc", "std_test_roc_auc", "mean_test_sensitivity",

@@ -362,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.2,
                    help="fraction of patients held out to evaluate the refit best model [0.2]")
     p.add_argument("--n-jobs", type=int, default=None, help="parallel fold fits [1]")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the fold fits on a Dask cluster: a scheduler address "
+                        "(tcp://host:8786), or local[:N] for N worker processes on this "
+                        "machine [off]; needs pip install 'pneumonia-cnn[cluster]'")
     p.add_argument("--stress", action="store_true",
                    help="also score every candidate under shift (stress_roc_auc, "
                         "stress_specificity...: slower)")
@@ -743,7 +747,8 @@ def cmd_search(args) -> int:
                     n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
                     name=args.name, tracking_uri=tracking_uri, resume=args.resume,
                     holdout=args.holdout, verbose=0 if args.quiet else 1,
-                    scoring="stress" if args.stress else None, register=args.register)
+                    scoring="stress" if args.stress else None, register=args.register,
+                    cluster=args.cluster)
     cols = [c for c in result.cv_results.columns if c.startswith("param_")]
     scores = ["mean_test_roc_auc", "std_test_roc_auc", "mean_test_accuracy",
               "mean_test_sensitivity", "mean_test_specificity", "mean_test_stress_roc_auc",
@@ -833,6 +838,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import signal
 
+    from .cluster import ClusterError
     from .data import DataError
     from .tracking import TrackingError
 
@@ -856,7 +862,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, DataError, TrackingError, MlflowException, ValueError, OSError) as exc:
+    except (CLIError, DataError, TrackingError, MlflowException, ValueError, OSError,
+            ClusterError) as exc:
         msg = str(exc).strip() or type(exc).__name__
         print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
         return 2

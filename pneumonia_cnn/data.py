@@ -583,7 +583,7 @@ def _decode_to_entry(entry: Path, paths, image_size: int, n_jobs, verbose):
             _decode_into(X, ok, done, paths, image_size, n_jobs, verbose, skipped, noted)
         _report_notes(noted)
         return X, ok, skipped
-    del X
+    X = None  # closes the writable map before the entry is read back read-only
     _report_notes(noted)
     return np.load(entry / "X.npy", mmap_mode="r"), ok, skipped
 

@@ -434,7 +434,8 @@ class PneumoniaCNN(KerasClassifier):
         if self.lr_schedule == "cosine":
             own.append(_CosineSchedule(self.epochs))
         elif self.lr_schedule not in ("constant", None):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got "
+                             f"{self.lr_schedule!r}")
         if getattr(self, "_validation", None) is not None:
             own.append(keras.callbacks.EarlyStopping(
                 monitor="val_auc", mode="max",

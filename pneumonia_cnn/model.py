@@ -66,6 +66,17 @@ def build_model(
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
 
+    # Weights drawn with seeds derived from `seed`, layer by layer (None: Keras' global
+    # generator). Keras' default initializers seed themselves from Python's process-wide
+    # `random`, which other threads (a Dask worker's) also draw from: seeded fits then
+    # differed now and then between processes.
+    layer_seeds = None if seed is None else iter(range(int(seed), int(seed) + 10_000))
+
+    def weights():
+        if layer_seeds is None:
+            return "glorot_uniform"
+        return keras.initializers.GlorotUniform(seed=next(layer_seeds))
+
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
 
@@ -79,7 +90,7 @@ def build_model(
     for b, n_filters in enumerate(filters, start=1):
         for c in range(1, convs_per_block + 1):
             x = layers.Conv2D(int(n_filters), kernel_size, padding="same", use_bias=not batch_norm,
-                              name=f"block{b}_conv{c}")(x)
+                              kernel_initializer=weights(), name=f"block{b}_conv{c}")(x)
             if batch_norm:
                 # momentum 0.9, not Keras' 0.99: with ~40 steps an epoch the moving statistics
                 # used at inference would otherwise lag for many epochs (constant outputs).
@@ -90,10 +101,12 @@ def build_model(
     # Classifier head.
     x = layers.GlobalAveragePooling2D(name="gap")(x) if global_pooling else layers.Flatten(name="flatten")(x)
     if dense_units:
-        x = layers.Dense(int(dense_units), activation="relu", name="dense")(x)
+        x = layers.Dense(int(dense_units), activation="relu", kernel_initializer=weights(),
+                         name="dense")(x)
     if dropout:
         x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=weights(),
+                           name="pneumonia")(x)
     return keras.Model(inputs, outputs, name="pneumonia_cnn")
 
 

@@ -25,6 +25,7 @@ grid, and candidates already finished are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -41,7 +42,7 @@ from sklearn.model_selection import (
     StratifiedGroupKFold,
 )
 
-from .data import ImageData, grouped_split, load_image_folder
+from .data import ImageData, grouped_split
 from .tracking import (
     DEFAULT_EXPERIMENT,
     MLflowLogger,
@@ -95,23 +96,27 @@ class _MLflowSearchMixin:
         raise NotImplementedError
 
     progress: bool = False
+    wave: int = 1  # candidates evaluated together (on a cluster: enough for every worker)
 
     def _run_search(self, evaluate_candidates):
         candidates = list(self._candidates())
-        for n, params in enumerate(candidates, start=1):
-            if candidate_key(params) in self.skip_keys:
-                continue
+        pending = [(n, p) for n, p in enumerate(candidates, start=1)
+                   if candidate_key(p) not in self.skip_keys]
+        for w in range(0, len(pending), max(1, int(self.wave))):
+            wave = pending[w:w + max(1, int(self.wave))]
             started = time.time()
             start = time.perf_counter()
-            results = evaluate_candidates([params])
-            i = len(results["params"]) - 1
-            if self.parent_run is not None:
-                self._log_candidate(params, results, i, started)
-            if self.progress:
-                score = results.get(f"mean_test_{REFIT_METRIC}", [float("nan")] * (i + 1))[i]
-                print(f"  candidate {n}/{len(candidates)} {describe_params(params)}: "
-                      f"{REFIT_METRIC}={score:.4f} ({time.perf_counter() - start:.0f} s)",
-                      flush=True)
+            results = evaluate_candidates([p for _, p in wave])
+            first = len(results["params"]) - len(wave)
+            for i, (n, params) in enumerate(wave, start=first):
+                if self.parent_run is not None:
+                    self._log_candidate(params, results, i, started)
+                if self.progress:
+                    score = results.get(f"mean_test_{REFIT_METRIC}",
+                                        [float("nan")] * (i + 1))[i]
+                    print(f"  candidate {n}/{len(candidates)} {describe_params(params)}: "
+                          f"{REFIT_METRIC}={score:.4f} ({time.perf_counter() - start:.0f} s)",
+                          flush=True)
 
     def _log_candidate(self, params, results, i, started: float):
         """A finished candidate as a child run spanning its folds' real time: the searched
@@ -218,7 +223,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
            name: str = "search", experiment: str = DEFAULT_EXPERIMENT,
            tracking_uri: str | None = None, resume: bool = True, holdout: float = 0.2,
            refit: bool = True, random_state: int = 0, verbose: int = 1,
-           register: str | None = None) -> SearchResult:
+           register: str | None = None, cluster=None) -> SearchResult:
     """Search hyperparameters with patient-grouped CV, logging everything to MLflow.
 
     Parameters
@@ -266,6 +271,12 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         Register the refit best model as a new version of this registered model; the alias
         ``champion`` moves to it only if its hold-out ROC AUC beats the current champion's
         (see :func:`pneumonia_cnn.registry.register`). Needs ``refit=True``.
+    cluster : str or dask.distributed.Client, default=None
+        Run the fold fits on a Dask cluster (:mod:`pneumonia_cnn.cluster`): a scheduler
+        address ``"tcp://host:8786"``, ``"local"`` / ``"local:N"`` (a LocalCluster of N
+        worker processes here) or a Client. The images go to every worker once; this
+        process logs each candidate when its wave of candidates returns (as many as keep
+        every worker busy). None: in this process (``n_jobs`` as given).
 
     Returns
     -------
@@ -287,88 +298,119 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
                          f"{sorted(unknown)}; see PneumoniaCNN().get_params()")
     check_space(base, param_grid, param_distributions, n_iter, random_state)
 
-    if not isinstance(data, ImageData):
-        data = load_image_folder(data, base.image_size, verbose=verbose)
-    if holdout:
-        search_idx, holdout_idx = grouped_split(data.y, data.groups, holdout,
-                                                random_state=random_state)
-    else:
-        search_idx, holdout_idx = np.arange(len(data)), None
-    # Searching over image_size needs the files (decoded per candidate, cached); else pixels.
-    X_all = data.paths if "image_size" in searched else data.X
-    X, y, groups = X_all[search_idx], data.y[search_idx], data.groups[search_idx]
+    if cluster is not None and "image_size" in searched:
+        raise ValueError("searching image_size on a cluster is not supported (the images "
+                         "are sent to the workers decoded, at one size): run one search per "
+                         "image size, or search it without cluster=")
+    with contextlib.ExitStack() as stack:
+        client = None
+        if cluster is not None:  # before any data or run: a dead scheduler fails at once
+            from .cluster import connect
 
-    if scoring == "stress":  # within distribution and under shift, in one pass per fold
-        from .robustness import stress_scoring as scoring
-    scoring = scoring or default_scoring()
-    splitter = StratifiedGroupKFold(n_splits=cv, shuffle=True, random_state=random_state)
-    spec = {"name": name, "space": space, "cv": cv, "holdout": holdout,
-            "n_iter": n_iter if param_distributions is not None else None,
-            "random_state": random_state, "data_hash": _data_hash(data),
-            "base": {k: v for k, v in base.get_params().items() if k != "callbacks"}}
-    search_hash = hashlib.sha1(_canonical(spec).encode()).hexdigest()[:12]
+            client = stack.enter_context(connect(cluster))
+        if not isinstance(data, ImageData):
+            from .sources import load_data
 
-    data_name = data_label(getattr(data, "root", None))
-    search_ds = image_dataset(f"{data_name} (minus hold-out)" if holdout_idx is not None
-                              else data_name, data.X[search_idx], y,
-                              getattr(data, "root", None), groups)
-    holdout_ds = None
-    if holdout_idx is not None:
-        holdout_ds = image_dataset(f"{data_name} (search hold-out)", data.X[holdout_idx],
-                                   data.y[holdout_idx], getattr(data, "root", None),
-                                   data.groups[holdout_idx])
-    parent, done = _parent_run(name, search_hash, spec, experiment, tracking_uri, resume,
-                               data_name, base, sorted(searched))
+            data = load_data(data, base.image_size, role="train", verbose=verbose)
+        if holdout:
+            search_idx, holdout_idx = grouped_split(data.y, data.groups, holdout,
+                                                    random_state=random_state)
+        else:
+            search_idx, holdout_idx = np.arange(len(data)), None
+        # Searching over image_size needs the files (decoded per candidate, cached); else pixels.
+        X_all = data.paths if "image_size" in searched else data.X
+        X, y, groups = X_all[search_idx], data.y[search_idx], data.groups[search_idx]
+        if cluster is not None:  # shipped to the workers: in memory, and one object per array
+            X, y = np.ascontiguousarray(np.asarray(X)), np.ascontiguousarray(y)
+
+        if scoring == "stress":  # within distribution and under shift, in one pass per fold
+            from .robustness import stress_scoring as scoring
+        scoring = scoring or default_scoring()
+        splitter = StratifiedGroupKFold(n_splits=cv, shuffle=True, random_state=random_state)
+        spec = {"name": name, "space": space, "cv": cv, "holdout": holdout,
+                "n_iter": n_iter if param_distributions is not None else None,
+                "random_state": random_state, "data_hash": _data_hash(data),
+                "base": {k: v for k, v in base.get_params().items() if k != "callbacks"}}
+        search_hash = hashlib.sha1(_canonical(spec).encode()).hexdigest()[:12]
+
+        data_name = data_label(getattr(data, "root", None))
+        search_ds = image_dataset(f"{data_name} (minus hold-out)" if holdout_idx is not None
+                                  else data_name, data.X[search_idx], y,
+                                  getattr(data, "root", None), groups)
+        holdout_ds = None
+        if holdout_idx is not None:
+            holdout_ds = image_dataset(f"{data_name} (search hold-out)", data.X[holdout_idx],
+                                       data.y[holdout_idx], getattr(data, "root", None),
+                                       data.groups[holdout_idx])
+        parent, done = _parent_run(name, search_hash, spec, experiment, tracking_uri, resume,
+                                   data_name, base, sorted(searched))
+        if verbose:
+            print(f"Search {name!r}: parent run {parent.run_id}"
+                  + (f", resuming with {len(done)} finished candidate(s)" if done else ""),
+                  flush=True)
+        common = dict(scoring=scoring, cv=splitter, refit=False, n_jobs=n_jobs,
+                      error_score=np.nan, verbose=max(verbose - 1, 0))
+        if param_grid is not None:
+            inner = MLflowGridSearchCV(base, param_grid, **common)
+        else:
+            inner = MLflowRandomizedSearchCV(base, param_distributions, n_iter=n_iter,
+                                             random_state=random_state, **common)
+        inner.parent_run, inner.experiment, inner.skip_keys = parent, experiment, frozenset(done)
+        inner.search_name, inner.dataset = name, search_ds
+        inner.progress = bool(verbose)
+        try:
+            if not done:
+                parent.log_dataset(search_ds, "cv")
+                if holdout_ds is not None:
+                    parent.log_dataset(holdout_ds, "holdout")
+            if len(done) < len(list(inner._candidates())):
+                _fit_inner(inner, X, y, groups, client, cv, verbose)
+            table = rank_candidates(read_candidates(parent))
+            best = table.sort_values([f"rank_test_{REFIT_METRIC}", "candidate_key"]).iloc[0]
+            best_params = json.loads(best["candidate_params"])
+            best_params = {k: (tuple(v) if k == "filters" else v) for k, v in best_params.items()}
+            _log_parent_results(parent, table, sorted(searched), best)
+            result = SearchResult(cv_results=table, best_params=best_params,
+                                  best_score=float(best[f"mean_test_{REFIT_METRIC}"]),
+                                  best_estimator=None, holdout=None, parent_run_id=parent.run_id,
+                                  resumed=len(done))
+            if refit:
+                result.best_estimator, result.holdout = _refit(
+                    parent, base, best_params, X, y, groups, data, holdout_idx, experiment,
+                    name, search_ds, holdout_ds)
+                if register:
+                    from .registry import register as register_model
+
+                    result.registration = register_model(
+                        f"models:/{result.best_estimator.mlflow_model_id_}", register,
+                        tracking_uri=parent.client.tracking_uri)
+                    if verbose:
+                        print(f"Registered {register!r} version {result.registration.version}; "
+                              f"{result.registration.message}", flush=True)
+        except BaseException as exc:
+            parent.end_after_error(exc)
+            raise
+        parent.end("FINISHED")
+        if verbose:
+            print(f"Best {REFIT_METRIC} {result.best_score:.4f} with {best_params}", flush=True)
+        return result
+
+
+def _fit_inner(inner, X, y, groups, client, n_splits: int, verbose: int) -> None:
+    """The scikit-learn search, here or on the cluster of ``client`` (joblib's Dask backend,
+    the arrays sent to every worker once, waves of candidates that fill the workers)."""
+    if client is None:
+        inner.fit(X, y, groups=groups)
+        return
+    from .cluster import dask_backend, total_threads, wave_size
+
+    inner.wave = wave_size(client, n_splits)
+    inner.n_jobs = -1
     if verbose:
-        print(f"Search {name!r}: parent run {parent.run_id}"
-              + (f", resuming with {len(done)} finished candidate(s)" if done else ""),
-              flush=True)
-    common = dict(scoring=scoring, cv=splitter, refit=False, n_jobs=n_jobs,
-                  error_score=np.nan, verbose=max(verbose - 1, 0))
-    if param_grid is not None:
-        inner = MLflowGridSearchCV(base, param_grid, **common)
-    else:
-        inner = MLflowRandomizedSearchCV(base, param_distributions, n_iter=n_iter,
-                                         random_state=random_state, **common)
-    inner.parent_run, inner.experiment, inner.skip_keys = parent, experiment, frozenset(done)
-    inner.search_name, inner.dataset = name, search_ds
-    inner.progress = bool(verbose)
-    try:
-        if not done:
-            parent.log_dataset(search_ds, "cv")
-            if holdout_ds is not None:
-                parent.log_dataset(holdout_ds, "holdout")
-        if len(done) < len(list(inner._candidates())):
-            inner.fit(X, y, groups=groups)
-        table = rank_candidates(read_candidates(parent))
-        best = table.sort_values([f"rank_test_{REFIT_METRIC}", "candidate_key"]).iloc[0]
-        best_params = json.loads(best["candidate_params"])
-        best_params = {k: (tuple(v) if k == "filters" else v) for k, v in best_params.items()}
-        _log_parent_results(parent, table, sorted(searched), best)
-        result = SearchResult(cv_results=table, best_params=best_params,
-                              best_score=float(best[f"mean_test_{REFIT_METRIC}"]),
-                              best_estimator=None, holdout=None, parent_run_id=parent.run_id,
-                              resumed=len(done))
-        if refit:
-            result.best_estimator, result.holdout = _refit(
-                parent, base, best_params, X, y, groups, data, holdout_idx, experiment,
-                name, search_ds, holdout_ds)
-            if register:
-                from .registry import register as register_model
-
-                result.registration = register_model(
-                    f"models:/{result.best_estimator.mlflow_model_id_}", register,
-                    tracking_uri=parent.client.tracking_uri)
-                if verbose:
-                    print(f"Registered {register!r} version {result.registration.version}; "
-                          f"{result.registration.message}", flush=True)
-    except BaseException as exc:
-        parent.end_after_error(exc)
-        raise
-    parent.end("FINISHED")
-    if verbose:
-        print(f"Best {REFIT_METRIC} {result.best_score:.4f} with {best_params}", flush=True)
-    return result
+        print(f"On the Dask cluster {client.scheduler.address}: {total_threads(client)} "
+              f"worker thread(s), {inner.wave} candidate(s) at a time", flush=True)
+    with dask_backend(client, [X, y]):
+        inner.fit(X, y, groups=groups)
 
 
 def check_space(base, param_grid, param_distributions, n_iter, random_state) -> None:

@@ -259,6 +259,13 @@ def _read_csv(path: Path, columns):
     return table, names
 
 
+def _most_common(values, k: int) -> str:
+    """``'a' (12), 'b' (3)``: the ``k`` most frequent values with their counts."""
+    names, counts = np.unique(np.asarray(values).astype(str), return_counts=True)
+    return ", ".join(f"{str(v)!r} ({c})" for c, v in sorted(zip(counts, names),
+                                                          reverse=True)[:k])
+
+
 def _map_labels(raw: np.ndarray, label_map, path: Path) -> np.ndarray:
     """NORMAL / PNEUMONIA per row, or "" for rows the map leaves out."""
     if label_map is None:
@@ -268,9 +275,7 @@ def _map_labels(raw: np.ndarray, label_map, path: Path) -> np.ndarray:
         try:
             return canonical_labels(raw)
         except ValueError:
-            values, counts = np.unique(raw, return_counts=True)
-            top = ", ".join(f"{str(v)!r} ({c})" for c, v in sorted(zip(counts, values),
-                                                              reverse=True)[:6])
+            top = _most_common(raw, 6)
             raise DataError(f"{path}: the labels are not NORMAL / PNEUMONIA or 0 / 1 (found "
                             f"{top}); map them with label_map (CLI: --label-map '{{\"No "
                             "Finding\": \"NORMAL\", \"Pneumonia\": \"PNEUMONIA\"}')") from None
@@ -307,9 +312,7 @@ def load_csv(path, image_size: int = 96, *, label_map=None, columns=None, image_
     labels = _map_labels(table[label_col].to_numpy(dtype=str), label_map, path)
     left_out = labels == ""
     if left_out.any():
-        values, counts = np.unique(table[label_col].to_numpy(dtype=str)[left_out],
-                                   return_counts=True)
-        top = ", ".join(f"{str(v)!r} ({c})" for c, v in sorted(zip(counts, values), reverse=True)[:5])
+        top = _most_common(table[label_col].to_numpy(dtype=str)[left_out], 5)
         if left_out.all():
             raise DataError(f"{path}: no label maps to NORMAL or PNEUMONIA with label_map="
                             f"{label_map}; labels found: {top}")
