@@ -168,14 +168,26 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
             "specificity": tn / n_neg, "specificity_ci95": spec_ci,
             "base_threshold": decision_threshold(self.estimator),
         }
+        from sklearn.metrics import roc_auc_score
+
+        auc = float(roc_auc_score(y_pos, self.scores_))
+        self.calibration_["roc_auc"] = auc
+        if warn and auc < 0.5:
+            warnings.warn(
+                f"on these images the network ranks NORMAL films above PNEUMONIA ones (ROC "
+                f"AUC {auc:.3f} < 0.5): it does not tell the classes apart at this site, and "
+                "no threshold or probability re-map can fix that"
+                + (f" (the {self.method} re-map inverts its scores)" if self.method else "")
+                + ". Check the labels, then do not use this model here", UserWarning,
+                stacklevel=2)
         target = self.calibration_["target_sensitivity"]
         if warn and target is not None and sens_ci[0] < target:
             warnings.warn(
                 f"with {n_pos} PNEUMONIA images the calibration set cannot promise sensitivity "
                 f"{target:g}: it measured {tp}/{n_pos} = {tp / n_pos:.3f}, 95% interval "
                 f"{sens_ci[0]:.3f}-{sens_ci[1]:.3f}. Use more labelled PNEUMONIA images of the "
-                "site: even when every one is found, it takes 73 for the interval to reach 0.95", UserWarning,
-                stacklevel=2)
+                "site: even when every one is found, it takes 73 for the interval to reach "
+                "0.95", UserWarning, stacklevel=2)
         return self
 
     # -- prediction ---------------------------------------------------------------------------

@@ -306,8 +306,10 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
     chosen = np.concatenate([idx for _, idx in rows]).astype(int)
     if chosen.size == 0:
         return None
-    result = explain(estimator, X[chosen])
+    pixels = np.asarray(X[chosen])  # the few shown (X may be a stream on disk)
+    result = explain(estimator, pixels)
     maps = dict(zip(chosen.tolist(), result.heatmaps))
+    films = dict(zip(chosen.tolist(), pixels))
     fig, axes = plt.subplots(len(rows), n, figsize=(2.3 * n, 2.75 * len(rows)), squeeze=False)
     paths = per_image["path"].astype(str).to_numpy()
     for r, (title, idx) in enumerate(rows):
@@ -319,7 +321,7 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
                     ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=10)
                 continue
             i = int(idx[c])
-            ax.imshow(X[i, ..., 0], cmap="gray", vmin=0, vmax=255)
+            ax.imshow(films[i][..., 0], cmap="gray", vmin=0, vmax=255)
             ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
             ax.set_title(f"{Path(paths[i]).name[:24]}\nP(PNEUMONIA)={p[i]:.3f}", fontsize=7)
         axes[r, 0].text(-0.08, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Sequence
 
 import keras
@@ -66,16 +67,17 @@ def build_model(
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
 
-    # Weights drawn with seeds derived from `seed`, layer by layer (None: Keras' global
-    # generator). Keras' default initializers seed themselves from Python's process-wide
-    # `random`, which other threads (a Dask worker's) also draw from: seeded fits then
-    # differed now and then between processes.
-    layer_seeds = None if seed is None else iter(range(int(seed), int(seed) + 10_000))
+    # Weights: each layer's initializer seeded from a private generator seeded with `seed`
+    # (None: Keras' global one). Keras seeds an unseeded initializer from Python's
+    # process-wide `random` -- the same draws in a single-threaded fit, but other threads (a
+    # Dask worker's event loop) draw from it too, so seeded fits differed between processes.
+    layer_seeds = None if seed is None else random.Random(int(seed))
 
     def weights():
         if layer_seeds is None:
             return "glorot_uniform"
-        return keras.initializers.GlorotUniform(seed=next(layer_seeds))
+        # the draw Keras makes for an unseeded initializer, from a private generator
+        return keras.initializers.GlorotUniform(seed=layer_seeds.randint(1, int(1e9)))
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs

@@ -57,8 +57,22 @@ def test_fixed_threshold_and_sigmoid_calibration(fitted_tiny, site):
     sig = calibrate(fitted_tiny, site, threshold=0.5, method="sigmoid", track=False)
     q = sig.predict_proba(site.X)[:, 1]
     assert not np.allclose(q, p)
-    order = np.argsort(p)
-    assert np.all(np.diff(q[order]) >= -1e-12)  # a monotone re-map: ranking unchanged
+    d = np.diff(q[np.argsort(p)])
+    assert np.all(d >= -1e-12) or np.all(d <= 1e-12)  # a monotone re-map
+
+
+def test_a_network_that_ranks_the_site_backwards_is_warned_about(fitted_tiny, site):
+    from sklearn.metrics import roc_auc_score
+
+    p = fitted_tiny.predict_proba(site.X)[:, 1]
+    y = site.y.copy()
+    if roc_auc_score(y == "PNEUMONIA", p) > 0.5:  # labels swapped: now it ranks backwards
+        y = np.where(y == "PNEUMONIA", "NORMAL", "PNEUMONIA")
+    with pytest.warns(UserWarning, match=r"ranks NORMAL films above PNEUMONIA .* sigmoid "
+                                         r"re-map inverts"):
+        model = calibrate(fitted_tiny, site.X, y, threshold=0.5, method="sigmoid",
+                          track=False)
+    assert model.calibration_["roc_auc"] < 0.5
 
 
 def test_too_small_a_calibration_set_is_refused(fitted_tiny, site):

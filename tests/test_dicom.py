@@ -1,5 +1,7 @@
 """DICOM inputs: decoded as a viewer shows them, checked against the source pixels."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -128,6 +130,13 @@ def test_a_mixed_folder_trains_predicts_and_groups_dicom_by_patient_tag(film, tm
                                                     "PNEUMONIA-patient-1"}
     clf = PneumoniaCNN(**TINY).fit(root)
     assert clf.predict(list(data.paths)).shape == (12,)
+    from pneumonia_cnn.evaluation import evaluate
+    from pneumonia_cnn.explain import explain
+
+    result = evaluate(clf, root, out_dir=tmp_path / "eval", track=False)
+    assert result["n_images"] == 12 and (tmp_path / "eval" / "metrics.json").is_file()
+    heat = explain(clf, data, out_dir=tmp_path / "explain")
+    assert len(heat.files) == 12 and all(f.is_file() for f in map(Path, heat.files))
 
 
 def test_dicom_bytes_decode_like_the_file(film, tmp_path):

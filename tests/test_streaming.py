@@ -72,3 +72,20 @@ def test_an_interrupted_decode_resumes_where_it_stopped(synthetic_dir, tmp_path,
     assert len(decoded) == 60 - 16  # only what was not decoded before
     np.testing.assert_array_equal(resumed.X, reference.X)
     assert not list(tmp_path.glob("*/done.npy"))  # finished: progress files removed
+
+
+def test_evaluation_and_search_take_a_stream(synthetic_dir, tmp_path):
+    from pneumonia_cnn.evaluation import evaluate
+    from pneumonia_cnn.search import search
+
+    st = load_image_folder(synthetic_dir, 32, cache=tmp_path, stream=True)
+    mem = load_image_folder(synthetic_dir, 32, cache=tmp_path, stream=False)
+    clf = PneumoniaCNN(**TINY).fit(mem)
+    a = evaluate(clf, st, out_dir=tmp_path / "eval", track=False)
+    b = evaluate(clf, mem, track=False)
+    assert a["n_images"] == 60 and a["roc_auc"] == pytest.approx(b["roc_auc"])
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    on_disk = search(st, {"filters": [(4,), (4, 8)]}, estimator=PneumoniaCNN(**TINY), cv=2,
+                     holdout=0.25, tracking_uri=uri, name="stream", verbose=0)
+    assert len(on_disk.cv_results) == 2 and 0 <= on_disk.holdout["roc_auc"] <= 1
+    assert np.isfinite(on_disk.cv_results["mean_test_roc_auc"]).all()
