@@ -22,6 +22,7 @@ _EXPORTS = {
     "ImageData": "data",
     "load_image_folder": "data",
     "load_images": "data",
+    "load_data": "sources",
     "patient_id": "data",
     "evaluate": "evaluation",
     "build_model": "model",

@@ -157,6 +157,10 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
 
     from .synthetic import is_synthetic
 
+    if isinstance(X, (str, Path)) and y is None:  # a data source: its evaluation split
+        from .sources import load_data
+
+        X = load_data(X, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
     X_name = X if isinstance(X, (str, Path)) else getattr(X, "root", None)
     synthetic = is_synthetic(X_name)
     X, y, paths, groups = image_arrays(estimator, X, y)
@@ -227,15 +231,17 @@ def trust_warnings(estimator, X, result: dict) -> list:
 def image_arrays(estimator, X, y=None):
     """Labelled images as arrays at the estimator's input size: ``(X, y, paths, groups)``.
 
-    ``X`` is a data folder (labels from its class sub-folders), an :class:`ImageData`, or an
-    image array with labels ``y``; ``paths`` and ``groups`` (patient ids) are None for
-    arrays.
+    ``X`` is a data source (a folder, a split root -- its ``test`` split --, a MedMNIST
+    ``.npz``, a label CSV; see :func:`pneumonia_cnn.sources.load_data`), an
+    :class:`ImageData`, or an image array with labels ``y``; ``paths`` and ``groups``
+    (patient ids) are None for arrays.
     """
-    from .data import ImageData, load_image_folder
+    from .data import ImageData
+    from .sources import load_data
 
     paths = groups = None
     if isinstance(X, (str, Path)) and y is None:
-        X = load_image_folder(X, getattr(estimator, "image_size", 96), verbose=0)
+        X = load_data(X, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
     if isinstance(X, ImageData):
         paths, groups, y, X = X.paths, X.groups, X.y, X.X
     if y is None:

@@ -144,3 +144,21 @@ def test_a_worker_killed_mid_search_does_not_lose_it(client, sequential, synthet
     assert keys == _scores(sequential)[0]
     np.testing.assert_allclose(auc, _scores(sequential)[1], atol=AUC_TOLERANCE)
     assert len(result.cv_results) == 2
+
+
+def test_cluster_specs_and_a_missing_dask_are_explained(monkeypatch):
+    with pytest.raises(cluster_mod.ClusterError, match="'local' or 'local:N'"):
+        with cluster_mod.connect("local:two"):
+            pass
+    with pytest.raises(cluster_mod.ClusterError, match="scheduler address"):
+        with cluster_mod.connect(42):
+            pass
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # not installed
+    with pytest.raises(cluster_mod.ClusterError, match=r"pip install 'pneumonia-cnn\[cluster\]'"):
+        with cluster_mod.connect("local"):
+            pass
+
+
+def test_searching_image_size_on_a_cluster_is_refused_before_any_work(synthetic_data):
+    with pytest.raises(ValueError, match="image_size on a cluster is not supported"):
+        search(synthetic_data, {"image_size": [32, 48]}, cluster="tcp://127.0.0.1:1")
