@@ -625,8 +625,11 @@ def cmd_calibrate(args) -> int:
     path = model.save(args.model_out)
     c = model.calibration_
     if args.json:
-        print(json.dumps({**c, "model_out": str(path),
-                          "mlflow_run_id": model.mlflow_run_id_}))
+        from .plots import strict_json
+
+        print(json.dumps(strict_json({**c, "model_out": str(path),
+                                      "mlflow_run_id": model.mlflow_run_id_}),
+                         allow_nan=False))
         return 0
     print(f"Calibrated on {c['n_NORMAL']} NORMAL and {c['n_PNEUMONIA']} PNEUMONIA images of "
           f"{args.data_dir}" + (f" (probabilities: {args.method})" if args.method else ""))
@@ -658,8 +661,10 @@ def cmd_stress(args) -> int:
     data = _load_data(args, clf.image_size, "evaluate")
     result = stress_test(clf, data, perturbations=names, severities=tuple(args.severities),
                          random_state=args.random_state)
-    if args.json:
-        print(json.dumps(result.to_dict()))
+    if args.json:  # strict JSON: an undefined ROC AUC (one class) is null
+        from .plots import strict_json
+
+        print(json.dumps(strict_json(result.to_dict()), allow_nan=False))
         return 0
     table = result.to_frame()
     print(table.to_string(index=False, float_format="%.3f"))

@@ -204,15 +204,17 @@ def plot_history(history: dict, best_epoch: int | None = None, synthetic: bool =
 def public_metrics(result: dict) -> dict:
     """The JSON-serialisable part of an :func:`evaluate` result (all but ``per_image``),
     with NaN (e.g. the ROC AUC of a one-class set) as None: strict JSON has no NaN."""
-    return _strict({k: v for k, v in result.items()
+    return strict_json({k: v for k, v in result.items()
                     if k != "per_image" and not k.startswith("_")})
 
 
-def _strict(value):
+def strict_json(value):
+    """``value`` with NaN and infinity as None and NumPy scalars as Python ones: what
+    ``json.dumps(..., allow_nan=False)`` accepts (strict JSON has no NaN)."""
     if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
+        return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
+        return [strict_json(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return None if not np.isfinite(value) else float(value)
     if isinstance(value, np.integer):
