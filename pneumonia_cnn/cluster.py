@@ -126,8 +126,16 @@ def total_threads(client) -> int:
 
 
 def wave_size(client, n_splits: int) -> int:
-    """Candidates sent to the cluster together: enough to keep every thread busy."""
-    return max(1, math.ceil(total_threads(client) / max(1, n_splits)))
+    """Candidates sent to the cluster together: enough to keep every thread busy, and a
+    number whose fold fits fill the threads evenly (2 workers and 3 folds: 2 candidates,
+    6 fits in 3 rounds of 2, not 1 candidate whose third fit leaves a worker idle)."""
+    threads, n_splits = total_threads(client), max(1, n_splits)
+    least = math.ceil(threads / n_splits)
+    for wave in range(least, 4 * least + 1):
+        tasks = wave * n_splits
+        if tasks / (math.ceil(tasks / threads) * threads) >= 0.9:  # at most 10% idle
+            return wave
+    return least
 
 
 @contextmanager
