@@ -11,7 +11,7 @@ fresh process (its own peak memory), with an empty image cache, in this order pe
 - 5,216 images in memory (``stream=False``) and streamed from disk (``stream=True``, the
   cache of the run before: decoding is not measured twice) -- the in-memory reference;
 - 20,000 and 100,000 images as the loaders choose (``stream="auto"``: in memory up to
-  512 MiB of decoded pixels, streamed above).
+  256 MiB of decoded pixels, streamed above).
 
 Each configuration measures:
 

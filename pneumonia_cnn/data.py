@@ -679,7 +679,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
     stream : {"auto", True, False}, default="auto"
         Return the images as an :class:`~pneumonia_cnn.streaming.ImageStream` over the
         memory-mapped cache instead of an array: "auto" does when they take more than
-        :func:`~pneumonia_cnn.streaming.in_memory_limit` (512 MiB by default).
+        :func:`~pneumonia_cnn.streaming.in_memory_limit` (256 MiB by default).
 
     Returns
     -------
