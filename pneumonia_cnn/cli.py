@@ -746,14 +746,21 @@ def cmd_search(args) -> int:
     from .search import check_space
 
     check_space(base, args.grid, args.random, args.n_iter, 0)  # before reading any image
+    import contextlib
 
-    data = _load_data(args, base.image_size, "train", verbose=0 if args.quiet else 1)
-    result = search(data, args.grid, param_distributions=args.random,
-                    n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
-                    name=args.name, tracking_uri=tracking_uri, resume=args.resume,
-                    holdout=args.holdout, verbose=0 if args.quiet else 1,
-                    scoring="stress" if args.stress else None, register=args.register,
-                    cluster=args.cluster)
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if args.cluster:  # connect first: a dead scheduler fails before the data is read
+            from .cluster import connect
+
+            cluster = stack.enter_context(connect(args.cluster))
+        data = _load_data(args, base.image_size, "train", verbose=0 if args.quiet else 1)
+        result = search(data, args.grid, param_distributions=args.random,
+                        n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
+                        name=args.name, tracking_uri=tracking_uri, resume=args.resume,
+                        holdout=args.holdout, verbose=0 if args.quiet else 1,
+                        scoring="stress" if args.stress else None, register=args.register,
+                        cluster=cluster)
     cols = [c for c in result.cv_results.columns if c.startswith("param_")]
     scores = ["mean_test_roc_auc", "std_test_roc_auc", "mean_test_accuracy",
               "mean_test_sensitivity", "mean_test_specificity", "mean_test_stress_roc_auc",

@@ -96,12 +96,13 @@ def connect(cluster, timeout: float | None = None):
         address = cluster if "://" in cluster else f"tcp://{cluster}"
         try:
             client = distributed.Client(address, timeout=f"{timeout}s")
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # refused, timed out, or something else answered there
+            why = type(exc).__name__ if isinstance(exc, (OSError, TimeoutError)) else (
+                f"not a Dask scheduler: {type(exc).__name__}")
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {address} within {timeout:g} s "
-                f"({type(exc).__name__}): start it (`dask scheduler`, then `dask worker "
-                f"{address}` on each machine), check the address, or use --cluster local"
-            ) from None
+                f"({why}): start it (`dask scheduler`, then `dask worker {address}` on each "
+                "machine), check the address, or use --cluster local") from None
         owned = [client]
     else:
         raise ClusterError(f"cluster must be a scheduler address (tcp://host:8786), 'local', "

@@ -348,6 +348,8 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
             print(f"Search {name!r}: parent run {parent.run_id}"
                   + (f", resuming with {len(done)} finished candidate(s)" if done else ""),
                   flush=True)
+        if client is not None:  # the folds as arrays, sent to every worker with the images
+            splitter = list(splitter.split(X, y, groups))
         common = dict(scoring=scoring, cv=splitter, refit=False, n_jobs=n_jobs,
                       error_score=np.nan, verbose=max(verbose - 1, 0))
         if param_grid is not None:
@@ -397,20 +399,39 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
 
 
 def _fit_inner(inner, X, y, groups, client, n_splits: int, verbose: int) -> None:
-    """The scikit-learn search, here or on the cluster of ``client`` (joblib's Dask backend,
-    the arrays sent to every worker once, waves of candidates that fill the workers)."""
+    """The scikit-learn search, here or on the cluster of ``client`` (joblib's Dask backend;
+    the images, labels and fold indices sent to every worker once; waves of candidates that
+    fill the workers)."""
     if client is None:
         inner.fit(X, y, groups=groups)
         return
-    from .cluster import dask_backend, total_threads, wave_size
+    from .cluster import ClusterError, dask_backend, total_threads, wave_size
 
     inner.wave = wave_size(client, n_splits)
     inner.n_jobs = -1
     if verbose:
         print(f"On the Dask cluster {client.scheduler.address}: {total_threads(client)} "
               f"worker thread(s), {inner.wave} candidate(s) at a time", flush=True)
-    with dask_backend(client, [X, y]):
-        inner.fit(X, y, groups=groups)
+    # Everything a task reads is broadcast: joblib would otherwise send each fold's index
+    # array (over 1 kB) to one worker only, and a task whose inputs died with that worker
+    # is cancelled instead of rerun.
+    folds = [part for split in inner.cv for part in split]
+    try:
+        with dask_backend(client, [X, y, *folds]):
+            inner.fit(X, y, groups=groups)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker
+
+        if isinstance(exc, (CancelledError, KilledWorker)) or "cancelled" in str(exc):
+            raise ClusterError(
+                f"the Dask cluster lost work it could not redo ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); the candidates finished so far are logged: run the same "
+                "search again to resume it") from exc
+        raise
 
 
 def check_space(base, param_grid, param_distributions, n_iter, random_state) -> None:
