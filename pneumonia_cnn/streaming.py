@@ -120,6 +120,13 @@ class ImageStream:
             release(self.base)
         return out
 
+    def __reduce__(self):
+        """Pickled as its file and rows (joblib's worker processes open the same file), not
+        as the pixels."""
+        if self.path is None:
+            return (ImageStream, (np.asarray(self.base), self.index))
+        return (ImageStream, (self.path, self.index))
+
     def __array__(self, dtype=None, copy=None):
         arr = self.read()
         return arr if dtype is None else arr.astype(dtype)

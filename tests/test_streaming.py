@@ -24,6 +24,16 @@ def test_a_stream_holds_the_same_images_and_indexes_lazily(synthetic_dir, tmp_pa
     np.testing.assert_array_equal(np.concatenate(list(iter_chunks(st.X, 16))), mem.X)
 
 
+def test_a_stream_pickles_as_its_file_and_rows(synthetic_dir, tmp_path):
+    """joblib's worker processes (search with n_jobs) get the file name, not the pixels."""
+    import pickle
+
+    st = load_image_folder(synthetic_dir, 32, cache=tmp_path, stream=True).X[np.arange(10, 40)]
+    blob = pickle.dumps(st)
+    assert len(blob) < 2000 < st.nbytes
+    np.testing.assert_array_equal(pickle.loads(blob).read(), st.read())
+
+
 def test_auto_streams_above_the_memory_limit(synthetic_dir, tmp_path, monkeypatch):
     assert isinstance(load_image_folder(synthetic_dir, 32, cache=tmp_path).X, np.ndarray)
     monkeypatch.setenv("PNEUMONIA_CNN_IN_MEMORY_MB", "0.01")  # 10 KiB < 60 images of 32x32
