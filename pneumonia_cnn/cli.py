@@ -108,13 +108,16 @@ def _float_or_auto(text: str):
                                          f"{text!r}") from None
 
 
+def _json(text: str):
+    """A JSON option value, or argparse's error naming it."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+
+
 def _str_or_json(text: str):
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
-    return text
+    return _json(text) if text.lstrip().startswith("{") else text
 
 
 def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
@@ -148,10 +151,7 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+    value = _json(text)
     if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
         raise argparse.ArgumentTypeError('expected a JSON object of lists, e.g. '
                                          '\'{"filters": [[16,32],[32,64]]}\'')
@@ -182,25 +182,24 @@ def _add_data_options(parser) -> None:
 
 
 def _label_map(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+    value = _json(text)
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError('expected a JSON object, e.g. \'{"No Finding": '
                                          '"NORMAL", "Pneumonia": "PNEUMONIA"}\'')
     return value
 
 
-def _load_data(args, image_size: int, role, verbose: int = 0):
-    """The command's DATA, read as :func:`pneumonia_cnn.sources.load_data` reads it; says
-    which split(s) were used when the source has several."""
+def _load_data(args, image_size: int, role, verbose: int = 0, source=None):
+    """The command's DATA (or ``source``), read with the data options as
+    :func:`pneumonia_cnn.sources.load_data` reads it; says which split(s) were used when
+    the source has several."""
     from .sources import load_data
 
-    data = load_data(args.data_dir, image_size, role=role, label_map=args.label_map,
+    source = args.data_dir if source is None else source
+    data = load_data(source, image_size, role=role, label_map=args.label_map,
                      columns=args.columns, image_root=args.image_root, strict=args.strict,
                      verbose=verbose)
-    if str(data.root) != str(Path(args.data_dir).expanduser()) and role is not None:
+    if str(data.root) != str(Path(source).expanduser()) and role is not None:
         print(f"Using {data.root} ({len(data)} images)", flush=True)
     return data
 
@@ -686,13 +685,13 @@ def _read_inputs(inputs, image_size: int):
 
     # data sets named as a whole (a MedMNIST .npz[:split], a label CSV) are read as such
     whole = [i for i in inputs if is_data_file(parse_source(i)[0])]
+    rest = [i for i in inputs if i not in whole]
     parts = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        files = _collect_images([i for i in inputs if i not in whole]) if len(whole) < len(
-            inputs) else []
-        if files:
-            parts.append(load_images(files, image_size, strict=False, cache=False))
+        if rest:
+            parts.append(load_images(_collect_images(rest), image_size, strict=False,
+                                     cache=False))
         parts += [load_data(i, image_size, role="evaluate") for i in whole]
     for w in caught:
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
@@ -781,7 +780,7 @@ def cmd_search(args) -> int:
 def cmd_run(args) -> int:
     from .data import grouped_split
     from .evaluation import evaluate, public_metrics
-    from .sources import load_data, evaluation_split
+    from .sources import evaluation_split
     from .synthetic import make_synthetic_dataset
 
     out = Path(args.out)
@@ -818,8 +817,7 @@ def cmd_run(args) -> int:
     clf.fit(train)
     model_path = clf.save(out / "model")
     if held is None:
-        held = load_data(test_source, clf.image_size, role=None, label_map=args.label_map,
-                         columns=args.columns, image_root=args.image_root, strict=args.strict)
+        held = _load_data(args, clf.image_size, None, source=test_source)
     result = evaluate(clf, held, out_dir=out / "evaluation", data_name=held_name)
     metrics = public_metrics(result)
     print(f"\nEvaluation on {metrics['n_images']} images: {held_out}"

@@ -294,14 +294,19 @@ class PneumoniaCNN(KerasClassifier):
     # -----------------------------------------------------------------------------------------
     # Input handling
     # -----------------------------------------------------------------------------------------
-    def _as_images(self, X, y=None, groups=None, role="evaluate"):
-        """Turn a data source, a list of files or an array into ``(X uint8, y, groups)``;
-        a source with splits reads those of ``role`` (see :func:`pneumonia_cnn.sources.
-        load_data`). X is an :class:`ImageStream` for data too large for memory."""
+    def _load(self, X, y=None, role="evaluate") -> ImageData | None:
+        """The images ``X`` names -- a data source, whose splits of ``role`` are read (see
+        :func:`pneumonia_cnn.sources.load_data`), an :class:`ImageData` or image files -- or
+        None for an image array."""
         if isinstance(X, (str, os.PathLike)) and y is not None:
             raise ValueError("y must be None when X is a data folder: the labels come from "
                              "its class sub-folders")
-        data = load_any(X, self.image_size, verbose=int(self.verbose > 0), role=role)
+        return load_any(X, self.image_size, verbose=int(self.verbose > 0), role=role)
+
+    def _as_images(self, X, y=None, groups=None):
+        """Turn a data source, a list of files or an array into ``(X uint8, y, groups)``
+        (X is an :class:`ImageStream` for data too large for memory)."""
+        data = self._load(X, y)
         if data is None:
             return self._validate_array(X), y, groups
         if data.y.size and y is None:
@@ -516,15 +521,11 @@ class PneumoniaCNN(KerasClassifier):
         """
         start = time.perf_counter()
         self.check_params()
-        if isinstance(X, (str, os.PathLike)):  # a source with splits: its training split(s)
-            if y is not None:
-                raise ValueError("y must be None when X is a data folder: the labels come "
-                                 "from its class sub-folders")
-            X = load_any(X, self.image_size, verbose=int(self.verbose > 0), role="train")
-        data_root = getattr(X, "root", None)
-        if y is not None and not isinstance(X, ImageData):
+        if y is not None and not isinstance(X, (str, os.PathLike, ImageData)):
             y = self._validate_labels(y)  # labels first: their errors are the clearest
-        X, y, groups = self._as_images(X, y, groups, role="train")
+        data = self._load(X, y, role="train")  # a source with splits: its training split(s)
+        data_root = getattr(data, "root", None)
+        X, y, groups = self._as_images(X if data is None else data, y, groups)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
         y = self._validate_labels(y)

@@ -158,9 +158,7 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     from .synthetic import is_synthetic
 
     if isinstance(X, (str, Path)) and y is None:  # a data source: its evaluation split
-        from .sources import load_data
-
-        X = load_data(X, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
+        X = _load_source(estimator, X)
     X_name = X if isinstance(X, (str, Path)) else getattr(X, "root", None)
     synthetic = is_synthetic(X_name)
     X, y, paths, groups = image_arrays(estimator, X, y)
@@ -228,6 +226,14 @@ def trust_warnings(estimator, X, result: dict) -> list:
     return out
 
 
+def _load_source(estimator, source):
+    """A labelled data source at the estimator's input size (of a source with splits, its
+    ``test`` split)."""
+    from .sources import load_data
+
+    return load_data(source, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
+
+
 def image_arrays(estimator, X, y=None):
     """Labelled images as arrays at the estimator's input size: ``(X, y, paths, groups)``.
 
@@ -237,11 +243,10 @@ def image_arrays(estimator, X, y=None):
     (patient ids) are None for arrays.
     """
     from .data import ImageData
-    from .sources import load_data
 
     paths = groups = None
     if isinstance(X, (str, Path)) and y is None:
-        X = load_data(X, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
+        X = _load_source(estimator, X)
     if isinstance(X, ImageData):
         paths, groups, y, X = X.paths, X.groups, X.y, X.X
     if y is None:

@@ -416,22 +416,18 @@ def _fit_inner(inner, X, y, groups, client, n_splits: int, verbose: int) -> None
     # array (over 1 kB) to one worker only, and a task whose inputs died with that worker
     # is cancelled instead of rerun.
     folds = [part for split in inner.cv for part in split]
+    from concurrent.futures import CancelledError  # distributed's FutureCancelledError too
+
+    from distributed import KilledWorker
+
     try:
         with dask_backend(client, [X, y, *folds]):
             inner.fit(X, y, groups=groups)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:
-        from concurrent.futures import CancelledError
-
-        from distributed import KilledWorker
-
-        if isinstance(exc, (CancelledError, KilledWorker)) or "cancelled" in str(exc):
-            raise ClusterError(
-                f"the Dask cluster lost work it could not redo ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); the candidates finished so far are logged: run the same "
-                "search again to resume it") from exc
-        raise
+    except (CancelledError, KilledWorker) as exc:
+        raise ClusterError(
+            f"the Dask cluster lost work it could not redo ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); the candidates finished so far are logged: run the same "
+            "search again to resume it") from exc
 
 
 def check_space(base, param_grid, param_distributions, n_iter, random_state) -> None:
