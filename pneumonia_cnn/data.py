@@ -557,8 +557,9 @@ def _decode_to_entry(entry: Path, paths, image_size: int, n_jobs, verbose):
             X = np.lib.format.open_memmap(entry / "X.npy", mode="r+")
             if X.shape != shape or len(done) != n or len(ok) != n:
                 raise ValueError("sizes differ")
-        except Exception:  # half-written state: start again
+        except Exception:  # half-written state: start again, from nothing
             done = ok = None
+            skipped, noted = [], []
     if done is None:
         done, ok = np.zeros(n, bool), np.zeros(n, bool)
         X = np.lib.format.open_memmap(entry / "X.npy", mode="w+", dtype=np.uint8, shape=shape)

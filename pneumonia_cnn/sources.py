@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import (CLASS_NAMES, DataError, ImageData, _load, canonical_labels,
-                   load_image_folder, load_image_folders)
+from .data import (CLASS_NAMES, DataError, ImageData, _load, _report_duplicates,
+                   canonical_labels, load_image_folder, load_image_folders)
 
 __all__ = ["SPLITS", "is_data_file", "load_csv", "load_data", "parse_source", "source_kind",
            "evaluation_split"]
@@ -128,6 +128,12 @@ def load_data(source, image_size: int = 96, *, role: str | None = "train", label
     if kind in ("folder", "csv") and splits:
         raise DataError(f"{source}: only a split root (train/, val/, test/ folders) or a "
                         f"MedMNIST .npz has splits; pass {path} without ':{'+'.join(splits)}'")
+    csv_only = {"label_map (--label-map)": label_map, "columns (--columns)": columns,
+                "image_root (--image-root)": image_root}
+    unused = [name for name, value in csv_only.items() if value is not None]
+    if kind != "csv" and unused:  # ignoring them would read the data another way than asked
+        raise DataError(f"{', '.join(unused)} apply to CSV label files only, and {path} is "
+                        "not one: drop them, or pass the CSV")
     if kind == "folder":
         return load_image_folder(path, image_size, **loader_args)
     if kind == "csv":
@@ -146,6 +152,7 @@ def load_data(source, image_size: int = 96, *, role: str | None = "train", label
     parts = [_load_medmnist(path, s, image_size) for s in splits]
     data = parts[0] if len(parts) == 1 else ImageData.concat(parts)
     data.root = f"{path}:{'+'.join(splits)}"
+    _report_duplicates(data)
     warnings.warn(f"{path.name}: MedMNIST files carry no patient ids, so every image counts as "
                   "its own patient; PneumoniaMNIST holds several films of some children, so "
                   "a validation split of it can put one child on both sides and read "
@@ -187,11 +194,10 @@ def _role_splits(path: Path, role, available) -> tuple:
         raise DataError(f"{path} holds several splits ({', '.join(available)}): name the one "
                         f"to use, e.g. {path}:{available[-1]}")
     wanted = ROLE_SPLITS[role]
-    chosen = tuple(s for s in wanted if s in available)
-    if not chosen or wanted[0] not in available:
+    if wanted[0] not in available:
         raise DataError(f"{path} has no {wanted[0]} split to {role} on (it has "
                         f"{', '.join(available)}): name one, e.g. {path}:{available[0]}")
-    return chosen
+    return tuple(s for s in wanted if s in available)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +246,9 @@ def _read_csv(path: Path, columns):
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     header = [str(c) for c in table.columns]
+    if columns is not None and len(columns) not in (2, 3):
+        raise DataError(f"columns must name 2 or 3 CSV columns (path, label[, patient]), got "
+                        f"{list(columns)}")
     given = list(columns or []) + [None] * 3
     names = [_pick(header, PATH_COLUMNS, given[0]), _pick(header, LABEL_COLUMNS, given[1]),
              _pick(header, PATIENT_COLUMNS, given[2])]
@@ -343,10 +352,14 @@ def load_csv(path, image_size: int = 96, *, label_map=None, columns=None, image_
                         "(CLI: --image-root) if the images are elsewhere")
     data = _load(files, keep_labels, image_size, cache=cache, n_jobs=n_jobs, verbose=verbose,
                  strict=strict, root=str(path), stream=stream)
+    if len(data) == 0:
+        raise DataError(f"none of the {len(files)} image files {path} names could be read "
+                        "(see the warning above for the reasons)")
     if patient_col:
         by_file = dict(zip(files, patients))
         data.groups = np.array([by_file[p] or p for p in data.paths], dtype=str)
     if len(set(data.y.tolist())) < 2:
-        warnings.warn(f"{path}: every loaded image is {data.y[0] if len(data) else 'missing'}; "
-                      "training needs both classes", UserWarning, stacklevel=2)
+        warnings.warn(f"{path}: every loaded image is {data.y[0]}; training needs both "
+                      "classes", UserWarning, stacklevel=2)
+    _report_duplicates(data)
     return data

@@ -184,3 +184,26 @@ def test_a_headerless_csv_relative_paths_and_bad_rows(synthetic_dir, tmp_path):
     (tmp_path / "elsewhere.csv").write_text("path,label\nimg.png,0\n")
     with pytest.raises(DataError, match="none of its 1 image files exist.*--image-root"):
         load_csv(tmp_path / "elsewhere.csv", 32)
+
+
+def test_csv_options_on_other_sources_and_bad_columns_are_refused(synthetic_dir, tmp_path):
+    """Options that would be ignored are refused: the data would be read another way."""
+    with pytest.raises(DataError, match=r"label_map \(--label-map\) apply to CSV"):
+        load_data(synthetic_dir, 32, label_map=NIH_MAP)
+    files = sorted(synthetic_dir.rglob("*.jpeg"))[:4]
+    (tmp_path / "a.csv").write_text("path,label\n" + "".join(
+        f"{f},{f.parent.name}\n" for f in files))
+    with pytest.raises(DataError, match="2 or 3 CSV columns"):
+        load_csv(tmp_path / "a.csv", 32, columns=["path", "label", "patient", "site"])
+
+
+def test_a_csv_film_under_both_labels_is_warned_about(synthetic_dir, tmp_path):
+    files = sorted(synthetic_dir.rglob("*.jpeg"))
+    normal = next(f for f in files if f.parent.name == "NORMAL")
+    copy = tmp_path / "copy.jpeg"
+    shutil.copy(normal, copy)
+    others = [f for f in files if f != normal][:8]
+    rows = [f"{f},{f.parent.name}" for f in others] + [f"{normal},NORMAL", f"{copy},PNEUMONIA"]
+    (tmp_path / "b.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.warns(UserWarning, match="appear in more than one class"):
+        load_csv(tmp_path / "b.csv", 32)
