@@ -247,10 +247,13 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
     def load(cls, path) -> "SiteCalibratedCNN":
         """Load a folder written by :meth:`save` (the calibrator is rebuilt from the saved
         calibration scores: the same map and threshold)."""
+        from .adaptation import ADAPTATION_FILE, SiteAdaptedCNN
         from .estimator import PneumoniaCNN
 
         path = Path(path)
-        base = PneumoniaCNN.load(path)
+        # an adapted model may be calibrated too: its adaptation is loaded under it
+        base = (SiteAdaptedCNN.load(path) if (path / ADAPTATION_FILE).is_file()
+                else PneumoniaCNN.load(path))
         try:
             info = json.loads((path / CALIBRATION_FILE).read_text())
             est = cls(base, target_sensitivity=info["target_sensitivity"],
@@ -347,13 +350,17 @@ def _log_calibration_run(model: SiteCalibratedCNN, source, X, y, groups) -> str:
 def load_model(path, tracking_uri: str | None = None):
     """Load a saved model folder or an MLflow model URI (``models:/NAME@ALIAS``,
     ``runs:/RUN_ID/NAME``...): a :class:`SiteCalibratedCNN` when it holds a site
-    calibration, else a ``PneumoniaCNN``."""
+    calibration, a :class:`~pneumonia_cnn.adaptation.SiteAdaptedCNN` when it holds a site
+    adaptation, else a ``PneumoniaCNN``."""
+    from .adaptation import ADAPTATION_FILE, SiteAdaptedCNN
     from .estimator import PneumoniaCNN
     from .registry import model_folder
 
     with model_folder(path, tracking_uri) as (folder, info):
         if (folder / CALIBRATION_FILE).is_file():
             model = SiteCalibratedCNN.load(folder)
+        elif (folder / ADAPTATION_FILE).is_file():
+            model = SiteAdaptedCNN.load(folder)
         else:
             model = PneumoniaCNN.load(folder)
     if info.get("model_id"):

@@ -1,4 +1,4 @@
-"""Command line: ``pneumonia-cnn train | evaluate | calibrate | stress | explain | predict |
+"""Command line: ``pneumonia-cnn train | evaluate | calibrate | adapt | stress | explain | predict |
 search | register | run``."""
 
 from __future__ import annotations
@@ -293,6 +293,35 @@ def build_parser() -> argparse.ArgumentParser:
                         " [off: keep the network's]")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_options(p)
+    _add_tracking_options(p, default_help="[the model's setting]")
+
+    p = sub.add_parser(
+        "adapt", help="move a model's operating point to a new site from its unlabelled films",
+        description="Label-free site adaptation: from at least 50 UNLABELLED films of the new "
+                    "site, re-estimate the network's batch-normalisation statistics "
+                    "(--no-batch-norm to keep them), estimate the site's prevalence and its "
+                    "score distributions (a two-class mixture fitted by EM), and move the "
+                    "decision threshold to where the site's PNEUMONIA films keep "
+                    "--target-sensitivity. Prints the estimated prevalence and the expected "
+                    "sensitivity / specificity with 90%% bootstrap intervals (estimates from "
+                    "a model of the scores, not measurements), and saves the adapted model; "
+                    "evaluate, predict, explain, calibrate, register and serving take it "
+                    "like any model.")
+    p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
+    p.add_argument("site_dir", metavar="SITE_DIR",
+                   help="folder of the site's films (searched recursively; class "
+                        "sub-folders, if any, are ignored: no label is used)")
+    p.add_argument("--model-out", required=True, metavar="PATH",
+                   help="folder to save the adapted model to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --model-out to be an existing folder that is not a saved model")
+    p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="X",
+                   help="sensitivity the adapted threshold keeps on the site's estimated "
+                        "PNEUMONIA score distribution [0.95]")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-estimate batch-normalisation statistics on the site's films "
+                        "[on]")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_tracking_options(p, default_help="[the model's setting]")
 
     p = sub.add_parser(
@@ -645,6 +674,63 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    check_model_out(args.model_out, args.overwrite)
+    if not 0 < args.target_sensitivity < 1:
+        raise CLIError(f"--target-sensitivity must be in (0, 1), got {args.target_sensitivity}")
+    site = Path(args.site_dir)
+    if not site.is_dir():
+        raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
+    from .adaptation import adapt
+    from .calibration import load_model
+    from .data import load_images
+
+    clf = load_model(args.model, tracking_uri=args.tracking_uri)
+    _set_tracking_uri(clf, args.tracking_uri)
+    classes = sorted(d.name for d in site.iterdir()
+                     if d.is_dir() and d.name.upper() in ("NORMAL", "PNEUMONIA"))
+    if classes:
+        print(f"{site} has class sub-folders ({', '.join(classes)}): their films are used, "
+              "their labels are not (adaptation uses no label)", flush=True)
+    files = _collect_images([str(site)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_images(files, clf.image_size, strict=False)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    data.root = str(site)
+    model = adapt(clf, data, target_sensitivity=args.target_sensitivity,
+                  batch_norm=args.batch_norm, track=args.tracking, data_name=str(site))
+    path = model.save(args.model_out)
+    a = model.adaptation_
+    if args.json:
+        from .plots import strict_json
+
+        print(json.dumps(strict_json({**a, "model_out": str(path),
+                                      "mlflow_run_id": model.mlflow_run_id_}),
+                         allow_nan=False))
+        return 0
+
+    def ci(key):
+        lo, hi = a[key + "_ci90"] or (float("nan"), float("nan"))
+        return f"{a[key]:.3f} (90% interval {lo:.3f}-{hi:.3f})"
+
+    print(f"Adapted to {a['n_films']} unlabelled films of {site}"
+          + (" (batch-norm statistics re-estimated)" if a["batch_norm_recalibrated"] else ""))
+    print(f"Estimated prevalence of PNEUMONIA: {ci('prevalence')} "
+          f"(training hold-out: {a['holdout_prevalence']:.3f})")
+    print(f"Threshold {ci('threshold')} (was {a['base_threshold']:.4f}), for sensitivity "
+          f"{a['target_sensitivity']:g} on the site's estimated PNEUMONIA scores")
+    print(f"Expected at this threshold: sensitivity {ci('expected_sensitivity')}, "
+          f"specificity {ci('expected_specificity')}")
+    print("These are estimates from the films' score distribution, not measurements: "
+          "evaluate on labelled films of the site, or calibrate on 20+ of each class")
+    print(f"Adapted model saved to {path}"
+          + (f"; MLflow run {model.mlflow_run_id_}, logged model "
+             f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))
+    return 0
+
+
 def cmd_stress(args) -> int:
     from .calibration import load_model
     from .robustness import PERTURBATIONS, SEVERITIES, stress_test
@@ -834,6 +920,7 @@ def cmd_run(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate,
+            "adapt": cmd_adapt,
             "stress": cmd_stress, "explain": cmd_explain, "predict": cmd_predict,
             "search": cmd_search, "register": cmd_register, "close-runs": cmd_close_runs,
             "run": cmd_run}

@@ -37,13 +37,15 @@ __all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
 #: Files of a saved model folder (see :meth:`PneumoniaCNN.save`).
 MODEL_FILE = "model.keras"
 META_FILE = "pneumonia_cnn.json"
-FORMAT_VERSION = 2
-#: Formats :meth:`PneumoniaCNN.load` reads.
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+#: Formats :meth:`PneumoniaCNN.load` reads (3 added the validation hold-out's scores).
+READABLE_FORMATS = (1, 2, 3)
+#: Files that post-fit wrappers (site calibration, site adaptation) add to a model folder.
+WRAPPER_FILES = ("site_calibration.json", "site_adaptation.json")
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
 _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
-                   "target_sensitivity": 0.95}
+                   "target_sensitivity": 0.95, "border_mask": 0.0}
 
 
 class PneumoniaCNN(KerasClassifier):
@@ -75,6 +77,9 @@ class PneumoniaCNN(KerasClassifier):
         Hidden units of the classifier head (0 for none).
     dropout : float, default=0.3
         Dropout before the output unit.
+    border_mask : float, default=0.0
+        Share of the image side blanked on every edge inside the network (side markers and
+        film corners are shortcuts that do not travel between sites); 0 keeps it all.
     augmentation : None, str or dict, default="acquisition"
         None, ``"light"``, ``"standard"``, ``"heavy"``, ``"acquisition"`` or a dict of
         factors; see :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
@@ -168,6 +173,10 @@ class PneumoniaCNN(KerasClassifier):
     threshold_ : float
         The decision threshold in use (``threshold``, or the one "target" or "auto"
         chose).
+    validation_scores_, validation_labels_ : ndarray or None
+        P(PNEUMONIA) and labels (1 = PNEUMONIA) of the patient-grouped validation hold-out
+        (saved with the model): the threshold rule and site adaptation
+        (:func:`pneumonia_cnn.adaptation.adapt`) start from them. None without a hold-out.
     train_fingerprints_ : list of str
         Pixel hashes of the training images (saved with the model), so that ``evaluate``
         can warn when evaluation images were trained on.
@@ -192,6 +201,7 @@ class PneumoniaCNN(KerasClassifier):
         "global_pooling": ["boolean"],
         "dense_units": [Interval(Integral, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "border_mask": [Interval(Real, 0, 0.5, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "lr_schedule": [StrOptions({"cosine", "constant"}), None],
         "epochs": [Interval(Integral, 1, None, closed="left")],
@@ -213,6 +223,7 @@ class PneumoniaCNN(KerasClassifier):
         global_pooling=False,
         dense_units=64,
         dropout=0.3,
+        border_mask=0.0,
         augmentation="acquisition",
         intensity_norm="clahe",
         label_smoothing=0.0,
@@ -259,6 +270,7 @@ class PneumoniaCNN(KerasClassifier):
         self.global_pooling = global_pooling
         self.dense_units = dense_units
         self.dropout = dropout
+        self.border_mask = border_mask
         self.augmentation = augmentation
         self.intensity_norm = intensity_norm
         self.label_smoothing = label_smoothing
@@ -410,6 +422,7 @@ class PneumoniaCNN(KerasClassifier):
                 global_pooling=self.global_pooling,
                 dense_units=self.dense_units,
                 dropout=self.dropout,
+                border_mask=self.border_mask,
                 augmentation=self.augmentation,
                 seed=self._random_state,
             )
@@ -802,18 +815,23 @@ class PneumoniaCNN(KerasClassifier):
 
         from .evaluation import threshold_for_sensitivity
 
+        self.validation_scores_ = self.validation_labels_ = None
+        if X_val is not None:  # kept (and saved): site adaptation starts from them
+            y_pos = np.asarray(y_val) == self.classes_[1]
+            if y_pos.any() and not y_pos.all():
+                self.validation_scores_ = self.predict_proba(X_val)[:, 1].astype(float)
+                self.validation_labels_ = y_pos.astype(int)
         if self.threshold not in ("auto", "target"):
             return float(self.threshold)
-        y_pos = np.asarray(y_val) == self.classes_[1]
-        if X_val is None or y_pos.all() or not y_pos.any():
+        if self.validation_scores_ is None:
             warnings.warn(f"threshold={self.threshold!r} needs a validation hold-out with "
                           "both classes (validation_fraction > 0); using threshold 0.5",
                           UserWarning, stacklevel=3)
             return 0.5
-        scores = self.predict_proba(X_val)[:, 1]
+        scores = self.validation_scores_
         if self.threshold == "target":
             return threshold_for_sensitivity(y_val, scores, float(self.target_sensitivity))
-        fpr, tpr, thresholds = roc_curve(y_pos, scores)
+        fpr, tpr, thresholds = roc_curve(self.validation_labels_, scores)
         best = int(np.argmax(tpr - fpr))
         return float(np.clip(thresholds[best], 0.0, 1.0))
 
@@ -846,6 +864,8 @@ class PneumoniaCNN(KerasClassifier):
         if path.exists() and not path.is_dir():
             raise ValueError(f"{path} is a file: save() writes a folder; choose a new name")
         path.mkdir(parents=True, exist_ok=True)
+        for stale in WRAPPER_FILES:  # a wrapper saving over this folder writes its own again
+            (path / stale).unlink(missing_ok=True)
         tmp = path / (MODEL_FILE + ".tmp.keras")
         self.model_.save(tmp)
         os.replace(tmp, path / MODEL_FILE)
@@ -872,6 +892,8 @@ class PneumoniaCNN(KerasClassifier):
             "interrupted": bool(getattr(self, "interrupted_", False)),
             "train_fingerprints": list(getattr(self, "train_fingerprints_", None) or []),
             "threshold": self._decision_threshold(),
+            "validation_scores": _list_or_none(getattr(self, "validation_scores_", None), float),
+            "validation_labels": _list_or_none(getattr(self, "validation_labels_", None), int),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -967,6 +989,22 @@ class PneumoniaCNN(KerasClassifier):
         est.mlflow_model_id_ = meta.get("mlflow_model_id")
         est.threshold_ = float(meta.get("threshold", 0.5))
         est.train_fingerprints_ = list(meta.get("train_fingerprints", []))
+        est.validation_scores_ = est.validation_labels_ = None
+        scores, labels = meta.get("validation_scores"), meta.get("validation_labels")
+        if scores is not None:
+            try:
+                scores = np.asarray(scores, float)
+                labels = np.asarray(labels, int)
+                ok = (scores.ndim == 1 and scores.shape == labels.shape
+                      and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+                      and set(np.unique(labels)) == {0, 1})
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise DataError(f"{meta_file}: 'validation_scores' / 'validation_labels' are "
+                                "damaged (expected equal-length lists of probabilities and "
+                                "0/1 labels of both classes); save or train the model again")
+            est.validation_scores_, est.validation_labels_ = scores, labels
         return est
 
 
@@ -1074,6 +1112,10 @@ def _in_memory_batches(x, y, sample_weight=None, *, batch_size: int = 32,
     options.experimental_optimization.apply_default_optimizations = False
     options.autotune.enabled = False
     return ds.batch(batch_size).prefetch(2).with_options(options)
+
+
+def _list_or_none(values, kind):
+    return None if values is None else [kind(v) for v in values]
 
 
 def _member_seeds(random_state, n: int) -> list:

@@ -25,6 +25,7 @@ def build_model(
     dense_units: int = 64,
     dropout: float = 0.3,
     augmentation=None,
+    border_mask: float = 0.0,
     seed: int | None = None,
 ) -> keras.Model:
     """Build the (uncompiled) CNN.
@@ -51,6 +52,10 @@ def build_model(
         Dropout rate before the output unit.
     augmentation : None, str or dict, default=None
         See :func:`pneumonia_cnn.augmentation.build_augmentation`.
+    border_mask : float, default=0.0
+        Share of the image side blanked on every edge (after augmentation, at training and
+        prediction alike): side markers, labels and film corners are shortcuts that do not
+        travel between sites. 0 keeps the whole image.
     seed : int or None, default=None
         Seed of the augmentation and dropout layers.
 
@@ -63,6 +68,8 @@ def build_model(
         raise ValueError(f"pooling must be 'max' or 'average', got {pooling!r}")
     if not filters or any(int(f) < 1 for f in filters):
         raise ValueError(f"filters must be a non-empty sequence of positive ints, got {filters!r}")
+    if not 0 <= border_mask < 0.5:
+        raise ValueError(f"border_mask must be in [0, 0.5), got {border_mask!r}")
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
@@ -87,6 +94,12 @@ def build_model(
     if augment is not None:
         x = augment(x)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+
+    # Border mask: crop the margins and pad them back with zeros (two standard layers).
+    margin = int(round(float(border_mask) * int(input_shape[0])))
+    if margin:
+        x = layers.Cropping2D(margin, name="border_crop")(x)
+        x = layers.ZeroPadding2D(margin, name="border_mask")(x)
 
     # Convolution blocks: [conv -> (batch norm) -> ReLU] x n, then 2x2 pooling.
     for b, n_filters in enumerate(filters, start=1):

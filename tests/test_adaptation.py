@@ -1,0 +1,214 @@
+"""Label-free site adaptation: the score mixture, batch-norm recalibration, the adapted
+model's life (predict, save, load, calibrate, track, serve) and the CLI."""
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import TINY
+
+from pneumonia_cnn import PneumoniaCNN
+from pneumonia_cnn.adaptation import (
+    ADAPTATION_FILE,
+    MIN_SITE_FILMS,
+    SiteAdaptedCNN,
+    adapt,
+    estimate_site_mixture,
+    recalibrate_batch_norm,
+)
+from pneumonia_cnn.calibration import SiteCalibratedCNN, calibrate, load_model
+from pneumonia_cnn.cli import main
+from pneumonia_cnn.data import DataError, load_image_folder
+from pneumonia_cnn.evaluation import threshold_for_sensitivity
+from pneumonia_cnn.synthetic import make_synthetic_dataset
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _holdout(rng):
+    neg = rng.normal(-4, 1.5, 200)
+    pos = 6 - rng.gamma(2, 1.2, 500)  # skewed towards low scores, as real PNEUMONIA scores
+    return _sigmoid(np.r_[neg, pos]), np.r_[np.zeros(200, int), np.ones(500, int)]
+
+
+@pytest.mark.parametrize("prevalence", [0.3, 0.6, 0.85])
+def test_mixture_recovers_the_prevalence_without_shift(prevalence):
+    rng = np.random.default_rng(0)
+    v, lab = _holdout(rng)
+    n_pos = int(600 * prevalence)
+    site = _sigmoid(np.r_[rng.normal(-4, 1.5, 600 - n_pos), 6 - rng.gamma(2, 1.2, n_pos)])
+    fit = estimate_site_mixture(site, v, lab)
+    assert fit["prevalence"] == pytest.approx(prevalence, abs=0.04)
+    pos = site[600 - n_pos:]
+    assert np.mean(pos >= fit["threshold"]) >= 0.93  # the target, 0.95, within sampling noise
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixture_follows_normal_films_that_score_higher_at_the_site(seed):
+    """The failure of the in-distribution rule on the record: at a new site NORMAL films score
+    higher and PNEUMONIA films are sharper, so the hold-out's threshold over-keeps
+    sensitivity and loses specificity. The adapted threshold moves up with the site."""
+    rng = np.random.default_rng(seed)
+    v = _sigmoid(np.r_[rng.normal(-5, 1, 200), 5 - rng.gamma(1.5, 1.5, 500)])
+    lab = np.r_[np.zeros(200, int), np.ones(500, int)]
+    neg, pos = rng.normal(-1.5, 1, 234), 6 - rng.gamma(1.5, 1.0, 390)
+    fit = estimate_site_mixture(_sigmoid(np.r_[neg, pos]), v, lab)
+    assert fit["site_logit"]["NORMAL"][0] > fit["holdout_logit"]["NORMAL"][0] + 2
+    # the site's PNEUMONIA shape differs from the hold-out's: the prevalence is rougher here
+    assert fit["prevalence"] == pytest.approx(390 / 624, abs=0.1)
+
+    def rates(t):
+        return np.mean(_sigmoid(pos) >= t), np.mean(_sigmoid(neg) < t)
+
+    held = threshold_for_sensitivity(np.where(lab == 1, "PNEUMONIA", "NORMAL"), v, 0.95)
+    sens, spec = rates(fit["threshold"])
+    held_sens, held_spec = rates(held)
+    assert held_spec < 0.85  # the record's failure, reproduced
+    assert sens >= 0.95 and spec >= 0.9 and fit["threshold"] > held
+
+
+@pytest.fixture(scope="module")
+def fitted_with_holdout(tmp_path_factory):
+    """A tiny network trained with a validation hold-out (adaptation starts from its scores)."""
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("adapt") / "train", n_normal=40,
+                                  n_pneumonia=60, size=40, random_state=3)
+    data = load_image_folder(root, 32, cache=False)
+    params = {**TINY, "validation_fraction": 0.3, "threshold": "target", "epochs": 4,
+              "patience": None}
+    return PneumoniaCNN(**params).fit(data.X, data.y, groups=data.groups)
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory):
+    """Another synthetic site: 30 NORMAL and 40 PNEUMONIA films in class sub-folders."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("adapt_site") / "site", n_normal=30,
+                                  n_pneumonia=40, size=44, random_state=11)
+
+
+def test_fit_keeps_and_saves_its_holdout_scores(fitted_with_holdout, tmp_path):
+    est = fitted_with_holdout
+    assert est.validation_scores_ is not None
+    assert set(np.unique(est.validation_labels_)) == {0, 1}
+    assert len(est.validation_scores_) == len(est.validation_labels_)
+    loaded = PneumoniaCNN.load(est.save(tmp_path / "m"))
+    assert np.allclose(loaded.validation_scores_, est.validation_scores_)
+    meta = json.loads((tmp_path / "m" / "pneumonia_cnn.json").read_text())
+    assert meta["format_version"] == 3
+    meta["validation_scores"][0] = 7.0  # not a probability: a damaged file
+    (tmp_path / "m" / "pneumonia_cnn.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="validation_scores"):
+        PneumoniaCNN.load(tmp_path / "m")
+
+
+def test_batch_norm_recalibration_uses_the_site_statistics(fitted_with_holdout, site_dir):
+    import keras
+
+    site = load_image_folder(site_dir, 32, cache=False)
+    before = [w.copy() for w in fitted_with_holdout.model_.get_weights()]
+    adapted = recalibrate_batch_norm(fitted_with_holdout, site.X)
+    # the original network is untouched
+    assert all(np.array_equal(a, b) for a, b in
+               zip(before, fitted_with_holdout.model_.get_weights()))
+    bn = [layer for layer in adapted.model_.layers
+          if isinstance(layer, keras.layers.BatchNormalization)][0]
+    probe = keras.Model(adapted.model_.inputs, bn.input)
+    acts = np.asarray(probe([adapted.feature_encoder_.transform(site.X)], training=False))
+    assert np.allclose(np.asarray(bn.moving_mean), acts.reshape(-1, acts.shape[-1]).mean(0),
+                       atol=1e-4)
+    conv = [layer for layer in adapted.model_.layers if "conv" in layer.name][0]
+    original = fitted_with_holdout.model_.get_layer(conv.name)
+    assert np.array_equal(conv.get_weights()[0], original.get_weights()[0])
+
+
+def test_adapt_predicts_saves_loads_and_calibrates(fitted_with_holdout, site_dir, tmp_path):
+    site = load_image_folder(site_dir, 32, cache=False)
+    model = adapt(fitted_with_holdout, site, n_bootstrap=20, track=False)
+    a = model.adaptation_
+    assert a["n_films"] == 70 and 0 < a["prevalence"] < 1
+    lo, hi = a["prevalence_ci90"]
+    assert lo <= hi
+    assert a["batch_norm_recalibrated"]
+    p = model.predict_proba(site.X)[:, 1]
+    assert (model.predict(site.X) == np.where(p >= model.threshold_, "PNEUMONIA",
+                                              "NORMAL")).all()
+    path = model.save(tmp_path / "adapted")
+    assert (path / ADAPTATION_FILE).is_file()
+    loaded = load_model(path)
+    assert isinstance(loaded, SiteAdaptedCNN)
+    assert loaded.threshold_ == model.threshold_
+    assert np.allclose(loaded.predict_proba(site.X), model.predict_proba(site.X), atol=1e-6)
+    # calibrate accepts the adapted model; the calibrated one loads with its adaptation
+    with pytest.warns(UserWarning):
+        cal = calibrate(loaded, site, track=False)
+    cal.save(tmp_path / "calibrated")
+    again = load_model(tmp_path / "calibrated")
+    assert isinstance(again, SiteCalibratedCNN)
+    assert isinstance(again.estimator, SiteAdaptedCNN)
+    assert np.allclose(again.predict_proba(site.X), cal.predict_proba(site.X), atol=1e-6)
+    # a plain model saved over the folder leaves no stale adaptation behind
+    fitted_with_holdout.save(tmp_path / "adapted")
+    assert isinstance(load_model(tmp_path / "adapted"), PneumoniaCNN)
+
+
+def test_adapt_refuses_too_few_films_and_models_without_holdout_scores(
+        fitted_with_holdout, fitted_tiny, site_dir):
+    site = load_image_folder(site_dir, 32, cache=False)
+    with pytest.raises(DataError, match=f"at least {MIN_SITE_FILMS} unlabelled films"):
+        adapt(fitted_with_holdout, site.X[:20], track=False)
+    with pytest.raises(ValueError, match="kept no validation hold-out scores"):
+        adapt(fitted_tiny, site.X, batch_norm=False, track=False)
+
+
+def test_adaptation_run_is_nested_under_the_fit_and_the_logged_model_serves(
+        fitted_with_holdout, site_dir):
+    import copy
+
+    est = copy.deepcopy(fitted_with_holdout)
+    parent = mlflow.start_run(run_name="a fit").info.run_id
+    mlflow.end_run()
+    est.mlflow_run_id_ = parent
+    site = load_image_folder(site_dir, 32, cache=False)
+    model = adapt(est, site, n_bootstrap=10, track=True, data_name="site")
+    run = mlflow.get_run(model.mlflow_run_id_)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["kind"] == "adaptation"
+    assert run.data.metrics["estimated_prevalence"] == pytest.approx(
+        model.adaptation_["prevalence"])
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{model.mlflow_model_id_}")
+    out = pyfunc.predict(site.X[:5, ..., 0])
+    assert np.allclose(out["probability"], model.predict_proba(site.X[:5])[:, 1], atol=1e-5)
+    assert (out["label"] == model.predict(site.X[:5])).all()
+
+
+def test_cli_adapt_then_evaluate_and_predict(fitted_with_holdout, site_dir, tmp_path, capsys):
+    fitted_with_holdout.save(tmp_path / "model")
+    assert main(["adapt", str(tmp_path / "model"), str(site_dir), "--model-out",
+                 str(tmp_path / "adapted"), "--no-tracking"]) == 0
+    out = capsys.readouterr().out
+    assert "their labels are not" in out  # class sub-folders: films used, labels ignored
+    assert "Estimated prevalence of PNEUMONIA" in out and "90% interval" in out
+    assert "Expected at this threshold: sensitivity" in out
+    assert main(["evaluate", str(tmp_path / "adapted"), str(site_dir), "--no-tracking",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    threshold = json.loads((tmp_path / "adapted" / ADAPTATION_FILE).read_text())["threshold_"]
+    assert result["threshold"] == pytest.approx(threshold)
+    assert main(["predict", str(tmp_path / "adapted"), str(site_dir / "NORMAL")]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 30
+
+
+def test_cli_adapt_errors_are_one_line(fitted_with_holdout, tmp_path, capsys):
+    fitted_with_holdout.save(tmp_path / "model")
+    few = make_synthetic_dataset(tmp_path / "few", n_normal=5, n_pneumonia=5, size=40,
+                                 random_state=2)
+    assert main(["adapt", str(tmp_path / "model"), str(few), "--model-out",
+                 str(tmp_path / "out"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "at least 50 unlabelled films" in err and "Traceback" not in err
+    assert main(["adapt", str(tmp_path / "model"), str(tmp_path / "nowhere"), "--model-out",
+                 str(tmp_path / "out")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
