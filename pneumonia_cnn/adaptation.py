@@ -53,7 +53,7 @@ PRIOR_WEIGHT = 30.0
 
 def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
                           target_sensitivity: float = 0.95, prior_weight: float = PRIOR_WEIGHT,
-                          max_iter: int = 200) -> dict:
+                          max_iter: int = 200, site_labels=None) -> dict:
     """Fit the two-class mixture to a site's unlabelled scores (see the module docstring).
 
     Parameters
@@ -66,6 +66,11 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
     prior_weight : float, default=PRIOR_WEIGHT
         Pseudo-films of each class that pull the fit towards the hold-out.
     max_iter : int, default=200
+    site_labels : array-like of shape (n,), default=None
+        Labels of the site's films where known (1 = PNEUMONIA, 0 = NORMAL, -1 = unknown):
+        known films belong to their class's component (semi-supervised: site calibration
+        with labelled and unlabelled films). The prevalence is estimated from the unknown
+        ones (a labelled set is often drawn per class).
 
     Returns
     -------
@@ -80,15 +85,19 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
     shapes = {c: ClassShape(v[lab == c]) for c in (0, 1)}
     loc = {c: shapes[c].loc for c in (0, 1)}
     scale = {c: shapes[c].scale for c in (0, 1)}
+    known = (np.full(s.size, -1) if site_labels is None
+             else np.asarray(site_labels).astype(int))
+    unknown = known < 0
     pi = float(lab.mean())
     k = float(prior_weight)
     prev_ll = -np.inf
     for _ in range(max_iter):
         d1 = pi * shapes[1].pdf(s, loc[1], scale[1])
         d0 = (1 - pi) * shapes[0].pdf(s, loc[0], scale[0])
-        r = d1 / (d1 + d0)
+        r = np.where(unknown, d1 / (d1 + d0), known)
         ll = float(np.log(d1 + d0).sum())
-        pi = float((r.sum() + 1.0) / (s.size + 2.0))  # Beta(2, 2)-like pull from 0 and 1
+        pool = r[unknown] if unknown.sum() >= 10 else r
+        pi = float((pool.sum() + 1.0) / (pool.size + 2.0))  # a Beta(2, 2)-like pull from 0, 1
         for c, w in ((1, r), (0, 1 - r)):
             # the component's films' weighted mean, pulled towards the hold-out's by
             # `prior_weight` pseudo-films

@@ -42,7 +42,8 @@ from .evaluation import (
     wilson_interval,
 )
 
-__all__ = ["CALIBRATION_FILE", "MIN_PER_CLASS", "SiteCalibratedCNN", "calibrate", "load_model"]
+__all__ = ["CALIBRATION_FILE", "MIN_PER_CLASS", "SiteCalibratedCNN", "calibrate", "load_model",
+           "threshold_with_confidence"]
 
 #: File of a saved model folder that holds the site calibration.
 CALIBRATION_FILE = "site_calibration.json"
@@ -82,6 +83,16 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
     method : {None, "sigmoid", "isotonic", "temperature"}, default=None
         Re-map the probabilities with scikit-learn's ``CalibratedClassifierCV``; None keeps
         the network's.
+    confidence : float, default=0.9
+        The promise: with this probability (over the draw of the calibration films) the
+        sensitivity on the site's next films is at least ``target_sensitivity``. With
+        labelled films only, the threshold is the ``j``-th lowest PNEUMONIA score with the
+        largest ``j`` for which the coverage's Beta(k + 1 - j, j) distribution keeps the
+        target at this confidence (a training-conditional conformal bound); too few
+        PNEUMONIA films cannot, and say so. With the site's unlabelled films too
+        (``fit(..., unlabelled=)``), the threshold is the lower ``1 - confidence`` bootstrap
+        quantile of the semi-supervised mixture's threshold
+        (:func:`pneumonia_cnn.adaptation.estimate_site_mixture`).
 
     Attributes
     ----------
@@ -93,21 +104,26 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         ``calibrator_`` with ``threshold_``.
     calibration_ : dict
         What the calibration set says: counts, sensitivity and specificity at ``threshold_``
-        with Wilson 95% intervals, the target and whether it is guaranteed.
+        with Wilson 95% intervals, the target, the rule used and ``promise_confidence``: the
+        probability that the sensitivity on the next films is at least the target.
     scores_, labels_ : ndarray
         The calibration set's network scores and labels (saved, so that the calibrator is
         rebuilt exactly on load; no pixels are kept).
     """
 
-    def __init__(self, estimator, *, target_sensitivity=0.95, threshold=None, method=None):
+    def __init__(self, estimator, *, target_sensitivity=0.95, threshold=None, method=None,
+                 confidence=0.9):
         self.estimator = estimator
         self.target_sensitivity = target_sensitivity
         self.threshold = threshold
         self.method = method
+        self.confidence = confidence
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, X, y=None):
-        """Calibrate on labelled images of the new site (a data folder, or images and y)."""
+    def fit(self, X, y=None, *, unlabelled=None):
+        """Calibrate on labelled images of the new site (a data folder, or images and y);
+        ``unlabelled``: more films of the site without labels (a folder, files or an
+        array), used to estimate the site's score distributions."""
         self._check_params()
         X, y, _, _ = image_arrays(self.estimator, X, y)
         counts = {c: int((y == c).sum()) for c in (NEGATIVE, POSITIVE)}
@@ -119,7 +135,17 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
                 f"each): add labelled {' and '.join(small)} images of the new site")
         col = list(map(str, self.estimator.classes_)).index(POSITIVE)
         scores = np.asarray(self.estimator.predict_proba(X))[:, col]
-        return self._fit_scores(scores, y)
+        site = None
+        if unlabelled is not None:
+            if getattr(self.estimator, "validation_scores_", None) is None:
+                raise ValueError("calibrating with unlabelled films needs the model's "
+                                 "validation hold-out scores, which this model did not keep "
+                                 "(saved by an older version or trained without a hold-out): "
+                                 "retrain it, or calibrate on labelled films only")
+            images = image_arrays(self.estimator, unlabelled, None)[0] if not isinstance(
+                unlabelled, np.ndarray) else unlabelled
+            site = np.asarray(self.estimator.predict_proba(images))[:, col]
+        return self._fit_scores(scores, y, unlabelled_scores=site)
 
     def _check_params(self):
         if self.method not in METHODS:
@@ -130,14 +156,20 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"target_sensitivity must be in (0, 1], got {t!r}")
         elif not isinstance(self.threshold, (int, float)) or not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        c = self.confidence
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {c!r}")
 
-    def _fit_scores(self, scores, y, warn: bool = True):
+    def _fit_scores(self, scores, y, warn: bool = True, unlabelled_scores=None,
+                    saved_threshold=None):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.frozen import FrozenEstimator
         from sklearn.model_selection import FixedThresholdClassifier
 
         self.scores_ = np.asarray(scores, float)
         self.labels_ = canonical_labels(y)
+        self.unlabelled_scores_ = (None if unlabelled_scores is None
+                                   else np.asarray(unlabelled_scores, float))
         S = self.scores_[:, None]
         frozen = FrozenEstimator(_ScoreAsProba().fit(S, self.labels_))
         if self.method is None:
@@ -147,10 +179,20 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
                 S, self.labels_)
         p = self.calibrator_.predict_proba(S)[:, 1]
         y_pos = self.labels_ == POSITIVE
+        rule, confidence = "fixed", None
         if self.threshold is not None:
             t = float(self.threshold)
-        else:  # the most specific threshold that keeps the target on the next films
-            t = threshold_for_sensitivity(self.labels_, p, self.target_sensitivity)
+        elif saved_threshold is not None:  # on load: the bootstrap is not redone
+            t, rule = float(saved_threshold), ("mixture" if self.unlabelled_scores_ is not None
+                                               else "conformal")
+        elif self.unlabelled_scores_ is not None:
+            raw = self._mixture_threshold()
+            t = float(self.calibrator_.predict_proba(np.array([[raw]]))[0, 1])
+            rule, confidence = "mixture", float(self.confidence)
+        else:  # the most specific threshold that keeps the target at the asked confidence
+            t, confidence = threshold_with_confidence(self.labels_, p, self.target_sensitivity,
+                                                      self.confidence)
+            rule = "conformal"
         self.threshold_ = t
         self.classifier_ = FixedThresholdClassifier(
             FrozenEstimator(self.calibrator_), threshold=t, pos_label=POSITIVE,
@@ -167,6 +209,12 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
             "sensitivity": tp / n_pos, "sensitivity_ci95": sens_ci,
             "specificity": tn / n_neg, "specificity_ci95": spec_ci,
             "base_threshold": decision_threshold(self.estimator),
+            "rule": rule, "confidence": None if self.threshold is not None
+            else float(self.confidence), "promise_confidence": confidence,
+            "sensitivity_lower_bound": _coverage_bound(p[y_pos], t, self.confidence)
+            if rule == "conformal" else None,
+            "n_unlabelled": (0 if self.unlabelled_scores_ is None
+                             else int(self.unlabelled_scores_.size)),
         }
         from sklearn.metrics import roc_auc_score
 
@@ -181,14 +229,38 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
                 + ". Check the labels, then do not use this model here", UserWarning,
                 stacklevel=2)
         target = self.calibration_["target_sensitivity"]
-        if warn and target is not None and sens_ci[0] < target:
+        if warn and rule == "conformal" and confidence < float(self.confidence):
+            needed = ("no number of" if target >= 1 else
+                      f"at least {int(np.ceil(np.log(1 - float(self.confidence)) / np.log(target)))}")
             warnings.warn(
-                f"with {n_pos} PNEUMONIA images the calibration set cannot promise sensitivity "
-                f"{target:g}: it measured {tp}/{n_pos} = {tp / n_pos:.3f}, 95% interval "
-                f"{sens_ci[0]:.3f}-{sens_ci[1]:.3f}. Use more labelled PNEUMONIA images of the "
-                "site: even when every one is found, it takes 73 for the interval to reach "
-                "0.95", UserWarning, stacklevel=2)
+                f"with {n_pos} PNEUMONIA images the calibration can promise sensitivity >= "
+                f"{target:g} on the site's next films only with confidence {confidence:.2f}, "
+                f"not {float(self.confidence):g} (it measured {tp}/{n_pos} = "
+                f"{tp / n_pos:.3f} here). Use {needed} labelled PNEUMONIA images, or "
+                "add the site's unlabelled films (--unlabelled DIR)", UserWarning,
+                stacklevel=2)
         return self
+
+    def _mixture_threshold(self, n_bootstrap: int = 200) -> float:
+        """The semi-supervised mixture's threshold (network score), lowered to its
+        ``1 - confidence`` bootstrap quantile (labelled and unlabelled films resampled
+        separately)."""
+        from .adaptation import estimate_site_mixture
+
+        v = np.asarray(self.estimator.validation_scores_, float)
+        lab = np.asarray(self.estimator.validation_labels_, int)
+        known = (self.labels_ == POSITIVE).astype(int)
+        s_l, s_u = self.scores_, self.unlabelled_scores_
+        rng = np.random.default_rng(0)
+        ts = []
+        for _ in range(n_bootstrap):
+            il, iu = rng.integers(s_l.size, size=s_l.size), rng.integers(s_u.size, size=s_u.size)
+            fit = estimate_site_mixture(np.r_[s_l[il], s_u[iu]], v, lab,
+                                        target_sensitivity=self.target_sensitivity,
+                                        site_labels=np.r_[known[il], np.full(s_u.size, -1)],
+                                        max_iter=60)
+            ts.append(fit["threshold"])
+        return float(np.quantile(ts, 1 - float(self.confidence)))
 
     # -- prediction ---------------------------------------------------------------------------
     def _scores(self, X):
@@ -235,7 +307,9 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classifier_")
         path = self.estimator.save(path)
         info = {"method": self.method, "threshold": self.threshold,
-                "target_sensitivity": self.target_sensitivity,
+                "target_sensitivity": self.target_sensitivity, "confidence": self.confidence,
+                "unlabelled_scores": (None if self.unlabelled_scores_ is None
+                                      else self.unlabelled_scores_.tolist()),
                 "threshold_": self.threshold_, "calibration": self.calibration_,
                 "scores": self.scores_.tolist(), "labels": self.labels_.tolist(),
                 "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
@@ -257,9 +331,18 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         try:
             info = json.loads((path / CALIBRATION_FILE).read_text())
             est = cls(base, target_sensitivity=info["target_sensitivity"],
-                      threshold=info["threshold"], method=info["method"])
+                      threshold=info["threshold"], method=info["method"],
+                      confidence=info.get("confidence", 0.5))
+            unl = info.get("unlabelled_scores")
+            saved = float(info["threshold_"])
+            if not 0.0 <= saved <= 1.0:  # NaN included
+                raise ValueError(f"threshold_ {saved!r} is not in [0, 1]")
             est._fit_scores(np.asarray(info["scores"], float), np.asarray(info["labels"]),
-                            warn=False)
+                            warn=False, unlabelled_scores=unl,
+                            # a mixture's bootstrap is not redone; a file of an older version
+                            # (no confidence) used the expected-coverage rule: both kept
+                            saved_threshold=(saved if unl is not None
+                                             or "confidence" not in info else None))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path / CALIBRATION_FILE} is damaged ({exc}): calibrate the "
                             "model again with `pneumonia-cnn calibrate`") from exc
@@ -271,8 +354,49 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         return est
 
 
+def _coverage_bound(pos_scores, t: float, confidence: float) -> float:
+    """One-sided lower ``confidence`` bound on the sensitivity on new films at threshold
+    ``t`` = the j-th lowest of k PNEUMONIA scores: the coverage is Beta(k + 1 - j, j)."""
+    from scipy.stats import beta
+
+    k = int(np.size(pos_scores))
+    j = int(np.sum(np.asarray(pos_scores) < t)) + 1
+    if j > k:
+        return 0.0
+    return float(beta.ppf(1 - float(confidence), k + 1 - j, j))
+
+
+def threshold_with_confidence(y_true, y_score, target: float, confidence: float) -> tuple:
+    """The most specific threshold whose sensitivity on *new* films is at least ``target``
+    with probability ``confidence`` (over the draw of the calibration films), and that
+    probability.
+
+    Of the ``k`` PNEUMONIA scores, the ``j``-th lowest leaves a share of new PNEUMONIA films
+    above it that is Beta(k + 1 - j, j) distributed (split conformal prediction,
+    training-conditional: Vovk 2012; Angelopoulos & Bates 2021). The largest ``j`` whose
+    ``P(share < target) <= 1 - confidence`` is used; when even ``j = 1`` cannot reach the
+    confidence (fewer than ``log(1 - confidence) / log(target)`` PNEUMONIA films: 45 for
+    0.95 at 0.9), the lowest score is used and the confidence it does reach is returned.
+    """
+    from scipy.stats import beta
+
+    y_pos = np.asarray(y_true).astype(str) == POSITIVE
+    pos = np.sort(np.asarray(y_score, float)[y_pos])
+    k = pos.size
+    if k == 0:
+        raise ValueError("threshold_with_confidence needs PNEUMONIA images")
+    j = 1
+    for cand in range(k, 0, -1):
+        if beta.cdf(target, k + 1 - cand, cand) <= 1 - confidence:
+            j = cand
+            break
+    reached = float(1 - beta.cdf(target, k + 1 - j, j))
+    return float(np.clip(pos[j - 1], 0.0, 1.0)), reached
+
+
 def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
               threshold: float | None = None, method: str | None = None,
+              confidence: float = 0.9, unlabelled=None,
               track: bool | None = None, data_name: str | None = None) -> SiteCalibratedCNN:
     """Set a fitted model's operating point on a new site's labelled images.
 
@@ -290,6 +414,13 @@ def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
         A fixed threshold instead.
     method : {None, "sigmoid", "isotonic", "temperature"}, default=None
         Also calibrate the probabilities (scikit-learn's ``CalibratedClassifierCV``).
+    confidence : float, default=0.9
+        Probability that the promised sensitivity holds on the site's next films (see
+        :class:`SiteCalibratedCNN`).
+    unlabelled : str, path-like, ImageData or array, default=None
+        More films of the site, without labels: the threshold then comes from the site's
+        score distributions (labelled films anchor them), not from the labelled PNEUMONIA
+        films' lowest scores alone.
     track : bool, default=None
         Log a calibration run nested under the model's fit run (None: the model's
         ``tracking`` setting).
@@ -301,9 +432,9 @@ def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
     SiteCalibratedCNN
     """
     model = SiteCalibratedCNN(estimator, target_sensitivity=target_sensitivity,
-                              threshold=threshold, method=method)
+                              threshold=threshold, method=method, confidence=confidence)
     name = data_name or (str(X) if isinstance(X, (str, Path)) else getattr(X, "root", None))
-    model.fit(X, y)
+    model.fit(X, y, unlabelled=unlabelled)
     model.mlflow_run_id_ = model.mlflow_model_id_ = None
     if track is None:
         track = bool(getattr(estimator, "tracking", False))

@@ -291,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["sigmoid", "isotonic", "temperature"],
                    help="also calibrate the probabilities (scikit-learn CalibratedClassifierCV)"
                         " [off: keep the network's]")
+    p.add_argument("--confidence", type=float, default=0.9, metavar="C",
+                   help="the promise: sensitivity >= X on the site's next films with "
+                        "probability C [0.9]")
+    p.add_argument("--unlabelled", metavar="DIR",
+                   help="more films of the site without labels (searched recursively): the "
+                        "threshold then comes from the site's score distributions, anchored "
+                        "by the labelled films")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_options(p)
     _add_tracking_options(p, default_help="[the model's setting]")
@@ -646,9 +653,15 @@ def cmd_calibrate(args) -> int:
     _set_tracking_uri(clf, args.tracking_uri)
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    if not 0 < args.confidence < 1:
+        raise CLIError(f"--confidence must be in (0, 1), got {args.confidence}")
+    if args.unlabelled is not None and not Path(args.unlabelled).is_dir():
+        raise CLIError(f"--unlabelled {args.unlabelled}: no such folder")
     data = _load_data(args, clf.image_size, None)  # a source with splits: name the one
+    unlabelled = _site_films(args.unlabelled, clf.image_size) if args.unlabelled else None
     model = calibrate(clf, data, target_sensitivity=args.target_sensitivity,
                       threshold=args.threshold, method=args.method, track=args.tracking,
+                      confidence=args.confidence, unlabelled=unlabelled,
                       data_name=str(data.root))
     path = model.save(args.model_out)
     c = model.calibration_
@@ -664,6 +677,15 @@ def cmd_calibrate(args) -> int:
     print(f"Threshold {c['threshold']:.4f} (was {c['base_threshold']:.4f})"
           + (f", chosen for sensitivity >= {c['target_sensitivity']:g}"
              if c["target_sensitivity"] is not None else ""))
+    if c["rule"] == "conformal":
+        print(f"Promise: sensitivity >= {c['target_sensitivity']:g} on the site's next films "
+              f"with probability {c['promise_confidence']:.2f} (asked: {c['confidence']:g}); "
+              f"{c['confidence']:g} lower bound on that sensitivity: "
+              f"{c['sensitivity_lower_bound']:.3f}")
+    elif c["rule"] == "mixture":
+        print(f"Threshold from the site's score distributions ({c['n_unlabelled']} unlabelled "
+              f"films, anchored by the labelled ones), at the {1 - c['confidence']:.2f} "
+              "bootstrap quantile: an estimate from a model of the scores, not a guarantee")
     lo, hi = c["sensitivity_ci95"]
     print(f"On the calibration set: sensitivity {c['sensitivity']:.3f} (95% CI {lo:.3f}-"
           f"{hi:.3f}), specificity {c['specificity']:.3f} (95% CI "
@@ -672,6 +694,27 @@ def cmd_calibrate(args) -> int:
           + (f"; MLflow run {model.mlflow_run_id_}, logged model "
              f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))
     return 0
+
+
+def _site_films(folder, image_size: int):
+    """Every image under ``folder`` (recursively), without labels; class sub-folders are
+    said to be ignored. Unreadable films are warned about and skipped."""
+    from .data import load_images
+
+    site = Path(folder)
+    classes = sorted(d.name for d in site.iterdir()
+                     if d.is_dir() and d.name.upper() in ("NORMAL", "PNEUMONIA"))
+    if classes:
+        print(f"{site} has class sub-folders ({', '.join(classes)}): their films are used, "
+              "their labels are not (no label is used from this folder)", flush=True)
+    files = _collect_images([str(site)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_images(files, image_size, strict=False)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    data.root = str(site)
+    return data
 
 
 def cmd_adapt(args) -> int:
@@ -683,22 +726,10 @@ def cmd_adapt(args) -> int:
         raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
     from .adaptation import adapt
     from .calibration import load_model
-    from .data import load_images
 
     clf = load_model(args.model, tracking_uri=args.tracking_uri)
     _set_tracking_uri(clf, args.tracking_uri)
-    classes = sorted(d.name for d in site.iterdir()
-                     if d.is_dir() and d.name.upper() in ("NORMAL", "PNEUMONIA"))
-    if classes:
-        print(f"{site} has class sub-folders ({', '.join(classes)}): their films are used, "
-              "their labels are not (adaptation uses no label)", flush=True)
-    files = _collect_images([str(site)])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        data = load_images(files, clf.image_size, strict=False)
-    for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
-    data.root = str(site)
+    data = _site_films(site, clf.image_size)
     model = adapt(clf, data, target_sensitivity=args.target_sensitivity,
                   batch_norm=args.batch_norm, track=args.tracking, data_name=str(site))
     path = model.save(args.model_out)

@@ -212,3 +212,29 @@ def test_cli_adapt_errors_are_one_line(fitted_with_holdout, tmp_path, capsys):
                  str(tmp_path / "out")]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_calibrate_with_unlabelled_site_films_uses_the_site_mixture(
+        fitted_with_holdout, site_dir, tmp_path, capsys):
+    site = load_image_folder(site_dir, 32, cache=False)
+    labelled = np.r_[np.flatnonzero(site.y == "NORMAL")[:10],
+                     np.flatnonzero(site.y == "PNEUMONIA")[:10]]
+    model = calibrate(fitted_with_holdout, site.X[labelled], site.y[labelled],
+                      unlabelled=site.X, track=False)
+    c = model.calibration_
+    assert c["rule"] == "mixture" and c["n_unlabelled"] == 70
+    assert 0 <= model.threshold_ <= 1
+    loaded = load_model(model.save(tmp_path / "cal"))
+    assert loaded.threshold_ == model.threshold_
+    assert loaded.calibration_["rule"] == "mixture"
+    # the CLI: labelled films in a folder, the unlabelled ones in another
+    fitted_with_holdout.save(tmp_path / "model")
+    assert main(["calibrate", str(tmp_path / "model"), str(site_dir), "--unlabelled",
+                 str(site_dir / "PNEUMONIA"), "--model-out", str(tmp_path / "cal2"),
+                 "--no-tracking"]) == 0
+    out = capsys.readouterr().out
+    assert "Threshold from the site's score distributions (40 unlabelled films" in out
+    assert main(["calibrate", str(tmp_path / "model"), str(site_dir), "--model-out",
+                 str(tmp_path / "cal3"), "--no-tracking"]) == 0
+    assert "Promise: sensitivity >= 0.95 on the site's next films with probability" in (
+        capsys.readouterr().out)

@@ -32,21 +32,39 @@ def _sensitivity(model, data):
     return float(np.mean(pred[data.y == "PNEUMONIA"] == "PNEUMONIA"))
 
 
-@pytest.mark.parametrize("target", [0.9, 1.0])
-def test_threshold_reaches_the_target_sensitivity_with_the_best_specificity(
-        fitted_tiny, site, target):
-    with pytest.warns(UserWarning, match="cannot promise sensitivity"):
+@pytest.mark.parametrize("target, promised", [(0.9, True), (0.8, True), (1.0, False)])
+def test_threshold_keeps_the_target_sensitivity_at_the_promised_confidence(
+        fitted_tiny, site, target, promised):
+    import warnings
+
+    from scipy.stats import beta
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         model = calibrate(fitted_tiny, site, target_sensitivity=target, track=False)
+    warned = [w for w in caught if "only with confidence" in str(w.message)]
+    assert bool(warned) != promised
     assert _sensitivity(model, site) >= target
     p = fitted_tiny.predict_proba(site.X)[:, 1]
-    # the conformal rule: the j-th smallest of the 30 PNEUMONIA scores, j = floor(31 (1 - t))
-    j = max(int(np.floor(31 * (1 - target) + 1e-9)), 1)
-    assert model.threshold_ == pytest.approx(np.sort(p[site.y == "PNEUMONIA"])[j - 1])
+    pos = np.sort(p[site.y == "PNEUMONIA"])
+    # the training-conditional conformal rule: the largest j whose coverage, Beta(31 - j, j),
+    # falls below the target with probability <= 1 - 0.9
+    ok = [j for j in range(1, 31) if beta.cdf(target, 31 - j, j) <= 0.1]
+    j = max(ok) if ok else 1
+    assert model.threshold_ == pytest.approx(pos[j - 1])
     c = model.calibration_
-    assert c["n_NORMAL"] == 20 and c["n_PNEUMONIA"] == 30
+    assert c["n_NORMAL"] == 20 and c["n_PNEUMONIA"] == 30 and c["rule"] == "conformal"
+    assert (c["promise_confidence"] >= 0.9) == promised
     lo, hi = c["sensitivity_ci95"]
     assert lo <= c["sensitivity"] <= hi
+    assert c["sensitivity_lower_bound"] <= c["sensitivity"]
     assert model.predict_proba(site.X)[:, 1] == pytest.approx(p)  # method=None keeps them
+
+
+def test_unlabelled_films_set_the_threshold_from_the_site_mixture(fitted_tiny, site):
+    """A model without hold-out scores cannot use unlabelled films: said clearly."""
+    with pytest.raises(ValueError, match="validation hold-out scores"):
+        calibrate(fitted_tiny, site, unlabelled=site.X, track=False)
 
 
 def test_fixed_threshold_and_sigmoid_calibration(fitted_tiny, site):
