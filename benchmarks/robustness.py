@@ -1,29 +1,35 @@
-"""Every robustness lever measured twice: within distribution and under shift.
+"""Every modelling choice measured within distribution, on real acquisition batches and under
+synthetic stress, with the operating-point rules and label-free adaptation side by side.
 
-    python benchmarks/robustness.py [--data chest_xray/train] [--folds 5] [--seeds 3]
-                                    [--variants baseline,acquisition,...] [--out FILE]
+    python benchmarks/robustness.py [--data chest_xray_224/train] [--seeds 0,1]
+                                    [--variants default,gap128,...] [--no-stress] [--out FILE]
 
-For each variant (a set of ``PneumoniaCNN`` parameters) and each of the ``--folds``
-patient-grouped folds (StratifiedGroupKFold, 5 splits, shuffled with seed 0: the folds of
-``train_speed.py``), ``--seeds`` networks with random_state 0, 1, 2... are trained on the
-fold's 80% and scored on its unseen 20%:
+Design (one split for every variant and seed, on the whole official training split):
 
-- within distribution: ROC AUC, accuracy, sensitivity, specificity at the model's threshold;
-- under shift: :func:`pneumonia_cnn.robustness.stress_test` of the same unseen images (13
-  acquisition-like perturbations x 3 severities, seed 0): averaged ROC AUC, sensitivity,
-  specificity, the mean change of NORMAL films' P(PNEUMONIA), and the worst specificity;
-- fit time.
+- ``early`` / ``late``: the earliest and latest 20% of every Kaggle file-name family by
+  acquisition number (:func:`pneumonia_cnn.batches.batch_masks`): batches acquired before
+  and after the training films;
+- ``indist``: 15% of the remaining patients (patient-grouped, stratified, seed 0);
+- ``late_balanced``: the late batch with PNEUMONIA films subsampled to the NORMAL count
+  (prevalence 0.5 instead of 0.74: adaptation must not assume the training mix);
+- the model trains on the rest (its own 15% validation hold-out inside, as a user's fit).
 
-From the same networks, at no extra training cost:
+Per (variant, seed): fit time; ROC AUC, the best specificity at sensitivity 0.95, and
+sensitivity / specificity at the thresholds of four rules on each population:
 
-- ``ensemble``: the average of the ``--seeds`` networks' probabilities on each fold, which is
-  exactly what ``n_networks=<seeds>`` predicts (same split, different seeds);
-- ``tta``: the seed-0 network with ``tta=4`` test-time views (on the first ``--tta-folds``
-  folds: scoring 39 perturbed sets x 5 views is slow).
+- ``conformal95``: the default, the split-conformal 0.95 quantile of the hold-out's
+  PNEUMONIA scores (:func:`pneumonia_cnn.evaluation.threshold_for_sensitivity`);
+- ``smooth95``: the same target read off a kernel density of their logits;
+- ``youden``: maximal sensitivity + specificity on the hold-out;
+- ``fixed0.5``;
 
-Per variant the JSON has mean and std over all (fold, seed) networks, the seed-to-seed
-spread (std over seeds within a fold, averaged over folds, and the largest range), and the
-rows. Results are merged into ``--out`` after each variant, so a long run keeps what it has.
+the shift-stress test of the ``indist`` films (13 perturbations x severity 2, at most 600
+films); and label-free adaptation (:func:`pneumonia_cnn.adaptation.adapt`, with and without
+batch-norm re-estimation) on ``early`` and ``late`` with their labels hidden: estimated vs
+true prevalence, sensitivity / specificity at the adapted threshold.
+
+The summary gives means over seeds and each rule's threshold spread over seeds. Results are
+merged into ``--out`` after each (variant, seed), so a long run keeps what it has.
 """
 
 import argparse
@@ -31,167 +37,195 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import data_dir, machine  # noqa: E402
+from _common import machine  # noqa: E402
 
-#: Today's default before this benchmark (no levers), and each lever on top of it.
-OFF = dict(augmentation=None, intensity_norm=None, label_smoothing=0.0, n_networks=1, tta=0,
-           global_pooling=False, threshold=0.5)
+DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                            "chest_xray_224", "train")
+
+#: Candidate defaults (PneumoniaCNN parameters on top of today's defaults).
 VARIANTS = {
-    "baseline": OFF,
-    "acquisition": {**OFF, "augmentation": "acquisition"},
-    "clahe": {**OFF, "intensity_norm": "clahe"},
-    "acquisition+clahe": {**OFF, "augmentation": "acquisition", "intensity_norm": "clahe"},
-    # the classic Kaggle recipe's geometry (zoom 20%, shifts 10%, rotation ~10 degrees) with
-    # the acquisition preset's intensity, blur, sharpness and noise changes
-    "acquisition_wide": {**OFF, "augmentation": {
-        "rotation": 0.03, "zoom": 0.2, "translation": 0.1, "contrast": 0.5, "brightness": 0.2,
-        "sharpness": 0.5, "blur": 0.5, "noise": 0.03}},
-    "standard_aug": {**OFF, "augmentation": "standard"},
-    "standardize": {**OFF, "intensity_norm": "standardize"},
-    "equalize": {**OFF, "intensity_norm": "equalize"},
-    "label_smoothing": {**OFF, "label_smoothing": 0.1},
-    "gap": {**OFF, "global_pooling": True},
-    "threshold_auto": {**OFF, "threshold": "auto"},
-    "target_sensitivity": {**OFF, "threshold": "target", "target_sensitivity": 0.95},
-    "default": {},  # whatever PneumoniaCNN() is now
+    "default": {},
+    "previous_default": {"image_size": 96, "filters": (8, 16, 32, 64), "global_pooling": False,
+                         "border_mask": 0.0},
+    "gap128": {"image_size": 128, "filters": (8, 16, 32, 64, 128), "global_pooling": True},
+    "mask10": {"border_mask": 0.1},
+    "networks5": {"n_networks": 5},
+    "single": {"n_networks": 1},
 }
-KEYS = ("roc_auc", "accuracy", "sensitivity", "specificity", "stress_roc_auc",
-        "stress_sensitivity", "stress_specificity", "stress_normal_shift",
-        "stress_min_specificity")
+RULES = ("conformal95", "smooth95", "youden", "fixed0.5")
 
 
-def per_perturbation(rows_results: list) -> dict:
-    """Mean over networks of each perturbation's ROC AUC, specificity and NORMAL shift."""
-    names = rows_results[0].by_perturbation
-    return {n: {k: round(float(np.mean([r.by_perturbation[n][k] for r in rows_results])), 4)
-                for k in ("roc_auc", "specificity", "sensitivity", "normal_shift")}
-            for n in names}
+def rule_thresholds(val_labels, val_scores) -> dict:
+    from sklearn.metrics import roc_curve
+
+    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+    from pneumonia_cnn.scores import threshold_for_sensitivity_smooth
+
+    y = np.where(val_labels == 1, "PNEUMONIA", "NORMAL")
+    fpr, tpr, thr = roc_curve(val_labels, val_scores)
+    return {"conformal95": threshold_for_sensitivity(y, val_scores, 0.95),
+            "smooth95": threshold_for_sensitivity_smooth(val_labels == 1, val_scores, 0.95),
+            "youden": float(min(thr[int(np.argmax(tpr - fpr))], 1.0)),
+            "fixed0.5": 0.5}
 
 
-def row_of(result, fit_time=None) -> dict:
-    s = result.summary
-    row = {"roc_auc": s["clean_roc_auc"], "accuracy": s["clean_accuracy"],
-           "sensitivity": s["clean_sensitivity"], "specificity": s["clean_specificity"],
-           **{k: s[k] for k in KEYS if k.startswith("stress_")}}
-    if fit_time is not None:
-        row["fit_time_s"] = fit_time
-    return {k: round(float(v), 4) for k, v in row.items()}
+def rates(y, s, t) -> dict:
+    return {"sensitivity": round(float(np.mean(s[y == 1] >= t)), 4),
+            "specificity": round(float(np.mean(s[y == 0] < t)), 4)}
 
 
-def mean_std(rows: list) -> dict:
-    keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
-    return {k: {"mean": round(float(np.mean([r[k] for r in rows])), 4),
-                "std": round(float(np.std([r[k] for r in rows])), 4)} for k in keys}
+def population(y, s, thresholds) -> dict:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(y, s)
+    out = {"n": int(len(y)), "roc_auc": round(float(roc_auc_score(y, s)), 4),
+           "best_specificity_at_sensitivity_0.95": round(float(1 - fpr[tpr >= 0.95].min()), 4)}
+    for rule, t in thresholds.items():
+        out[rule] = rates(y, s, t)
+    return out
 
 
-def run_variant(name, params, data, folds, n_seeds, tta_folds=2) -> dict:
+def adaptation_rows(clf, X, y) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from pneumonia_cnn.adaptation import adapt
+
+    out = {}
+    for bn in (False, True):
+        model = adapt(clf, X, batch_norm=bn, n_bootstrap=50, track=False)
+        s = model.predict_proba(X)[:, 1]
+        a = model.adaptation_
+        out["adapt_bn" if bn else "adapt"] = {
+            "true_prevalence": round(float(np.mean(y)), 4),
+            "estimated_prevalence": round(a["prevalence"], 4),
+            "threshold": round(model.threshold_, 4),
+            **rates(y, s, model.threshold_),
+            "expected_sensitivity": round(a["expected_sensitivity"], 4),
+            "expected_specificity": round(a["expected_specificity"], 4),
+            "roc_auc": round(float(roc_auc_score(y, s)), 4),
+        }
+    return out
+
+
+def run_one(name, params, seed, data, masks, stress: bool) -> dict:
     from pneumonia_cnn import PneumoniaCNN
-    from pneumonia_cnn.robustness import PERTURBATIONS, stress_scores, summarize_stress
+    from pneumonia_cnn.robustness import PERTURBATIONS, stress_test
 
-    singles, ensembles, ttas = [], [], []
-    single_results, ensemble_results = [], []
-    for f, (tr, te) in enumerate(folds):
-        Xte, yte = data.X[te], data.y[te]
-        fold_scores, thresholds = [], []
-        for seed in range(n_seeds):
-            clf = PneumoniaCNN(**params, random_state=seed, tracking=False)
-            start = time.perf_counter()
-            clf.fit(data.X[tr], data.y[tr], groups=data.groups[tr])
-            fit_time = time.perf_counter() - start
-            scores = stress_scores(clf, Xte, list(PERTURBATIONS))
-            fold_scores.append(scores)
-            thresholds.append(clf.threshold_)
-            result = summarize_stress(yte, scores, clf.threshold_)
-            single_results.append(result)
-            row = row_of(result, fit_time)
-            singles.append({"fold": f, "seed": seed, **row})
-            print(f"  {name} fold {f} seed {seed}: {row}", file=sys.stderr, flush=True)
-            if seed == 0 and f < tta_folds and not clf.tta and clf.n_networks == 1:
-                clf.set_params(tta=4)
-                r = summarize_stress(yte, stress_scores(clf, Xte, list(PERTURBATIONS)),
-                                     clf.threshold_)
-                ttas.append({"fold": f, **row_of(r)})
-        if n_seeds > 1 and clf.n_networks == 1:
-            mean_scores = {k: np.mean([s[k] for s in fold_scores], axis=0)
-                           for k in fold_scores[0]}
-            r = summarize_stress(yte, mean_scores, float(np.mean(thresholds)))
-            ensembles.append({"fold": f, **row_of(r)})
-            ensemble_results.append(r)
-    by_fold = {}
-    for r in singles:
-        by_fold.setdefault(r["fold"], []).append(r)
-    spread = {}
-    for k in ("accuracy", "roc_auc", "specificity", "stress_specificity"):
-        stds = [np.std([r[k] for r in rs]) for rs in by_fold.values()]
-        ranges = [np.ptp([r[k] for r in rs]) for rs in by_fold.values()]
-        spread[k] = {"mean_std_over_seeds": round(float(np.mean(stds)), 4),
-                     "max_range_over_seeds": round(float(np.max(ranges)), 4)}
-    from pneumonia_cnn.augmentation import augmentation_factors
+    early, late, train, indist = masks
+    y = (data.y == "PNEUMONIA").astype(int)
+    clf = PneumoniaCNN(**params, random_state=seed, tracking=False)
+    start = time.perf_counter()
+    clf.fit(data.X[train], data.y[train], groups=data.groups[train])
+    row = {"variant": name, "seed": seed, "fit_time_s": round(time.perf_counter() - start, 1)}
+    thresholds = rule_thresholds(clf.validation_labels_, clf.validation_scores_)
+    row["thresholds"] = {k: round(v, 4) for k, v in thresholds.items()}
+    # the late batch at another prevalence (as many PNEUMONIA as NORMAL films: the official
+    # test split has 0.625, the training split 0.743): adaptation must not assume the mix
+    rng = np.random.default_rng(0)
+    late_rows = np.flatnonzero(late)
+    neg, pos = late_rows[y[late_rows] == 0], late_rows[y[late_rows] == 1]
+    balanced = np.zeros(len(data), bool)
+    balanced[np.r_[neg, rng.choice(pos, neg.size, replace=False)]] = True
+    pops = (("indist", indist), ("early", early), ("late", late), ("late_balanced", balanced))
+    for key, rows in pops:
+        s = clf.predict_proba(data.X[rows])[:, 1]
+        row[key] = population(y[rows], s, thresholds)
+    for key, rows in pops[1:]:
+        row[key].update(adaptation_rows(clf, data.X[rows], y[rows]))
+    if stress:
+        rng = np.random.default_rng(0)
+        rows = np.flatnonzero(indist)
+        rows = np.sort(rng.choice(rows, min(600, rows.size), replace=False))
+        r = stress_test(clf, data.X[rows], data.y[rows], perturbations=list(PERTURBATIONS),
+                        severities=(2,), random_state=0).summary
+        row["stress"] = {k: round(float(r[k]), 4) for k in
+                         ("stress_roc_auc", "stress_sensitivity", "stress_specificity",
+                          "stress_min_specificity")}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
-    used = PneumoniaCNN(**params)
-    out = {"params": params, "augmentation_factors": augmentation_factors(used.augmentation),
-           "single": mean_std(singles), "seed_spread": spread,
-           "single_by_perturbation": per_perturbation(single_results), "rows": singles}
-    if ensembles:
-        out[f"ensemble_of_{n_seeds}"] = {**mean_std(ensembles), "rows": ensembles,
-                                         "by_perturbation": per_perturbation(ensemble_results)}
-    if ttas:
-        out["tta_4"] = {**mean_std(ttas), "rows": ttas}
+
+def summarize(rows: list) -> dict:
+    out = {"seeds": [r["seed"] for r in rows],
+           "fit_time_s": round(float(np.mean([r["fit_time_s"] for r in rows])), 1)}
+    for key in ("indist", "early", "late", "late_balanced"):
+        out[key] = {m: round(float(np.mean([r[key][m] for r in rows])), 4)
+                    for m in ("roc_auc", "best_specificity_at_sensitivity_0.95")}
+        for rule in RULES + ("adapt", "adapt_bn"):
+            if rule in rows[0][key]:
+                out[key][rule] = {m: round(float(np.mean([r[key][rule][m] for r in rows])), 4)
+                                  for m in ("sensitivity", "specificity")}
+                if rule.startswith("adapt"):
+                    for m in ("estimated_prevalence", "true_prevalence", "roc_auc"):
+                        out[key][rule][m] = round(float(np.mean([r[key][rule][m]
+                                                                 for r in rows])), 4)
+    out["threshold_spread_over_seeds"] = {
+        rule: {"values": [r["thresholds"][rule] for r in rows],
+               "range": round(float(np.ptp([r["thresholds"][rule] for r in rows])), 4)}
+        for rule in RULES}
+    if "stress" in rows[0]:
+        out["stress"] = {k: round(float(np.mean([r["stress"][k] for r in rows])), 4)
+                         for k in rows[0]["stress"]}
     return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data")
-    parser.add_argument("--folds", type=int, default=5, help="folds to run (of 5)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--tta-folds", type=int, default=2,
-                        help="folds on which the seed-0 network is also scored with tta=4")
-    parser.add_argument("--variants", default="baseline,acquisition,clahe,acquisition+clahe,"
-                                              "label_smoothing,standardize")
+    parser.add_argument("--data", default=os.environ.get("PNEUMONIA_CNN_DATA_224", DEFAULT_DATA))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--variants", default="default")
+    parser.add_argument("--no-stress", action="store_true")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "robustness.json"))
-    parser.add_argument("--as", dest="as_name", metavar="NAME",
-                        help="store the (single) variant under this name, e.g. default-3seeds")
     args = parser.parse_args(argv)
-
-    from sklearn.model_selection import StratifiedGroupKFold
+    warnings.filterwarnings("ignore")
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
+    from pneumonia_cnn.batches import batch_masks
+    from pneumonia_cnn.data import grouped_split
 
-    data = load_image_folder(data_dir(args.data), PneumoniaCNN().image_size, verbose=0)
-    folds = list(StratifiedGroupKFold(5, shuffle=True, random_state=0).split(
-        data.X, data.y, data.groups))[:args.folds]
-    results = {}
-    if os.path.exists(args.out):
-        results = json.load(open(args.out))
-    results.setdefault("variants", {})
-    results.update({"machine": machine(), "n_images": len(data),
-                    "date": time.strftime("%Y-%m-%d")})
-    command = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])
+    if not os.path.isdir(args.data):
+        raise SystemExit(f"data folder {args.data} not found: pass --data chest_xray_224/train")
+    results = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    results.setdefault("rows", [])
+    results.update(machine=machine(), date=time.strftime("%Y-%m-%d"),
+                   command="python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:]),
+                   data=os.path.abspath(args.data))
+    seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.variants.split(","):
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
-        start = time.perf_counter()
-        key = args.as_name or name
-        results["variants"][key] = run_variant(name, VARIANTS[name], data, folds, args.seeds,
-                                               args.tta_folds)
-        results["variants"][key]["wall_s"] = round(time.perf_counter() - start, 1)
-        results["variants"][key].update(command=command, folds=args.folds, seeds=args.seeds)
-        if name == "default":
-            results["variants"][key]["params"] = {
-                k: v for k, v in PneumoniaCNN().get_params().items()
-                if k in ("augmentation", "intensity_norm", "label_smoothing", "n_networks",
-                         "tta", "threshold", "epochs")}
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump(results, fh, indent=1)
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "rows"}
-                      for k, v in results["variants"].items()}, indent=1))
+        params = VARIANTS[name]
+        size = params.get("image_size", PneumoniaCNN().image_size)
+        data = load_image_folder(args.data, size, verbose=0)
+        early, late = batch_masks(data.paths)
+        rest = np.flatnonzero(~early & ~late)
+        tr, te = grouped_split(data.y[rest], data.groups[rest], 0.15, random_state=0)
+        train = np.zeros(len(data), bool)
+        train[rest[tr]] = True
+        indist = np.zeros(len(data), bool)
+        indist[rest[te]] = True
+        for seed in seeds:
+            row = run_one(name, params, seed, data, (early, late, train, indist),
+                          not args.no_stress)
+            results["rows"] = [r for r in results["rows"]
+                               if (r["variant"], r["seed"]) != (name, seed)] + [row]
+            results.setdefault("summary", {})[name] = summarize(
+                [r for r in results["rows"] if r["variant"] == name])
+            results.setdefault("params", {})[name] = {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in
+                PneumoniaCNN(**params).get_params().items()
+                if k in ("image_size", "filters", "global_pooling", "border_mask",
+                         "n_networks", "augmentation", "intensity_norm", "epochs", "threshold")}
+            os.makedirs(os.path.dirname(args.out), exist_ok=True)
+            with open(args.out, "w") as fh:
+                json.dump(results, fh, indent=1)
+    print(json.dumps(results["summary"], indent=1))
 
 
 if __name__ == "__main__":
