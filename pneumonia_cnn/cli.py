@@ -120,6 +120,12 @@ def _str_or_json(text: str):
     return _json(text) if text.lstrip().startswith("{") else text
 
 
+#: Parameters whose default None means "chosen by image size", with an example of their
+#: type (the option parses that type).
+_SIZE_CHOSEN = {"filters": (8,), "convs_per_block": 1, "global_pooling": False,
+                "dense_units": 64}
+
+
 def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
     defaults = _estimator_spec()[0]
     helps = _param_help()
@@ -130,13 +136,17 @@ def _add_estimator_options(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + name.replace("_", "-")
         help_ = f"{helps.get(name, name)} [{default!r}]"
-        if isinstance(default, bool):
+        kind_of = _SIZE_CHOSEN.get(name, default)  # None defaults chosen by image size
+        if name in _SIZE_CHOSEN:
+            help_ = f"{helps.get(name, name)} [by image size]"
+        if isinstance(kind_of, bool):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)
             continue
-        if isinstance(default, tuple):
-            kind, metavar = _int_tuple, "N,N,..."
-        elif isinstance(default, int):
+        if isinstance(kind_of, tuple):
+            kind, metavar = (_none_or(_int_tuple) if name in _SIZE_CHOSEN else _int_tuple,
+                             "N,N,...")
+        elif isinstance(default, int) or isinstance(kind_of, int):
             kind, metavar = _none_or(int), "N"
         elif name == "threshold":
             kind, metavar = _float_or_auto, "X|target|auto"

@@ -40,12 +40,29 @@ META_FILE = "pneumonia_cnn.json"
 FORMAT_VERSION = 3
 #: Formats :meth:`PneumoniaCNN.load` reads (3 added the validation hold-out's scores).
 READABLE_FORMATS = (1, 2, 3)
+#: Architectures that ``filters=None`` (and ``convs_per_block``, ``global_pooling``,
+#: ``dense_units`` None) choose by image size. "standard" is the 96-px default (4 halvings
+#: to 6 x 6, a flattened head); "small", below :data:`SMALL_IMAGE` px, keeps resolution
+#: for longer (3 halvings, two convolutions per block) and pools globally: at 28 px the
+#: standard network ends at 1 x 1 after four halvings. Chosen on PneumoniaMNIST's own
+#: train / val splits (README, "Small images").
+ARCHITECTURES = {
+    "standard": {"filters": (8, 16, 32, 64), "convs_per_block": 1, "global_pooling": False,
+                 "dense_units": 64},
+    "small": {"filters": (32, 64, 128), "convs_per_block": 2, "global_pooling": True,
+              "dense_units": 0},
+}
+SMALL_IMAGE = 64
 #: Files that post-fit wrappers (site calibration, site adaptation) add to a model folder.
 WRAPPER_FILES = ("site_calibration.json", "site_adaptation.json")
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
 _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
                    "target_sensitivity": 0.95, "border_mask": 0.0}
+#: Every saved format before 3 stored its network's parameters explicitly; these are the
+#: values of that time for any that were absent (there are none in files of format 2).
+_FORMAT1_VALUES.update({"filters": (8, 16, 32, 64), "convs_per_block": 1,
+                        "global_pooling": False, "dense_units": 64})
 
 
 class PneumoniaCNN(KerasClassifier):
@@ -61,20 +78,24 @@ class PneumoniaCNN(KerasClassifier):
     ----------
     image_size : int, default=96
         Images are resized to ``image_size x image_size`` grayscale.
-    filters : tuple of int, default=(8, 16, 32, 64)
+    filters : tuple of int or None, default=None
         Filters of each convolution block (one block per entry, each halving the resolution).
+        None chooses by ``image_size`` (see :data:`ARCHITECTURES`): (8, 16, 32, 64) from 64
+        px up; (32, 64, 128) for small images, which cannot afford four halvings.
     kernel_size : int, default=3
         Convolution kernel size.
-    convs_per_block : int, default=1
-        Convolutions per block.
+    convs_per_block : int or None, default=None
+        Convolutions per block; None: 1 from 64 px up, 2 for small images.
     pooling : {"max", "average"}, default="max"
         Pooling after each block.
     batch_norm : bool, default=True
         Batch normalisation after every convolution.
-    global_pooling : bool, default=False
-        Global average pooling (True) or flatten (False) before the head.
-    dense_units : int, default=64
-        Hidden units of the classifier head (0 for none).
+    global_pooling : bool or None, default=None
+        Global average pooling (True) or flatten (False) before the head; None: flatten
+        from 64 px up, global pooling for small images.
+    dense_units : int or None, default=None
+        Hidden units of the classifier head (0 for none); None: 64 from 64 px up, 0 for
+        small images.
     dropout : float, default=0.3
         Dropout before the output unit.
     border_mask : float, default=0.0
@@ -195,11 +216,11 @@ class PneumoniaCNN(KerasClassifier):
     _parameter_constraints = {
         "image_size": [Interval(Integral, 8, None, closed="left")],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
-        "convs_per_block": [Interval(Integral, 1, None, closed="left")],
+        "convs_per_block": [Interval(Integral, 1, None, closed="left"), None],
         "pooling": [StrOptions({"max", "average"})],
         "batch_norm": ["boolean"],
-        "global_pooling": ["boolean"],
-        "dense_units": [Interval(Integral, 0, None, closed="left")],
+        "global_pooling": ["boolean", None],
+        "dense_units": [Interval(Integral, 0, None, closed="left"), None],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "border_mask": [Interval(Real, 0, 0.5, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -215,13 +236,13 @@ class PneumoniaCNN(KerasClassifier):
         self,
         *,
         image_size=96,
-        filters=(8, 16, 32, 64),
+        filters=None,
         kernel_size=3,
-        convs_per_block=1,
+        convs_per_block=None,
         pooling="max",
         batch_norm=True,
-        global_pooling=False,
-        dense_units=64,
+        global_pooling=None,
+        dense_units=None,
         dropout=0.3,
         border_mask=0.0,
         augmentation="acquisition",
@@ -412,15 +433,16 @@ class PneumoniaCNN(KerasClassifier):
         if members:  # a fitted ensemble: average the members' outputs
             model = ensemble_model(members)
         else:
+            arch = self.architecture()
             model = build_model(
                 meta["X_shape_"][1:],
-                filters=tuple(self.filters),
+                filters=arch["filters"],
                 kernel_size=self.kernel_size,
-                convs_per_block=self.convs_per_block,
+                convs_per_block=arch["convs_per_block"],
                 pooling=self.pooling,
                 batch_norm=self.batch_norm,
-                global_pooling=self.global_pooling,
-                dense_units=self.dense_units,
+                global_pooling=arch["global_pooling"],
+                dense_units=arch["dense_units"],
                 dropout=self.dropout,
                 border_mask=self.border_mask,
                 augmentation=self.augmentation,
@@ -575,6 +597,18 @@ class PneumoniaCNN(KerasClassifier):
             fit_run.finish(self, run, data_root, validation)
         return self
 
+    def architecture(self) -> dict:
+        """The network's ``filters``, ``convs_per_block``, ``global_pooling`` and
+        ``dense_units``: the parameters where given, else the :data:`ARCHITECTURES` entry
+        for ``image_size`` (``"small"`` below :data:`SMALL_IMAGE` px)."""
+        preset = ARCHITECTURES["small" if int(self.image_size) < SMALL_IMAGE else "standard"]
+        given = {"filters": self.filters, "convs_per_block": self.convs_per_block,
+                 "global_pooling": self.global_pooling, "dense_units": self.dense_units}
+        out = {k: (preset[k] if v is None else v) for k, v in given.items()}
+        if isinstance(out["filters"], list):
+            out["filters"] = tuple(out["filters"])
+        return out
+
     def check_params(self) -> None:
         """Validate every parameter before any work, naming the parameter and what it must
         be (``fit`` calls it first; so does the CLI, before loading data)."""
@@ -584,7 +618,7 @@ class PneumoniaCNN(KerasClassifier):
             self._validate_params()
         except InvalidParameterError as exc:
             raise ValueError(str(exc)) from None
-        filters = self.filters
+        filters = self.architecture()["filters"]
         if (not isinstance(filters, (tuple, list)) or not filters
                 or not all(isinstance(f, (int, np.integer)) and not isinstance(f, bool)
                            and f >= 1 for f in filters)):

@@ -21,7 +21,8 @@ REAL_DATA_ENV = "PNEUMONIA_CNN_DATA"
 
 #: Hyperparameters of a tiny, fast network for logic tests: one network, no augmentation or
 #: normalisation, a fixed threshold (the defaults' ensemble and CLAHE have tests of their own).
-TINY = dict(image_size=32, filters=(4, 8), dense_units=8, epochs=2, batch_size=16,
+TINY = dict(image_size=32, filters=(4, 8), dense_units=8, convs_per_block=1,
+            global_pooling=False, epochs=2, batch_size=16,
             augmentation=None, intensity_norm=None, n_networks=1, threshold=0.5,
             validation_fraction=0.0, random_state=0, tracking=False)
 

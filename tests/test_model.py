@@ -53,3 +53,31 @@ def test_count_flops_matches_hand_count():
 def test_bad_parameters(kw, match):
     with pytest.raises(ValueError, match=match):
         build_model((32, 32, 1), **kw)
+
+
+def test_the_architecture_is_chosen_by_image_size_unless_given():
+    from pneumonia_cnn import PneumoniaCNN
+    from pneumonia_cnn.estimator import ARCHITECTURES
+
+    assert PneumoniaCNN(image_size=96).architecture() == ARCHITECTURES["standard"]
+    assert PneumoniaCNN(image_size=28).architecture() == ARCHITECTURES["small"]
+    mixed = PneumoniaCNN(image_size=28, filters=(8, 16), dense_units=32).architecture()
+    assert mixed == {**ARCHITECTURES["small"], "filters": (8, 16), "dense_units": 32}
+    # the small network keeps 28 px above 1 x 1 and pools globally
+    est = PneumoniaCNN(image_size=28, n_networks=1, epochs=1, tracking=False,
+                       validation_fraction=0.0, threshold=0.5, random_state=0)
+    X = np.random.default_rng(0).integers(0, 255, (8, 28, 28, 1)).astype(np.uint8)
+    est.fit(X, np.array(["NORMAL", "PNEUMONIA"] * 4))
+    names = [layer.name for layer in est.model_.layers]
+    assert "gap" in names and "block3_conv2" in names and "block4_conv1" not in names
+
+
+def test_border_mask_blanks_the_edges_inside_the_network():
+    import keras
+
+    model = build_model((40, 40, 1), filters=(4,), border_mask=0.1)
+    masked = keras.Model(model.input, model.get_layer("border_mask").output)
+    out = np.asarray(masked(np.full((1, 40, 40, 1), 255.0)))
+    assert out[0, :4].max() == 0 and out[0, :, -4:].max() == 0 and out[0, 4:-4, 4:-4].min() == 1
+    with pytest.raises(ValueError, match="border_mask must be in"):
+        build_model((40, 40, 1), border_mask=0.5)
