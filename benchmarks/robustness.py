@@ -10,6 +10,8 @@ Design (one split for every variant and seed, on the whole official training spl
   acquisition number (:func:`pneumonia_cnn.batches.batch_masks`): batches acquired before
   and after the training films;
 - ``indist``: 15% of the remaining patients (patient-grouped, stratified, seed 0);
+- ``contrast_flipped``: unseen films that break the training split's contrast shortcut
+  (NORMAL films of low contrast, PNEUMONIA films of high contrast);
 - ``late_balanced``: the late batch with PNEUMONIA films subsampled to the NORMAL count
   (prevalence 0.5 instead of 0.74: adaptation must not assume the training mix);
 - the model trains on the rest (its own 15% validation hold-out inside, as a user's fit).
@@ -112,7 +114,7 @@ def adaptation_rows(clf, X, y) -> dict:
     return out
 
 
-def run_one(name, params, seed, data, masks, stress: bool) -> dict:
+def run_one(name, params, seed, data, masks, stress: bool, scores_dir=None) -> dict:
     from pneumonia_cnn import PneumoniaCNN
     from pneumonia_cnn.robustness import PERTURBATIONS, stress_test
 
@@ -132,9 +134,29 @@ def run_one(name, params, seed, data, masks, stress: bool) -> dict:
     balanced = np.zeros(len(data), bool)
     balanced[np.r_[neg, rng.choice(pos, neg.size, replace=False)]] = True
     pops = (("indist", indist), ("early", early), ("late", late), ("late_balanced", balanced))
+    unseen = indist | early | late
+    scores = np.full(len(data), np.nan)
+    scores[unseen] = clf.predict_proba(data.X[unseen])[:, 1]
     for key, rows in pops:
-        s = clf.predict_proba(data.X[rows])[:, 1]
-        row[key] = population(y[rows], s, thresholds)
+        row[key] = population(y[rows], scores[rows], thresholds)
+    # the contrast shortcut: in the training split PNEUMONIA films have less contrast than
+    # NORMAL ones (pixel sd 53 vs 61 at 224 px). Unseen films that break that rule: NORMAL
+    # films of low contrast and PNEUMONIA films of high contrast (each below / above its
+    # class's median). A model leaning on contrast ranks these worse.
+    contrast = data.X.reshape(len(data), -1).std(axis=1)
+    anti = np.zeros(len(data), bool)
+    for cls, below in ((0, True), (1, False)):
+        m = unseen & (y == cls)
+        med = np.median(contrast[m])
+        anti |= m & ((contrast < med) if below else (contrast > med))
+    row["contrast_flipped"] = population(y[anti], scores[anti], thresholds)
+    if scores_dir:
+        os.makedirs(scores_dir, exist_ok=True)
+        np.savez_compressed(os.path.join(scores_dir, f"{name}_seed{seed}.npz"),
+                            paths=data.paths[unseen], y=y[unseen], scores=scores[unseen],
+                            indist=indist[unseen], early=early[unseen], late=late[unseen],
+                            val_scores=clf.validation_scores_,
+                            val_labels=clf.validation_labels_)
     for key, rows in pops[1:]:
         row[key].update(adaptation_rows(clf, data.X[rows], y[rows]))
     if stress:
@@ -153,7 +175,7 @@ def run_one(name, params, seed, data, masks, stress: bool) -> dict:
 def summarize(rows: list) -> dict:
     out = {"seeds": [r["seed"] for r in rows],
            "fit_time_s": round(float(np.mean([r["fit_time_s"] for r in rows])), 1)}
-    for key in ("indist", "early", "late", "late_balanced"):
+    for key in ("indist", "early", "late", "late_balanced", "contrast_flipped"):
         out[key] = {m: round(float(np.mean([r[key][m] for r in rows])), 4)
                     for m in ("roc_auc", "best_specificity_at_sensitivity_0.95")}
         for rule in RULES + ("adapt", "adapt_bn"):
@@ -180,6 +202,9 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--variants", default="default")
     parser.add_argument("--no-stress", action="store_true")
+    parser.add_argument("--scores-dir", metavar="DIR",
+                        help="also save every unseen film's score here (one .npz per "
+                             "variant and seed) for other measures after the fact")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "robustness.json"))
     args = parser.parse_args(argv)
@@ -212,7 +237,7 @@ def main(argv=None):
         indist[rest[te]] = True
         for seed in seeds:
             row = run_one(name, params, seed, data, (early, late, train, indist),
-                          not args.no_stress)
+                          not args.no_stress, args.scores_dir)
             results["rows"] = [r for r in results["rows"]
                                if (r["variant"], r["seed"]) != (name, seed)] + [row]
             results.setdefault("summary", {})[name] = summarize(

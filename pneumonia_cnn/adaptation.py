@@ -10,13 +10,14 @@ specificity collapses. :func:`adapt` looks at the new site's films, without any 
    (:func:`recalibrate_batch_norm`, "AdaBN", Li et al. 2016), so that the features are
    normalised with the site's own statistics;
 2. models the site's scores as a two-component mixture in logit space, NORMAL and PNEUMONIA,
-   each component the training hold-out's own score distribution of that class, moved and
-   scaled (location-scale), fitted by expectation-maximisation with the hold-out as a prior.
-   The mixture weight is the site's **prevalence** (EM as in Saerens et al., 2002, which is
-   the special case with no movement);
+   each component the training hold-out's own score distribution of that class (a kernel
+   density), moved to the site (a location shift per class; a free scale was tried and was
+   unstable), fitted by expectation-maximisation with the hold-out as a prior worth
+   :data:`PRIOR_WEIGHT` films per class. The mixture weight is the site's **prevalence**
+   (the EM of Saerens et al., 2002, is the special case with no movement);
 3. puts the threshold where the *site's* PNEUMONIA component keeps ``target_sensitivity``
-   (the split-conformal quantile of the moved hold-out scores), and reports the expected
-   sensitivity and specificity there, with bootstrap intervals over the site's films.
+   (a quantile of its kernel density), and reports the expected sensitivity and
+   specificity there, with bootstrap intervals over the site's films.
 
 The result, :class:`SiteAdaptedCNN`, predicts, evaluates, explains, saves, loads, calibrates
 and serves like any model. Its promises are estimates from a model of the scores, not
@@ -27,7 +28,6 @@ measurements: evaluate it on labelled films of the site when you have them, and 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -7,19 +7,22 @@ small labelled set from the new site (tens of images) :func:`calibrate`
 1. optionally re-maps the probabilities (``method="sigmoid"`` / ``"isotonic"`` /
    ``"temperature"``: scikit-learn's ``CalibratedClassifierCV`` on the frozen network), and
 2. sets the decision threshold for a ``target_sensitivity`` (radiology screening fixes
-   sensitivity first) by the split-conformal rule of
-   :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity` (the most specific threshold
-   that keeps the target on the site's *next* films, not just on the calibration set), or a
-   fixed ``threshold`` (scikit-learn's ``FixedThresholdClassifier``),
+   sensitivity first) with an explicit promise: with probability ``confidence`` over the
+   draw of the calibration films, the sensitivity on the site's *next* films is at least
+   the target (:func:`threshold_with_confidence`, a training-conditional conformal bound);
+   with the site's unlabelled films too (``unlabelled=``), from the site's score
+   distributions (:func:`pneumonia_cnn.adaptation.estimate_site_mixture` with the labelled
+   films as anchors); or a fixed ``threshold`` (scikit-learn's
+   ``FixedThresholdClassifier``),
 
 without retraining the network (``FrozenEstimator``). The result is a scikit-learn
 classifier, :class:`SiteCalibratedCNN`, that predicts, evaluates, saves and loads like a
 ``PneumoniaCNN``; its MLflow run is nested under the original fit's run.
 
-How much a small set can promise is reported, not hidden: the calibration set's sensitivity
-comes with its Wilson score 95% interval, a warning says when the interval's
-lower end is below the target, and fewer than :data:`MIN_PER_CLASS` images of a class are
-refused.
+How much a small set can promise is reported, not hidden: the confidence the set reaches,
+the one-sided lower bound on sensitivity, the calibration set's sensitivity and specificity
+with Wilson 95% intervals; a warning says how many PNEUMONIA films the asked promise needs,
+and fewer than :data:`MIN_PER_CLASS` images of a class are refused.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ from .evaluation import (
     POSITIVE,
     decision_threshold,
     image_arrays,
-    threshold_for_sensitivity,
     wilson_interval,
 )
 

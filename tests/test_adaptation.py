@@ -198,6 +198,10 @@ def test_cli_adapt_then_evaluate_and_predict(fitted_with_holdout, site_dir, tmp_
     assert result["threshold"] == pytest.approx(threshold)
     assert main(["predict", str(tmp_path / "adapted"), str(site_dir / "NORMAL")]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 30
+    films = sorted((site_dir / "PNEUMONIA").iterdir())[:2]
+    assert main(["explain", str(tmp_path / "adapted"), *map(str, films), "--out",
+                 str(tmp_path / "heat")]) == 0
+    assert len(list((tmp_path / "heat").glob("*.png"))) == 2
 
 
 def test_cli_adapt_errors_are_one_line(fitted_with_holdout, tmp_path, capsys):
