@@ -48,9 +48,9 @@ READABLE_FORMATS = (1, 2, 3)
 #: train / val splits (README, "Small images").
 ARCHITECTURES = {
     "standard": {"filters": (8, 16, 32, 64), "convs_per_block": 1, "global_pooling": False,
-                 "dense_units": 64},
+                 "dense_units": 64, "augmentation": "acquisition"},
     "small": {"filters": (32, 64, 128), "convs_per_block": 2, "global_pooling": True,
-              "dense_units": 0},
+              "dense_units": 0, "augmentation": "light"},
 }
 SMALL_IMAGE = 64
 #: Files that post-fit wrappers (site calibration, site adaptation) add to a model folder.
@@ -62,7 +62,8 @@ _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks":
 #: Every saved format before 3 stored its network's parameters explicitly; these are the
 #: values of that time for any that were absent (there are none in files of format 2).
 _FORMAT1_VALUES.update({"filters": (8, 16, 32, 64), "convs_per_block": 1,
-                        "global_pooling": False, "dense_units": 64})
+                        "global_pooling": False, "dense_units": 64,
+                        "augmentation": "acquisition"})
 
 
 class PneumoniaCNN(KerasClassifier):
@@ -101,9 +102,11 @@ class PneumoniaCNN(KerasClassifier):
     border_mask : float, default=0.0
         Share of the image side blanked on every edge inside the network (side markers and
         film corners are shortcuts that do not travel between sites); 0 keeps it all.
-    augmentation : None, str or dict, default="acquisition"
+    augmentation : None, str or dict, default="auto"
         None, ``"light"``, ``"standard"``, ``"heavy"``, ``"acquisition"`` or a dict of
         factors; see :mod:`pneumonia_cnn.augmentation` (no horizontal flips unless asked for).
+        "auto": "acquisition" from 64 px up, "light" for small images (blur, noise and
+        sharpening destroy a 28-px film).
     intensity_norm : {None, "standardize", "equalize", "clahe"}, default="clahe"
         Per-image intensity normalisation before the network, at fit and predict time (see
         :mod:`pneumonia_cnn.preprocessing`).
@@ -245,7 +248,7 @@ class PneumoniaCNN(KerasClassifier):
         dense_units=None,
         dropout=0.3,
         border_mask=0.0,
-        augmentation="acquisition",
+        augmentation="auto",
         intensity_norm="clahe",
         label_smoothing=0.0,
         n_networks=3,
@@ -445,7 +448,7 @@ class PneumoniaCNN(KerasClassifier):
                 dense_units=arch["dense_units"],
                 dropout=self.dropout,
                 border_mask=self.border_mask,
-                augmentation=self.augmentation,
+                augmentation=arch["augmentation"],
                 seed=self._random_state,
             )
         optimizer = compile_kwargs["optimizer"]
@@ -598,13 +601,16 @@ class PneumoniaCNN(KerasClassifier):
         return self
 
     def architecture(self) -> dict:
-        """The network's ``filters``, ``convs_per_block``, ``global_pooling`` and
-        ``dense_units``: the parameters where given, else the :data:`ARCHITECTURES` entry
-        for ``image_size`` (``"small"`` below :data:`SMALL_IMAGE` px)."""
+        """The network's ``filters``, ``convs_per_block``, ``global_pooling``,
+        ``dense_units`` and ``augmentation``: the parameters where given (None, or "auto"
+        for augmentation, is not given), else the :data:`ARCHITECTURES` entry for
+        ``image_size`` (``"small"`` below :data:`SMALL_IMAGE` px)."""
         preset = ARCHITECTURES["small" if int(self.image_size) < SMALL_IMAGE else "standard"]
         given = {"filters": self.filters, "convs_per_block": self.convs_per_block,
                  "global_pooling": self.global_pooling, "dense_units": self.dense_units}
         out = {k: (preset[k] if v is None else v) for k, v in given.items()}
+        out["augmentation"] = (preset["augmentation"] if isinstance(self.augmentation, str)
+                               and self.augmentation == "auto" else self.augmentation)
         if isinstance(out["filters"], list):
             out["filters"] = tuple(out["filters"])
         return out
@@ -631,7 +637,7 @@ class PneumoniaCNN(KerasClassifier):
                              "use a larger image_size or fewer filters")
         from .augmentation import augmentation_factors
 
-        augmentation_factors(self.augmentation)  # raises for an unknown preset or key
+        augmentation_factors(self.architecture()["augmentation"])  # unknown preset or key
         self._check_shift_params()
 
     def _check_shift_params(self) -> None:

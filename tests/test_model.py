@@ -61,8 +61,10 @@ def test_the_architecture_is_chosen_by_image_size_unless_given():
 
     assert PneumoniaCNN(image_size=96).architecture() == ARCHITECTURES["standard"]
     assert PneumoniaCNN(image_size=28).architecture() == ARCHITECTURES["small"]
-    mixed = PneumoniaCNN(image_size=28, filters=(8, 16), dense_units=32).architecture()
-    assert mixed == {**ARCHITECTURES["small"], "filters": (8, 16), "dense_units": 32}
+    mixed = PneumoniaCNN(image_size=28, filters=(8, 16), dense_units=32,
+                         augmentation=None).architecture()
+    assert mixed == {**ARCHITECTURES["small"], "filters": (8, 16), "dense_units": 32,
+                     "augmentation": None}
     # the small network keeps 28 px above 1 x 1 and pools globally
     est = PneumoniaCNN(image_size=28, n_networks=1, epochs=1, tracking=False,
                        validation_fraction=0.0, threshold=0.5, random_state=0)

@@ -331,8 +331,10 @@ def test_ensemble_operating_point_is_chosen_on_the_shared_hold_out(synthetic_dat
 
 def test_defaults_are_the_shift_robust_configuration():
     clf = PneumoniaCNN()
-    assert (clf.augmentation, clf.intensity_norm, clf.n_networks, clf.threshold,
-            clf.target_sensitivity) == ("acquisition", "clahe", 3, "target", 0.95)
+    assert (clf.architecture()["augmentation"], clf.intensity_norm, clf.n_networks,
+            clf.threshold, clf.target_sensitivity) == ("acquisition", "clahe", 3, "target",
+                                                       0.95)
+    assert PneumoniaCNN(image_size=28).architecture()["augmentation"] == "light"
 
 
 def test_odd_inputs_to_the_stress_test_are_converted_or_refused(fitted_tiny, synthetic_data):
