@@ -53,3 +53,69 @@ def to_rgb(X):
     import numpy as np
 
     return np.repeat(X, 3, axis=-1)
+
+
+#: The whole official training split at 224 px (the batch-design benchmarks' default).
+DATA_224 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "chest_xray_224" / "train"
+
+
+def batch_design(data):
+    """The acquisition-batch design of ``robustness.py``, ``adaptation.py`` and
+    ``site_calibration.py`` on a loaded Kaggle folder: boolean masks ``early``, ``late``
+    (the ends of every file-name family), ``indist`` (15% of the other patients, grouped,
+    seed 0), ``train`` (the rest) and ``late_balanced`` (``late`` with PNEUMONIA films
+    subsampled to the NORMAL count, seed 0), and the 0/1 labels."""
+    import numpy as np
+
+    from pneumonia_cnn.batches import batch_masks
+    from pneumonia_cnn.data import grouped_split
+
+    y = (data.y == "PNEUMONIA").astype(int)
+    early, late = batch_masks(data.paths)
+    rest = np.flatnonzero(~early & ~late)
+    tr, te = grouped_split(data.y[rest], data.groups[rest], 0.15, random_state=0)
+    train = np.zeros(len(y), bool)
+    train[rest[tr]] = True
+    indist = np.zeros(len(y), bool)
+    indist[rest[te]] = True
+    late_rows = np.flatnonzero(late)
+    neg, pos = late_rows[y[late_rows] == 0], late_rows[y[late_rows] == 1]
+    balanced = np.zeros(len(y), bool)
+    balanced[np.r_[neg, np.random.default_rng(0).choice(pos, neg.size, replace=False)]] = True
+    return {"early": early, "late": late, "indist": indist, "train": train,
+            "late_balanced": balanced}, y
+
+
+def batch_sites(data, masks, y, severity: int = 2) -> dict:
+    """Sites for the site benchmarks: the real batches (``early``, ``late``,
+    ``late_balanced``) and the within-distribution hold-out under each shift-stress
+    perturbation at ``severity`` (``stress:<name>``), as ``{name: (X, y)}``."""
+    from pneumonia_cnn.robustness import PERTURBATIONS, perturb
+
+    sites = {k: (data.X[masks[k]], y[masks[k]]) for k in ("early", "late", "late_balanced")}
+    X_in, y_in = data.X[masks["indist"]], y[masks["indist"]]
+    for name in PERTURBATIONS:
+        sites[f"stress:{name}"] = (perturb(X_in, name, severity, random_state=0), y_in)
+    return sites
+
+
+def data_224(arg) -> Path:
+    """--data, else $PNEUMONIA_CNN_DATA_224, else ../shared/data/chest_xray_224/train."""
+    path = Path(arg or os.environ.get("PNEUMONIA_CNN_DATA_224") or DATA_224).resolve()
+    if not path.is_dir():
+        raise SystemExit(f"data folder {path} not found: pass --data chest_xray_224/train")
+    return path
+
+
+def train_on_middle(data, masks, seed: int, **params):
+    """The default PneumoniaCNN (plus ``params``) trained on ``masks["train"]``; returns
+    it and the seconds ``fit`` took."""
+    import time
+
+    from pneumonia_cnn import PneumoniaCNN
+
+    clf = PneumoniaCNN(**params, random_state=seed, tracking=False)
+    start = time.perf_counter()
+    tr = masks["train"]
+    clf.fit(data.X[tr], data.y[tr], groups=data.groups[tr])
+    return clf, time.perf_counter() - start

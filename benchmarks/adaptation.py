@@ -29,8 +29,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
-from robustness import DEFAULT_DATA  # noqa: E402
+from _common import batch_design, batch_sites, data_224, machine, train_on_middle  # noqa: E402
 
 
 def rates(y, s, t):
@@ -43,7 +42,8 @@ def inside(value, interval):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("PNEUMONIA_CNN_DATA_224", DEFAULT_DATA))
+    parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
+                                       "../shared/data/chest_xray_224/train]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sizes", default="50,100,all")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -53,29 +53,12 @@ def main(argv=None):
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
     from pneumonia_cnn.adaptation import adapt
-    from pneumonia_cnn.batches import batch_masks
-    from pneumonia_cnn.data import grouped_split
-    from pneumonia_cnn.robustness import PERTURBATIONS, perturb
 
     start = time.perf_counter()
-    data = load_image_folder(args.data, PneumoniaCNN().image_size, verbose=0)
-    y = (data.y == "PNEUMONIA").astype(int)
-    early, late = batch_masks(data.paths)
-    rest = np.flatnonzero(~early & ~late)
-    tr, te = grouped_split(data.y[rest], data.groups[rest], 0.15, random_state=0)
-    clf = PneumoniaCNN(random_state=args.seed, tracking=False)
-    clf.fit(data.X[rest[tr]], data.y[rest[tr]], groups=data.groups[rest[tr]])
-    fit_s = time.perf_counter() - start
-
-    rng = np.random.default_rng(0)
-    late_rows = np.flatnonzero(late)
-    neg, pos = late_rows[y[late_rows] == 0], late_rows[y[late_rows] == 1]
-    balanced = np.r_[neg, rng.choice(pos, neg.size, replace=False)]
-    sites = {"early": (data.X[early], y[early]), "late": (data.X[late], y[late]),
-             "late_balanced": (data.X[balanced], y[balanced])}
-    X_in, y_in = data.X[rest[te]], y[rest[te]]
-    for name in PERTURBATIONS:
-        sites[f"stress:{name}"] = (perturb(X_in, name, 2, random_state=0), y_in)
+    data = load_image_folder(data_224(args.data), PneumoniaCNN().image_size, verbose=0)
+    masks, y = batch_design(data)
+    clf, fit_s = train_on_middle(data, masks, args.seed)
+    sites = batch_sites(data, masks, y)
 
     rows = []
     for site, (X, ys) in sites.items():
@@ -126,7 +109,7 @@ def main(argv=None):
                 f"/{sum(1 for r in rows if which(r['site']))}")
     out = {"command": "python benchmarks/adaptation.py " + " ".join(argv or sys.argv[1:]),
            "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-           "data": os.path.abspath(args.data), "seed": args.seed,
+           "data": str(data_224(args.data)), "seed": args.seed,
            "fit_time_s": round(fit_s, 1), "model_threshold": round(clf.threshold_, 4),
            "summary": summary, "sites": rows,
            "wall_s": round(time.perf_counter() - start, 1)}

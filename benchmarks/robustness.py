@@ -44,10 +44,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
-
-DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                            "chest_xray_224", "train")
+from _common import batch_design, data_224, machine, train_on_middle  # noqa: E402
 
 #: Candidate defaults (PneumoniaCNN parameters on top of today's defaults).
 VARIANTS = {
@@ -114,31 +111,21 @@ def adaptation_rows(clf, X, y) -> dict:
     return out
 
 
-def run_one(name, params, seed, data, masks, stress: bool, scores_dir=None) -> dict:
-    from pneumonia_cnn import PneumoniaCNN
+def run_one(name, params, seed, data, masks, y, stress: bool, scores_dir=None) -> dict:
     from pneumonia_cnn.robustness import PERTURBATIONS, stress_test
 
-    early, late, train, indist = masks
-    y = (data.y == "PNEUMONIA").astype(int)
-    clf = PneumoniaCNN(**params, random_state=seed, tracking=False)
-    start = time.perf_counter()
-    clf.fit(data.X[train], data.y[train], groups=data.groups[train])
-    row = {"variant": name, "seed": seed, "fit_time_s": round(time.perf_counter() - start, 1)}
+    clf, fit_s = train_on_middle(data, masks, seed, **params)
+    row = {"variant": name, "seed": seed, "fit_time_s": round(fit_s, 1)}
     thresholds = rule_thresholds(clf.validation_labels_, clf.validation_scores_)
     row["thresholds"] = {k: round(v, 4) for k, v in thresholds.items()}
-    # the late batch at another prevalence (as many PNEUMONIA as NORMAL films: the official
-    # test split has 0.625, the training split 0.743): adaptation must not assume the mix
-    rng = np.random.default_rng(0)
-    late_rows = np.flatnonzero(late)
-    neg, pos = late_rows[y[late_rows] == 0], late_rows[y[late_rows] == 1]
-    balanced = np.zeros(len(data), bool)
-    balanced[np.r_[neg, rng.choice(pos, neg.size, replace=False)]] = True
-    pops = (("indist", indist), ("early", early), ("late", late), ("late_balanced", balanced))
-    unseen = indist | early | late
+    unseen = masks["indist"] | masks["early"] | masks["late"]
     scores = np.full(len(data), np.nan)
     scores[unseen] = clf.predict_proba(data.X[unseen])[:, 1]
-    for key, rows in pops:
-        row[key] = population(y[rows], scores[rows], thresholds)
+    pops = ("indist", "early", "late", "late_balanced")
+    for key in pops:
+        row[key] = population(y[masks[key]], scores[masks[key]], thresholds)
+    for key in pops[1:]:
+        row[key].update(adaptation_rows(clf, data.X[masks[key]], y[masks[key]]))
     # the contrast shortcut: in the training split PNEUMONIA films have less contrast than
     # NORMAL ones (pixel sd 53 vs 61 at 224 px). Unseen films that break that rule: NORMAL
     # films of low contrast and PNEUMONIA films of high contrast (each below / above its
@@ -154,15 +141,13 @@ def run_one(name, params, seed, data, masks, stress: bool, scores_dir=None) -> d
         os.makedirs(scores_dir, exist_ok=True)
         np.savez_compressed(os.path.join(scores_dir, f"{name}_seed{seed}.npz"),
                             paths=data.paths[unseen], y=y[unseen], scores=scores[unseen],
-                            indist=indist[unseen], early=early[unseen], late=late[unseen],
+                            **{k: masks[k][unseen] for k in ("indist", "early", "late")},
                             val_scores=clf.validation_scores_,
                             val_labels=clf.validation_labels_)
-    for key, rows in pops[1:]:
-        row[key].update(adaptation_rows(clf, data.X[rows], y[rows]))
     if stress:
-        rng = np.random.default_rng(0)
-        rows = np.flatnonzero(indist)
-        rows = np.sort(rng.choice(rows, min(600, rows.size), replace=False))
+        rows = np.flatnonzero(masks["indist"])
+        rows = np.sort(np.random.default_rng(0).choice(rows, min(600, rows.size),
+                                                       replace=False))
         r = stress_test(clf, data.X[rows], data.y[rows], perturbations=list(PERTURBATIONS),
                         severities=(2,), random_state=0).summary
         row["stress"] = {k: round(float(r[k]), 4) for k in
@@ -198,7 +183,8 @@ def summarize(rows: list) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("PNEUMONIA_CNN_DATA_224", DEFAULT_DATA))
+    parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
+                                       "../shared/data/chest_xray_224/train]")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--variants", default="default")
     parser.add_argument("--no-stress", action="store_true")
@@ -211,16 +197,13 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
-    from pneumonia_cnn.batches import batch_masks
-    from pneumonia_cnn.data import grouped_split
 
-    if not os.path.isdir(args.data):
-        raise SystemExit(f"data folder {args.data} not found: pass --data chest_xray_224/train")
+    args.data = data_224(args.data)
     results = json.load(open(args.out)) if os.path.exists(args.out) else {}
     results.setdefault("rows", [])
     results.update(machine=machine(), date=time.strftime("%Y-%m-%d"),
                    command="python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:]),
-                   data=os.path.abspath(args.data))
+                   data=str(args.data))
     seeds = [int(s) for s in args.seeds.split(",")]
     for name in args.variants.split(","):
         if name not in VARIANTS:
@@ -228,16 +211,10 @@ def main(argv=None):
         params = VARIANTS[name]
         size = params.get("image_size", PneumoniaCNN().image_size)
         data = load_image_folder(args.data, size, verbose=0)
-        early, late = batch_masks(data.paths)
-        rest = np.flatnonzero(~early & ~late)
-        tr, te = grouped_split(data.y[rest], data.groups[rest], 0.15, random_state=0)
-        train = np.zeros(len(data), bool)
-        train[rest[tr]] = True
-        indist = np.zeros(len(data), bool)
-        indist[rest[te]] = True
+        masks, y = batch_design(data)
         for seed in seeds:
-            row = run_one(name, params, seed, data, (early, late, train, indist),
-                          not args.no_stress, args.scores_dir)
+            row = run_one(name, params, seed, data, masks, y, not args.no_stress,
+                          args.scores_dir)
             results["rows"] = [r for r in results["rows"]
                                if (r["variant"], r["seed"]) != (name, seed)] + [row]
             results.setdefault("summary", {})[name] = summarize(

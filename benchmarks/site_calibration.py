@@ -31,13 +31,13 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
-from robustness import DEFAULT_DATA  # noqa: E402
+from _common import batch_design, batch_sites, data_224, machine, train_on_middle  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get("PNEUMONIA_CNN_DATA_224", DEFAULT_DATA))
+    parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
+                                       "../shared/data/chest_xray_224/train]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
@@ -46,31 +46,14 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
-    from pneumonia_cnn.batches import batch_masks
     from pneumonia_cnn.calibration import SiteCalibratedCNN
-    from pneumonia_cnn.data import grouped_split
     from pneumonia_cnn.evaluation import threshold_for_sensitivity
-    from pneumonia_cnn.robustness import PERTURBATIONS, perturb
 
     start = time.perf_counter()
-    data = load_image_folder(args.data, PneumoniaCNN().image_size, verbose=0)
-    y = (data.y == "PNEUMONIA").astype(int)
-    early, late = batch_masks(data.paths)
-    rest = np.flatnonzero(~early & ~late)
-    tr, te = grouped_split(data.y[rest], data.groups[rest], 0.15, random_state=0)
-    clf = PneumoniaCNN(random_state=args.seed, tracking=False)
-    clf.fit(data.X[rest[tr]], data.y[rest[tr]], groups=data.groups[rest[tr]])
-    fit_s = time.perf_counter() - start
-
-    rng = np.random.default_rng(0)
-    late_rows = np.flatnonzero(late)
-    neg, pos = late_rows[y[late_rows] == 0], late_rows[y[late_rows] == 1]
-    balanced = np.r_[neg, rng.choice(pos, neg.size, replace=False)]
-    sites = {"early": (data.X[early], y[early]), "late": (data.X[late], y[late]),
-             "late_balanced": (data.X[balanced], y[balanced])}
-    X_in, y_in = data.X[rest[te]], y[rest[te]]
-    for name in PERTURBATIONS:
-        sites[f"stress:{name}"] = (perturb(X_in, name, 2, random_state=0), y_in)
+    data = load_image_folder(data_224(args.data), PneumoniaCNN().image_size, verbose=0)
+    masks, y = batch_design(data)
+    clf, fit_s = train_on_middle(data, masks, args.seed)
+    sites = batch_sites(data, masks, y)
 
     labels = np.array(["NORMAL", "PNEUMONIA"])
     rows = []
@@ -121,7 +104,7 @@ def main(argv=None):
                                        "unlabelled")}
     out = {"command": "python benchmarks/site_calibration.py " + " ".join(argv or sys.argv[1:]),
            "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-           "data": os.path.abspath(args.data), "seed": args.seed, "draws": args.draws,
+           "data": str(data_224(args.data)), "seed": args.seed, "draws": args.draws,
            "calibration_set": "15 NORMAL + 25 PNEUMONIA", "fit_time_s": round(fit_s, 1),
            "summary": summary, "sites": rows, "wall_s": round(time.perf_counter() - start, 1)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -31,12 +31,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .data import DataError
 from .evaluation import NEGATIVE, POSITIVE, decision_threshold
 from .scores import ClassShape, logit, sigmoid, smooth_quantile, smooth_share
+from .wrappers import NetworkWrapper, log_site_run
 
 __all__ = ["ADAPTATION_FILE", "MIN_SITE_FILMS", "SiteAdaptedCNN", "adapt",
            "estimate_site_mixture", "recalibrate_batch_norm"]
@@ -162,7 +162,7 @@ def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
     return net
 
 
-class SiteAdaptedCNN(ClassifierMixin, BaseEstimator):
+class SiteAdaptedCNN(NetworkWrapper):
     """A fitted PneumoniaCNN with an operating point adapted to a site's unlabelled films.
 
     Parameters
@@ -274,42 +274,6 @@ class SiteAdaptedCNN(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)[:, 1]
         return self.classes_[(proba >= self.threshold_).astype(int)]
 
-    def _decision_threshold(self) -> float:
-        return float(self.threshold_)
-
-    # What evaluate / the CLI read from a model, taken from the network.
-    @property
-    def image_size(self):
-        return self.estimator.image_size
-
-    @property
-    def tracking(self):
-        return getattr(self.estimator, "tracking", False)
-
-    @property
-    def tracking_uri(self):
-        return getattr(self.estimator, "tracking_uri", None)
-
-    @property
-    def experiment(self):
-        return getattr(self.estimator, "experiment", "pneumonia-cnn")
-
-    @property
-    def history_(self):
-        return getattr(self.estimator, "history_", None)
-
-    @property
-    def validation_scores_(self):
-        return self.estimator.validation_scores_
-
-    @property
-    def validation_labels_(self):
-        return self.estimator.validation_labels_
-
-    @property
-    def train_fingerprints_(self):
-        return getattr(self.estimator, "train_fingerprints_", [])
-
     # -- saving -------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save as a model folder: the (adapted) network's files plus
@@ -409,31 +373,17 @@ def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = 
 
 
 def _log_adaptation_run(model: SiteAdaptedCNN, source, X, groups) -> str:
-    from . import serving
-    from .tracking import TrackedRun, data_label, image_dataset, model_name
+    a = model.adaptation_
 
-    parent = getattr(model.estimator, "mlflow_run_id_", None)
-    data = data_label(source)
-    run = TrackedRun.start(tracking_uri=model.tracking_uri, experiment=model.experiment,
-                           run_name=f"adapt {data}", parent_run_id=parent,
-                           tags={"kind": "adaptation", "eval_on": data,
-                                 **({"model_run_id": parent} if parent else {})})
-    try:
-        a = model.adaptation_
-        run.log_params({"data": data, "target_sensitivity": str(a["target_sensitivity"]),
-                        "batch_norm": str(a["batch_norm_recalibrated"])})
-        model.mlflow_run_id_ = run.run_id
-        model.mlflow_model_id_ = serving.log_model(run, model, model_name(f"adapted {data}"))
-        dataset = image_dataset(data, X, np.full(len(X), ""), source, groups)
-        run.log_dataset(dataset, "adaptation", model_id=model.mlflow_model_id_)
+    def results(run, model_id, dataset):
         run.log_metrics({"estimated_prevalence": a["prevalence"],
                          "decision_threshold": a["threshold"],
                          "expected_sensitivity": a["expected_sensitivity"],
                          "expected_specificity": a["expected_specificity"],
                          "n_images": a["n_films"]})
-        run.log_dict(a, "adaptation/adaptation.json")
-    except BaseException as exc:
-        run.end_after_error(exc)
-        raise
-    run.end("FINISHED")
-    return run.run_id
+
+    return log_site_run(model, kind="adaptation", verb="adapt", source=source, X=X,
+                        y=np.full(len(X), ""), groups=groups,
+                        params={"target_sensitivity": str(a["target_sensitivity"]),
+                                "batch_norm": str(a["batch_norm_recalibrated"])},
+                        summary=a, log_results=results)

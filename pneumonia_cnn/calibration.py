@@ -43,6 +43,7 @@ from .evaluation import (
     image_arrays,
     wilson_interval,
 )
+from .wrappers import NetworkWrapper, log_site_run
 
 __all__ = ["CALIBRATION_FILE", "MIN_PER_CLASS", "SiteCalibratedCNN", "calibrate", "load_model",
            "threshold_with_confidence"]
@@ -70,7 +71,7 @@ class _ScoreAsProba(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
-class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
+class SiteCalibratedCNN(NetworkWrapper):
     """A fitted PneumoniaCNN with a site-specific operating point (and probability map).
 
     Parameters
@@ -279,30 +280,6 @@ class SiteCalibratedCNN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "classifier_")
         return self.classifier_.predict(self._scores(X))
 
-    def _decision_threshold(self) -> float:
-        return float(self.threshold_)
-
-    # What evaluate / the CLI read from a model, taken from the network.
-    @property
-    def image_size(self):
-        return self.estimator.image_size
-
-    @property
-    def tracking(self):
-        return getattr(self.estimator, "tracking", False)
-
-    @property
-    def tracking_uri(self):
-        return getattr(self.estimator, "tracking_uri", None)
-
-    @property
-    def experiment(self):
-        return getattr(self.estimator, "experiment", "pneumonia-cnn")
-
-    @property
-    def history_(self):
-        return getattr(self.estimator, "history_", None)
-
     # -- saving -------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save as a model folder: the network's files plus ``site_calibration.json``."""
@@ -449,35 +426,21 @@ def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
 
 
 def _log_calibration_run(model: SiteCalibratedCNN, source, X, y, groups) -> str:
-    from . import serving
-    from .tracking import TrackedRun, data_label, image_dataset, model_name
+    c = model.calibration_
 
-    parent = getattr(model.estimator, "mlflow_run_id_", None)
-    data = data_label(source)
-    run = TrackedRun.start(tracking_uri=model.tracking_uri, experiment=model.experiment,
-                           run_name=f"calibrate {data}", parent_run_id=parent,
-                           tags={"kind": "calibration", "eval_on": data,
-                                 **({"model_run_id": parent} if parent else {})})
-    try:
-        c = model.calibration_
-        run.log_params({"data": data, "method": str(model.method),
-                        "target_sensitivity": str(c["target_sensitivity"])})
-        model.mlflow_run_id_ = run.run_id
-        model.mlflow_model_id_ = serving.log_model(run, model, model_name(f"calibrated {data}"))
-        dataset = image_dataset(data, X, y, source, groups)
-        run.log_dataset(dataset, "calibration", model_id=model.mlflow_model_id_)
+    def results(run, model_id, dataset):
         run.log_headline({"sensitivity": c["sensitivity"], "specificity": c["specificity"],
                           "ci95": {"sensitivity": c["sensitivity_ci95"],
                                    "specificity": c["specificity_ci95"]},
                           "n_images": c["n_NORMAL"] + c["n_PNEUMONIA"],
-                          "threshold": c["threshold"]},
-                         model_id=model.mlflow_model_id_, dataset=dataset)
-        run.log_dict(c, "calibration/calibration.json")
-    except BaseException as exc:
-        run.end_after_error(exc)
-        raise
-    run.end("FINISHED")
-    return run.run_id
+                          "threshold": c["threshold"]}, model_id=model_id, dataset=dataset)
+
+    return log_site_run(model, kind="calibration", verb="calibrate", source=source, X=X, y=y,
+                        groups=groups, params={"method": str(model.method),
+                                               "target_sensitivity": str(
+                                                   c["target_sensitivity"]),
+                                               "confidence": str(c["confidence"])},
+                        summary=c, log_results=results)
 
 
 def load_model(path, tracking_uri: str | None = None):

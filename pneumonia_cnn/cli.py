@@ -676,12 +676,7 @@ def cmd_calibrate(args) -> int:
     path = model.save(args.model_out)
     c = model.calibration_
     if args.json:
-        from .plots import strict_json
-
-        print(json.dumps(strict_json({**c, "model_out": str(path),
-                                      "mlflow_run_id": model.mlflow_run_id_}),
-                         allow_nan=False))
-        return 0
+        return _print_saved_json(c, path, model)
     print(f"Calibrated on {c['n_NORMAL']} NORMAL and {c['n_PNEUMONIA']} PNEUMONIA images of "
           f"{args.data_dir}" + (f" (probabilities: {args.method})" if args.method else ""))
     print(f"Threshold {c['threshold']:.4f} (was {c['base_threshold']:.4f})"
@@ -703,6 +698,15 @@ def cmd_calibrate(args) -> int:
     print(f"Calibrated model saved to {path}"
           + (f"; MLflow run {model.mlflow_run_id_}, logged model "
              f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))
+    return 0
+
+
+def _print_saved_json(summary: dict, path, model) -> int:
+    """A site step's summary, where the model was saved and its run, as strict JSON."""
+    from .plots import strict_json
+
+    print(json.dumps(strict_json({**summary, "model_out": str(path),
+                                  "mlflow_run_id": model.mlflow_run_id_}), allow_nan=False))
     return 0
 
 
@@ -745,12 +749,7 @@ def cmd_adapt(args) -> int:
     path = model.save(args.model_out)
     a = model.adaptation_
     if args.json:
-        from .plots import strict_json
-
-        print(json.dumps(strict_json({**a, "model_out": str(path),
-                                      "mlflow_run_id": model.mlflow_run_id_}),
-                         allow_nan=False))
-        return 0
+        return _print_saved_json(a, path, model)
 
     def ci(key):
         lo, hi = a[key + "_ci90"] or (float("nan"), float("nan"))
