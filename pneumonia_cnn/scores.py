@@ -1,14 +1,12 @@
-"""Score distributions in logit space: one class's scores as a shape that can be moved, its
-smoothed quantiles and tail shares. Shared by the fit's threshold rule
-(:func:`threshold_for_sensitivity_smooth`) and site adaptation
-(:mod:`pneumonia_cnn.adaptation`)."""
+"""Score distributions in logit space: one class's scores as a shape that can be moved (a
+kernel density), its quantiles and tail shares. Used by site adaptation
+(:mod:`pneumonia_cnn.adaptation`) and calibration with unlabelled films."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ClassShape", "logit", "sigmoid", "smooth_quantile", "smooth_share",
-           "threshold_for_sensitivity_smooth"]
+__all__ = ["ClassShape", "logit", "sigmoid", "smooth_quantile", "smooth_share"]
 
 #: Logits are clipped to this range (probabilities 1e-7 .. 1 - 1e-7).
 LOGIT_CLIP = 16.0
@@ -68,18 +66,3 @@ def smooth_share(shape: ClassShape, loc, scale, t, above: bool) -> float:
     p_above = float(np.mean(norm.sf((z - shape.z) / shape.bw)))
     return p_above if above else 1.0 - p_above
 
-
-def threshold_for_sensitivity_smooth(y_pos, scores, target: float) -> float:
-    """The threshold that keeps ``target`` of the PNEUMONIA scores above it, read off a
-    kernel density of their logits rather than an order statistic.
-
-    The tail quantile of a hold-out's PNEUMONIA scores (the split-conformal rule) rests on one
-    or two films: it moved 0.11 <-> 0.31 between two seeds of the same model. The smoothed
-    quantile uses the whole class's shape and moves far less (benchmarks/robustness.py).
-    """
-    z = logit(np.asarray(scores, float)[np.asarray(y_pos, bool)])
-    if z.size < 2:
-        raise ValueError("the smoothed threshold needs at least 2 PNEUMONIA scores")
-    shape = ClassShape(z)
-    return float(np.clip(sigmoid(smooth_quantile(shape, shape.loc, shape.scale, target)),
-                         0.0, 1.0))

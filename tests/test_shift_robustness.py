@@ -236,7 +236,7 @@ def test_format_1_model_folders_load_with_the_levers_off(fitted_tiny, synthetic_
 
 def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(synthetic_data):
     from pneumonia_cnn.data import grouped_split
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+    from pneumonia_cnn.evaluation import threshold_for_sensitivity, threshold_for_sensitivity_hd
 
     d = synthetic_data
     kw = {**TINY, "validation_fraction": 0.3}
@@ -244,8 +244,10 @@ def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(syn
     _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
     p = clf.predict_proba(d.X[va])[:, 1]
     y_pos = d.y[va] == "PNEUMONIA"
-    assert np.mean(p[y_pos] >= clf.threshold_) >= 0.9
-    assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
+    assert clf.threshold_ == pytest.approx(threshold_for_sensitivity_hd(y_pos, p, 0.9))
+    conformal = PneumoniaCNN(**{**kw, "threshold": "conformal"}, target_sensitivity=0.9).fit(d)
+    assert np.mean(p[y_pos] >= conformal.threshold_) >= 0.9
+    assert conformal.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
     assert (clf.predict(d.X) == np.where(clf.predict_proba(d.X)[:, 1] >= clf.threshold_,
                                          "PNEUMONIA", "NORMAL")).all()
     with pytest.raises(ValueError, match="target_sensitivity must be a number in"):
@@ -323,7 +325,7 @@ def test_ensemble_operating_point_is_chosen_on_the_shared_hold_out(synthetic_dat
 
     d = synthetic_data
     clf = PneumoniaCNN(**{**TINY, "n_networks": 2, "validation_fraction": 0.3,
-                          "threshold": "target", "target_sensitivity": 0.9}).fit(d)
+                          "threshold": "conformal", "target_sensitivity": 0.9}).fit(d)
     _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
     p = clf.predict_proba(d.X[va])[:, 1]
     assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
