@@ -28,6 +28,7 @@ measurements: evaluate it on labelled films of the site when you have them, and 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -345,7 +346,7 @@ def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = 
     -------
     SiteAdaptedCNN
     """
-    from .evaluation import image_arrays
+    from .evaluation import image_arrays, training_overlap
 
     check_is_fitted(estimator, "model_")
     if isinstance(estimator, SiteAdaptedCNN) or hasattr(estimator, "calibration_"):
@@ -358,6 +359,12 @@ def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = 
             f"adaptation needs at least {MIN_SITE_FILMS} unlabelled films of the site, got "
             f"{len(images)}: with fewer, the site's score distribution cannot be told from "
             "noise. Add films, or calibrate on labelled ones (`pneumonia-cnn calibrate`)")
+    overlap = training_overlap(estimator, images)
+    if overlap:
+        warnings.warn(f"{overlap} of the {len(images)} site films are identical to training "
+                      "films of this model: their scores are optimistic, and so is the "
+                      "adapted operating point; adapt on films the model never saw",
+                      UserWarning, stacklevel=2)
     net = recalibrate_batch_norm(estimator, images) if batch_norm else estimator
     model = SiteAdaptedCNN(net, target_sensitivity=target_sensitivity,
                            n_bootstrap=n_bootstrap, random_state=random_state)

@@ -877,8 +877,9 @@ class PneumoniaCNN(KerasClassifier):
             return 0.5
         scores = self.validation_scores_
         if self.threshold == "target":
-            return threshold_for_sensitivity_hd(self.validation_labels_ == 1, scores,
-                                                float(self.target_sensitivity))
+            return threshold_for_sensitivity_hd(
+                np.where(self.validation_labels_ == 1, "PNEUMONIA", "NORMAL"), scores,
+                float(self.target_sensitivity))
         if self.threshold == "conformal":
             return threshold_for_sensitivity(y_val, scores, float(self.target_sensitivity))
         fpr, tpr, thresholds = roc_curve(self.validation_labels_, scores)

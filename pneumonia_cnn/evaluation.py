@@ -202,8 +202,6 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
 
 def trust_warnings(estimator, X, result: dict) -> list:
     """Reasons not to trust an evaluation's numbers, as sentences (empty when none)."""
-    from .data import image_fingerprints
-
     out = []
     n = result["n_images"]
     if n < 100:
@@ -215,15 +213,22 @@ def trust_warnings(estimator, X, result: dict) -> list:
         out.append(f"the model calls every image {counts.index[0]}: check the threshold "
                    f"({result['threshold']:.3f}) and that these images are chest X-rays like "
                    "the training ones")
+    overlap = training_overlap(estimator, X)
+    if overlap:
+        out.append(f"{overlap} of the {n} evaluation images are identical to training "
+                   "images of this model: these numbers are optimistic; evaluate on "
+                   "images (and patients) the model never saw")
+    return out
+
+
+def training_overlap(estimator, X) -> int:
+    """How many images of ``X`` are pixel-identical to the model's training images (0 when
+    the model kept no fingerprints)."""
+    from .data import image_fingerprints
+
     net = getattr(estimator, "estimator", estimator)
     seen = set(getattr(net, "train_fingerprints_", None) or [])
-    if seen:
-        overlap = int(sum(f in seen for f in image_fingerprints(X)))
-        if overlap:
-            out.append(f"{overlap} of the {n} evaluation images are identical to training "
-                       "images of this model: these numbers are optimistic; evaluate on "
-                       "images (and patients) the model never saw")
-    return out
+    return int(sum(f in seen for f in image_fingerprints(X))) if seen else 0
 
 
 def _load_source(estimator, source):

@@ -153,6 +153,14 @@ def test_adapt_predicts_saves_loads_and_calibrates(fitted_with_holdout, site_dir
     assert isinstance(load_model(tmp_path / "adapted"), PneumoniaCNN)
 
 
+def test_adapt_warns_about_the_model_s_own_training_films(fitted_with_holdout, tmp_path):
+    root = make_synthetic_dataset(tmp_path / "train", n_normal=40, n_pneumonia=60, size=40,
+                                  random_state=3)  # the fixture's training films
+    with pytest.warns(UserWarning, match="identical to training films of this model"):
+        adapt(fitted_with_holdout, load_image_folder(root, 32, cache=False), n_bootstrap=5,
+              track=False)
+
+
 def test_adapt_refuses_too_few_films_and_models_without_holdout_scores(
         fitted_with_holdout, fitted_tiny, site_dir):
     site = load_image_folder(site_dir, 32, cache=False)

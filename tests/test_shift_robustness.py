@@ -244,7 +244,7 @@ def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(syn
     _, va = grouped_split(d.y, d.groups, 0.3, random_state=0)
     p = clf.predict_proba(d.X[va])[:, 1]
     y_pos = d.y[va] == "PNEUMONIA"
-    assert clf.threshold_ == pytest.approx(threshold_for_sensitivity_hd(y_pos, p, 0.9))
+    assert clf.threshold_ == pytest.approx(threshold_for_sensitivity_hd(d.y[va], p, 0.9))
     conformal = PneumoniaCNN(**{**kw, "threshold": "conformal"}, target_sensitivity=0.9).fit(d)
     assert np.mean(p[y_pos] >= conformal.threshold_) >= 0.9
     assert conformal.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
