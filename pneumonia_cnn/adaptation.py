@@ -114,12 +114,19 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
             break
         prev_ll = ll
     t_logit = smooth_quantile(shapes[1], loc[1], scale[1], float(target_sensitivity))
+    sens = smooth_share(shapes[1], loc[1], scale[1], t_logit, above=True)
+    # specificity from the site's own films, not from the NORMAL component's shape (a
+    # location shift cannot widen its upper tail, and NORMAL films at a new site do spread):
+    # the films below the threshold, less the PNEUMONIA films expected there, over the
+    # NORMAL films expected in all
+    pool = unknown if unknown.sum() >= 10 else np.ones(s.size, bool)
+    below = float(np.mean(s[pool] < t_logit))
+    spec = float(np.clip((below - pi * (1 - sens)) / max(1 - pi, 1e-6), 0.0, 1.0))
     return {
         "prevalence": pi,
         "threshold": float(np.clip(sigmoid(t_logit), 0.0, 1.0)),
-        "expected_sensitivity": smooth_share(shapes[1], loc[1], scale[1], t_logit, above=True),
-        "expected_specificity": smooth_share(shapes[0], loc[0], scale[0], t_logit,
-                                              above=False),
+        "expected_sensitivity": sens,
+        "expected_specificity": spec,
         "site_logit": {"NORMAL": [loc[0], scale[0]], "PNEUMONIA": [loc[1], scale[1]]},
         "holdout_logit": {"NORMAL": [shapes[0].loc, shapes[0].scale],
                           "PNEUMONIA": [shapes[1].loc, shapes[1].scale]},

@@ -66,3 +66,29 @@ def test_stress_and_site_calibration_on_real_films(real_train_dir):
     assert result["sensitivity"] > 0.85 and result["roc_auc"] > 0.9
     lo, hi = result["ci95"]["roc_auc"]
     assert lo < result["roc_auc"] < hi
+
+
+def test_label_free_adaptation_on_a_real_later_batch(real_train_dir):
+    """Small budget: a network trained on the middle acquisition batches of the real films,
+    adapted without labels to the latest batch: it estimates the batch's prevalence and its
+    threshold keeps the sensitivity there."""
+    import warnings
+
+    from pneumonia_cnn.adaptation import adapt
+    from pneumonia_cnn.batches import batch_masks
+
+    data = load_image_folder(real_train_dir, 64)
+    early, late = batch_masks(data.paths)
+    middle = ~early & ~late
+    clf = PneumoniaCNN(image_size=64, filters=(8, 16, 32), epochs=5, n_networks=1,
+                       validation_fraction=0.2, random_state=0, tracking=False)
+    clf.fit(data.X[middle], data.y[middle], groups=data.groups[middle])
+    y = data.y[late] == "PNEUMONIA"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        site = adapt(clf, data.X[late], n_bootstrap=20, track=False)
+    a = site.adaptation_
+    assert abs(a["prevalence"] - y.mean()) < 0.1, a["prevalence"]
+    p = site.predict_proba(data.X[late])[:, 1]
+    assert np.mean(p[y] >= site.threshold_) >= 0.9
+    assert roc_auc_score(y, p) > 0.9
