@@ -250,3 +250,28 @@ def test_calibrate_with_unlabelled_site_films_uses_the_site_mixture(
                  str(tmp_path / "cal3"), "--no-tracking"]) == 0
     assert "Promise: sensitivity >= 0.95 on the site's next films with probability" in (
         capsys.readouterr().out)
+
+
+def test_format_2_folders_load_and_adapt_says_what_they_lack(fitted_with_holdout, site_dir,
+                                                             tmp_path):
+    """A folder of the previous release: no hold-out scores, no border_mask, explicit
+    architecture. It loads with its own values and predicts as before; adapt refuses it
+    with the reason."""
+    path = fitted_with_holdout.save(tmp_path / "v2")
+    meta_file = path / "pneumonia_cnn.json"
+    meta = json.loads(meta_file.read_text())
+    meta["format_version"] = 2
+    for k in ("validation_scores", "validation_labels"):
+        meta.pop(k)
+    meta["params"].pop("border_mask")
+    meta["params"].update(filters=[4, 8], convs_per_block=1, global_pooling=False,
+                          dense_units=8, augmentation=None)
+    meta_file.write_text(json.dumps(meta))
+    old = PneumoniaCNN.load(path)
+    assert old.validation_scores_ is None and old.border_mask == 0.0
+    assert old.architecture()["filters"] == (4, 8)
+    site = load_image_folder(site_dir, 32, cache=False)
+    np.testing.assert_allclose(old.predict_proba(site.X),
+                               fitted_with_holdout.predict_proba(site.X), rtol=1e-5)
+    with pytest.raises(ValueError, match="kept no validation hold-out scores"):
+        adapt(old, site, batch_norm=False, track=False)
