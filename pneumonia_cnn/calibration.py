@@ -41,6 +41,7 @@ from .evaluation import (
     POSITIVE,
     decision_threshold,
     image_arrays,
+    training_overlap,
     wilson_interval,
 )
 from .wrappers import NetworkWrapper, log_site_run
@@ -129,6 +130,12 @@ class SiteCalibratedCNN(NetworkWrapper):
         array), used to estimate the site's score distributions."""
         self._check_params()
         X, y, _, _ = image_arrays(self.estimator, X, y)
+        overlap = training_overlap(self.estimator, X)
+        if overlap:
+            warnings.warn(f"{overlap} of the {len(X)} calibration images are identical to "
+                          "training images of this model: their scores are optimistic, and "
+                          "so is the operating point set on them; calibrate on films the "
+                          "model never saw", UserWarning, stacklevel=2)
         counts = {c: int((y == c).sum()) for c in (NEGATIVE, POSITIVE)}
         small = {c: n for c, n in counts.items() if n < MIN_PER_CLASS}
         if small:
@@ -185,6 +192,8 @@ class SiteCalibratedCNN(NetworkWrapper):
         rule, confidence = "fixed", None
         if self.threshold is not None:
             t = float(self.threshold)
+            if not 0.0 <= t <= 1.0:  # NaN included (a damaged file)
+                raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
         elif saved_threshold is not None:  # on load: the bootstrap is not redone
             t, rule = float(saved_threshold), ("mixture" if self.unlabelled_scores_ is not None
                                                else "conformal")

@@ -853,12 +853,17 @@ def cmd_predict(args) -> int:
     data = _read_inputs(args.inputs, clf.image_size)
     proba = clf.predict_proba(data.X)[:, list(clf.classes_).index("PNEUMONIA")]
     labels = clf.predict(data.X)
+    import csv
+
+    # a real TSV writer: a tab, newline or quote in a file name is quoted, never a new row
+    writer = None if args.json else csv.writer(sys.stdout, delimiter="\t",
+                                               lineterminator="\n")
     for path, label, p in zip(data.paths, labels, proba):
         if args.json:
             print(json.dumps({"path": str(path), "label": str(label),
                               "probability_pneumonia": round(float(p), 6)}))
         else:
-            print(f"{path}\t{label}\t{p:.4f}")
+            writer.writerow([str(path), str(label), f"{p:.4f}"])
     return 0
 
 

@@ -266,7 +266,7 @@ def find_class_folders(root: str | os.PathLike, classes: Sequence[str] = CLASS_N
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = []
+    files, special = [], []
     top = os.path.realpath(folder)
     seen = {top}
     # symlinked sub-folders are followed (a data set assembled with links is common), each
@@ -283,10 +283,29 @@ def _image_files(folder: Path) -> list[Path]:
         for name in sorted(filenames):
             if _is_hidden(name):
                 continue
+            path = Path(dirpath) / name
+            if not _regular_or_missing(path):  # a FIFO named x.png would block the read
+                special.append(str(path))
+                continue
             suffix = Path(name).suffix.lower()
-            if suffix in IMAGE_EXTENSIONS or (not suffix and is_dicom(Path(dirpath) / name)):
-                files.append(Path(dirpath) / name)
+            if suffix in IMAGE_EXTENSIONS or (not suffix and is_dicom(path)):
+                files.append(path)
+    if special:
+        warnings.warn(f"skipped {len(special)} entr{'y' if len(special) == 1 else 'ies'} that "
+                      f"are not regular files (FIFO, socket or device), first: {special[0]}",
+                      UnreadableImageWarning, stacklevel=3)
     return files
+
+
+def _regular_or_missing(path: Path) -> bool:
+    """False for an existing entry that is not a regular file (FIFO, socket, device); a
+    broken link stays in the list, to be reported as unreadable with the other files."""
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
 
 
 # ---------------------------------------------------------------------------------------------

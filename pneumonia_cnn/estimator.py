@@ -1016,9 +1016,11 @@ class PneumoniaCNN(KerasClassifier):
                             "newer version; load it with that version, or retrain")
         try:
             est = cls(**params)
-        except TypeError as exc:
+            est._check_shift_params()  # a threshold of NaN or -3 is not used, whatever saved it
+        except (TypeError, ValueError) as exc:
             raise DataError(f"{meta_file} has parameters this version cannot use ({exc}); "
-                            "retrain the model") from None
+                            "the file is damaged or from another version: retrain the "
+                            "model") from None
         try:
             with warnings.catch_warnings():
                 # the optimizer's state is not needed to predict (a refit starts afresh)
@@ -1038,7 +1040,14 @@ class PneumoniaCNN(KerasClassifier):
         est.best_epoch_ = meta.get("best_epoch")
         est.mlflow_run_id_ = meta.get("mlflow_run_id")
         est.mlflow_model_id_ = meta.get("mlflow_model_id")
-        est.threshold_ = float(meta.get("threshold", 0.5))
+        try:
+            est.threshold_ = float(meta.get("threshold", 0.5))
+        except (TypeError, ValueError):
+            est.threshold_ = float("nan")
+        if not 0.0 <= est.threshold_ <= 1.0:  # NaN fails too
+            raise DataError(f"{meta_file}: threshold {meta.get('threshold')!r} is not a "
+                            "probability in [0, 1]; the model folder is damaged: save or "
+                            "train the model again")
         est.train_fingerprints_ = list(meta.get("train_fingerprints", []))
         est.validation_scores_ = est.validation_labels_ = None
         scores, labels = meta.get("validation_scores"), meta.get("validation_labels")

@@ -238,6 +238,7 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
     """Write one overlay PNG per image and ``index.html`` (all of them with their
     probabilities, side by side). Returns the PNG files."""
     import html
+    from urllib.parse import quote
 
     import matplotlib.pyplot as plt
 
@@ -257,7 +258,7 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
         if progress and ((i + 1) % 20 == 0 or i + 1 == n):
             print(f"  {i + 1}/{n} overlays written", flush=True)
     cells = "\n".join(
-        f'<figure><img src="{html.escape(Path(f).name)}" width="240"><figcaption>'
+        f'<figure><img src="{html.escape(quote(Path(f).name))}" width="240"><figcaption>'
         f"{html.escape(str(result.paths[i]) if result.paths is not None else Path(f).name)}"
         f"<br>P(PNEUMONIA) = {result.probabilities[i]:.3f}: {result.labels[i]}"
         "</figcaption></figure>" for i, f in enumerate(files))

@@ -208,6 +208,10 @@ def _load_medmnist(path: Path, split: str, image_size: int) -> ImageData:
 
     with np.load(path, allow_pickle=False) as z:
         images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+    if len(labels) != len(images):  # joined splits would shift labels onto other images
+        raise DataError(f"{path}: {split}_labels holds {len(labels)} labels for "
+                        f"{len(images)} images in {split}_images; the file is damaged or not "
+                        "a MedMNIST file: download it again")
     labels = np.asarray(labels).reshape(len(labels), -1)
     if labels.shape[1] != 1 or not set(np.unique(labels).tolist()) <= {0, 1}:
         raise DataError(f"{path}: {split}_labels must be one 0 (normal) or 1 (pneumonia) per "

@@ -203,3 +203,33 @@ def test_evaluate_reports_brier_cis_and_a_reliability_diagram(fitted_tiny, site,
     assert (tmp_path / "reliability_diagram.png").stat().st_size > 5000
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["ci95"]["roc_auc"] == pytest.approx(result["ci95"]["roc_auc"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -3, "high"])
+def test_a_saved_threshold_outside_0_1_is_refused_on_load(fitted_tiny, site, tmp_path, bad):
+    """A damaged folder is not used with a threshold nobody chose (issue 22, finding 12)."""
+    path = fitted_tiny.save(tmp_path / "m")
+    meta = json.loads((path / "pneumonia_cnn.json").read_text())
+    meta["threshold"] = bad
+    (path / "pneumonia_cnn.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="threshold"):
+        load_model(path)
+    meta["threshold"] = 0.5
+    meta["params"]["threshold"] = bad  # a fixed threshold parameter
+    (path / "pneumonia_cnn.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="threshold"):
+        load_model(path)
+    # a fixed-threshold site calibration
+    fitted_tiny.save(tmp_path / "ok")
+    calibrate(fitted_tiny, site, threshold=0.4, track=False).save(tmp_path / "cal")
+    info = json.loads((tmp_path / "cal" / CALIBRATION_FILE).read_text())
+    info["threshold"] = info["threshold_"] = bad
+    (tmp_path / "cal" / CALIBRATION_FILE).write_text(json.dumps(info))
+    with pytest.raises(DataError, match="damaged"):
+        load_model(tmp_path / "cal")
+
+
+def test_calibrating_on_the_model_s_training_films_is_warned_about(fitted_tiny, synthetic_data):
+    """(issue 22, finding 10: evaluate warned, calibrate did not)"""
+    with pytest.warns(UserWarning, match="identical to training images of this model"):
+        calibrate(fitted_tiny, synthetic_data, threshold=0.5, track=False)

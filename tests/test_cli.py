@@ -204,3 +204,20 @@ def test_readme_commands_run_as_written_after_the_set_up():
     assert not re.findall(r"(?m)^(?:python|mlflow) ", readme)
     for script in re.findall(r"\.venv/bin/python ((?:experiments|benchmarks)/\w+\.py)", readme):
         assert (root / script).is_file(), script
+
+
+def test_predict_quotes_file_names_that_hold_tabs_or_newlines(fitted_tiny, synthetic_dir,
+                                                              tmp_path, capsys):
+    """A tab or newline in a name must not forge rows (issue 22, finding 15)."""
+    import csv
+    import io
+    import shutil
+
+    fitted_tiny.save(tmp_path / "model")
+    one = next((synthetic_dir / "NORMAL").iterdir())
+    odd = tmp_path / "a\tb\nPNEUMONIA\t0.99.png"
+    shutil.copy(one, odd)
+    assert main(["predict", str(tmp_path / "model"), str(odd), str(one)]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out), delimiter="\t"))
+    assert len(rows) == 2 and rows[0][0] == str(odd) and rows[1][0] == str(one)
+    assert all(len(r) == 3 for r in rows)

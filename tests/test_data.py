@@ -255,3 +255,22 @@ def test_the_same_film_in_both_classes_and_linked_folders_are_not_silent(tmp_pat
         data = load_image_folder(root, 32, cache=False)
     assert any(str(p).endswith("personZ_x.png") for p in data.paths)
     assert len(data) == 8
+
+
+def test_a_fifo_named_like_an_image_is_skipped_not_read(synthetic_dir, tmp_path):
+    """Reading a FIFO blocks forever (issue 22, finding 16): only regular files are read."""
+    import os
+    import shutil
+    import warnings
+
+    from pneumonia_cnn import load_image_folder
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_dir, root)
+    os.mkfifo(root / "NORMAL" / "trap.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_image_folder(root, 32, cache=False)
+    assert not any("trap.png" in str(p) for p in data.paths)
+    assert any("not regular files" in str(w.message) and "trap.png" in str(w.message)
+               for w in caught)

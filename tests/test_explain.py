@@ -159,3 +159,20 @@ def test_error_gallery_is_written_and_logged(films, trained, tmp_path):
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(result["mlflow_run_id"],
                                                                   "evaluation")}
     assert "evaluation/error_gallery.png" in names and "evaluation/per_image.csv" in names
+
+
+def test_index_links_to_overlays_whose_names_hold_url_characters(fitted_tiny, synthetic_dir,
+                                                                 tmp_path):
+    """'#' and '%41' in a file name must still load the picture (issue 22, finding 20)."""
+    import shutil
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    one = next((synthetic_dir / "NORMAL").iterdir())
+    odd = tmp_path / "film #2 %41.png"
+    shutil.copy(one, odd)
+    result = explain(fitted_tiny, [str(odd)], out_dir=tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text()
+    src = page.split('<img src="', 1)[1].split('"', 1)[0]
+    assert "#" not in src and (tmp_path / "out" / unquote(src)).is_file()
+    assert unquote(src) == Path(result.files[0]).name

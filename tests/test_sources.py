@@ -207,3 +207,14 @@ def test_a_csv_film_under_both_labels_is_warned_about(synthetic_dir, tmp_path):
     (tmp_path / "b.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     with pytest.warns(UserWarning, match="appear in more than one class"):
         load_csv(tmp_path / "b.csv", 32)
+
+
+def test_a_medmnist_file_with_more_labels_than_images_is_refused(tmp_path):
+    """Joined train+val labels would shift onto the wrong images (issue 22, finding 8)."""
+    X = np.zeros((6, 28, 28), np.uint8)
+    np.savez(tmp_path / "bad.npz", train_images=X, train_labels=np.zeros((7, 1), np.uint8),
+             val_images=X, val_labels=np.zeros((6, 1), np.uint8))
+    with pytest.raises(DataError, match="7 labels for 6 images"):
+        load_data(str(tmp_path / "bad.npz") + ":train", 28)
+    with pytest.raises(DataError, match="7 labels for 6 images"):
+        load_data(str(tmp_path / "bad.npz"), 28, role="train")
