@@ -534,6 +534,9 @@ def cmd_train(args) -> int:
                   + (f" and to MLflow run {logged} (artifact checkpoint/)" if logged else ""),
                   file=sys.stderr)
         raise
+    problem = clf.learned_nothing()
+    if problem:
+        raise CLIError(f"{problem}; no model was saved")
     path = clf.save(args.model_out)
     hist = clf.history_
     histories = getattr(clf, "member_histories_", None) or [hist]

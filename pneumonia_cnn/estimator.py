@@ -595,6 +595,7 @@ class PneumoniaCNN(KerasClassifier):
                 validation = self._fit_network(X, y, sample_weight, groups, run, start,
                                                **kwargs)
             self.history_ = dict(self.history_)
+            self._check_not_diverged(X)
             self.threshold_ = self._choose_threshold(*(validation or (None, None)))
             self.fit_time_ = time.perf_counter() - start
         except BaseException as exc:
@@ -621,6 +622,35 @@ class PneumoniaCNN(KerasClassifier):
         if isinstance(out["filters"], list):
             out["filters"] = tuple(out["filters"])
         return out
+
+    def learned_nothing(self) -> str | None:
+        """Why the fitted network is no usable model (it ranks its validation hold-out no
+        better than chance), or None. ``fit`` warns with it; the CLI refuses to save such
+        a model."""
+        scores = getattr(self, "validation_scores_", None)
+        if scores is None:
+            return None
+        from sklearn.metrics import roc_auc_score
+
+        auc = float(roc_auc_score(self.validation_labels_, scores))
+        if auc > 0.5:
+            return None
+        return (f"the fitted network ranks its validation hold-out no better than chance "
+                f"(ROC AUC {auc:.3f}): it has learned nothing usable; check the labels, "
+                f"train longer or lower the learning rate (now {self.learning_rate:g})")
+
+    def _check_not_diverged(self, X) -> None:
+        """A fit whose network gives non-finite scores (a learning rate that blew the weights
+        up) is an error, not a model: ``predict`` would answer NaN for every film."""
+        rows = np.arange(min(len(X), 32))
+        sample = X[rows] if not isinstance(X, ImageStream) else X[rows].read()
+        scores = self.predict_proba(sample)[:, 1]
+        if not np.isfinite(scores).all():
+            raise ValueError(
+                "the fit diverged: the trained network gives non-finite probabilities (NaN "
+                f"or infinity) for {int((~np.isfinite(scores)).sum())} of {len(scores)} "
+                f"training images; nothing usable was learned. Lower learning_rate (now "
+                f"{self.learning_rate:g}), keep batch_norm=True, or use optimizer='adam'")
 
     def check_params(self) -> None:
         """Validate every parameter before any work, naming the parameter and what it must
@@ -868,6 +898,9 @@ class PneumoniaCNN(KerasClassifier):
             if y_pos.any() and not y_pos.all():
                 self.validation_scores_ = self.predict_proba(X_val)[:, 1].astype(float)
                 self.validation_labels_ = y_pos.astype(int)
+        problem = self.learned_nothing()
+        if problem:
+            warnings.warn(problem, UserWarning, stacklevel=3)
         if self.threshold not in ("auto", "target", "conformal"):
             return float(self.threshold)
         if self.validation_scores_ is None:

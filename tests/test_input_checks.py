@@ -95,6 +95,8 @@ def test_a_saved_tracking_uri_does_not_decide_where_runs_go(saved, monkeypatch):
 def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
     import os
 
+    import warnings
+
     from pneumonia_cnn.cli import main
 
     args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "1", "--image-size", "32",
@@ -204,3 +206,45 @@ def test_ctrl_c_anywhere_in_a_fit_ends_its_run(where, synthetic_data, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         clf.fit(synthetic_data.X, synthetic_data.y)
     assert mlflow.MlflowClient(uri).get_run(clf.mlflow_run_id_).info.status == "KILLED"
+
+
+def test_a_diverged_fit_is_an_error_and_writes_no_model(synthetic_dir, tmp_path, capsys):
+    """learning rate 1e6 with SGD and no batch norm: NaN weights. Not 'model saved' with
+    threshold nan (issue 22, finding 2)."""
+    import warnings
+
+    from pneumonia_cnn.cli import main
+
+    args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "2", "--image-size", "32",
+            "--filters", "4", "--n-networks", "1", "--quiet", "--learning-rate", "1e6",
+            "--optimizer", "sgd", "--no-batch-norm", "--model-out", str(tmp_path / "m")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    # NaN weights, or weights so large that every film gets the same probability
+    assert ("the fit diverged" in err or "no better than chance" in err) and (
+        "Traceback" not in err)
+    assert not (tmp_path / "m").exists()
+    # the API: NaN scores are an error; saturated constant scores are warned about
+    clf = PneumoniaCNN(**{**TINY, "learning_rate": 1e6, "optimizer": "sgd",
+                          "batch_norm": False, "validation_fraction": 0.3})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            clf.fit(synthetic_dir)
+            diverged = False
+        except ValueError as exc:
+            assert "the fit diverged" in str(exc)
+            diverged = True
+    assert diverged or any("no better than chance" in str(w.message) for w in caught)
+
+
+def test_non_finite_scores_after_a_fit_are_an_error(fitted_tiny, synthetic_data):
+    import copy
+
+    broken = copy.deepcopy(fitted_tiny)
+    weights = broken.model_.get_weights()
+    weights[0] = np.full_like(weights[0], np.nan)
+    broken.model_.set_weights(weights)
+    with pytest.raises(ValueError, match="the fit diverged: .*non-finite"):
+        broken._check_not_diverged(synthetic_data.X)
+    fitted_tiny._check_not_diverged(synthetic_data.X)  # a sound network passes
