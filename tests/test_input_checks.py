@@ -243,7 +243,7 @@ def test_non_finite_scores_after_a_fit_are_an_error(fitted_tiny, synthetic_data)
 
     broken = copy.deepcopy(fitted_tiny)
     weights = broken.model_.get_weights()
-    weights[0] = np.full_like(weights[0], np.nan)
+    weights[-1] = np.full_like(weights[-1], np.nan)  # the output unit's bias
     broken.model_.set_weights(weights)
     with pytest.raises(ValueError, match="the fit diverged: .*non-finite"):
         broken._check_not_diverged(synthetic_data.X)
