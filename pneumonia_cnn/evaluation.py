@@ -95,7 +95,9 @@ def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
         auc = float("nan")
     else:
         auc = float(roc_auc_score(y_true == pos, y_score))
-    kw = {"zero_division": 0}
+    # undefined is NaN (null in JSON), never 0.0: a set without PNEUMONIA films has no
+    # sensitivity, one without NORMAL films no specificity, no positive call no precision
+    kw = {"zero_division": np.nan}
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "roc_auc": auc,
@@ -103,14 +105,15 @@ def metrics_from_scores(y_true, y_score, threshold: float = 0.5,
         "sensitivity": float(recall_score(y_true, y_pred, pos_label=pos, **kw)),
         "specificity": float(recall_score(y_true, y_pred, pos_label=neg, **kw)),
         "precision": float(precision_score(y_true, y_pred, pos_label=pos, **kw)),
-        "f1": float(f1_score(y_true, y_pred, pos_label=pos, **kw)),
+        "f1": (float(f1_score(y_true, y_pred, pos_label=pos, **kw))
+               if (y_true == pos).any() else float("nan")),  # no positives: undefined
         "n_images": int(len(y_true)),
         "threshold": float(threshold),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(labels)).tolist(),
         "classification_report": classification_report(
-            y_true, y_pred, labels=list(labels), output_dict=True, **kw),
+            y_true, y_pred, labels=list(labels), output_dict=True, zero_division=0),
         "classification_report_text": classification_report(
-            y_true, y_pred, labels=list(labels), digits=3, **kw),
+            y_true, y_pred, labels=list(labels), digits=3, zero_division=0),
     }
 
 
@@ -208,6 +211,13 @@ def trust_warnings(estimator, X, result: dict) -> list:
         lo, hi = result["ci95"]["accuracy"]
         out.append(f"only {n} images: accuracy {result['accuracy']:.3f} has a 95% interval of "
                    f"{lo:.3f}-{hi:.3f}; evaluate on more images before trusting the numbers")
+    present = set(np.asarray(result["per_image"]["true"]).astype(str)) if (
+        "true" in result["per_image"]) else {NEGATIVE, POSITIVE}
+    for cls, undefined in ((POSITIVE, "sensitivity, precision and F1"),
+                           (NEGATIVE, "specificity")):
+        if cls not in present:
+            out.append(f"no {cls} images: {undefined} and the ROC AUC are undefined (null), "
+                       "not 0; evaluate on images of both classes")
     counts = result["per_image"]["predicted"].value_counts()
     if len(counts) == 1:
         out.append(f"the model calls every image {counts.index[0]}: check the threshold "

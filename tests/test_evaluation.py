@@ -46,6 +46,20 @@ def test_one_class_gives_nan_auc_with_warning():
     with pytest.warns(UserWarning, match="one class"):
         m = metrics_from_scores(["NORMAL", "NORMAL"], [0.1, 0.7])
     assert np.isnan(m["roc_auc"]) and m["specificity"] == 0.5
+    # undefined is NaN, never 0.0 (issue 22, finding 9)
+    assert np.isnan(m["sensitivity"]) and np.isnan(m["f1"])
+
+
+def test_a_one_class_evaluation_reports_null_and_says_why(fitted_tiny, synthetic_data,
+                                                          tmp_path):
+    normal = synthetic_data.y == "NORMAL"
+    with pytest.warns(UserWarning, match="no PNEUMONIA images: sensitivity, precision and F1"):
+        result = evaluate(fitted_tiny, synthetic_data.X[normal], synthetic_data.y[normal],
+                          out_dir=tmp_path, track=False)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["sensitivity"] is None and saved["f1"] is None and saved["roc_auc"] is None
+    assert saved["specificity"] == pytest.approx(result["specificity"])
+    assert any("no PNEUMONIA images" in w for w in saved["trust_warnings"])
 
 
 def test_evaluate_writes_figures_and_json(fitted_tiny, synthetic_dir, tmp_path):
