@@ -158,6 +158,11 @@ class SiteCalibratedCNN(NetworkWrapper):
         return self._fit_scores(scores, y, unlabelled_scores=site)
 
     def _check_params(self):
+        if isinstance(self.estimator, SiteCalibratedCNN):
+            raise ValueError(
+                "this model is already site-calibrated: calibrate its network instead "
+                "(calibrate(model.estimator, ...), or the model folder it was calibrated "
+                "from); a calibration of a calibration would be lost when saved")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.threshold is None:

@@ -660,11 +660,11 @@ def _fmt_ci(metrics: dict) -> str:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibration import calibrate
-    from .estimator import PneumoniaCNN
+    from .calibration import calibrate, load_model
 
     check_model_out(args.model_out, args.overwrite)
-    clf = PneumoniaCNN.load(args.model, tracking_uri=args.tracking_uri)
+    # an adapted model is calibrated with its adaptation; a calibrated one is refused
+    clf = load_model(args.model, tracking_uri=args.tracking_uri)
     _set_tracking_uri(clf, args.tracking_uri)
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")

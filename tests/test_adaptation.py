@@ -275,3 +275,14 @@ def test_format_2_folders_load_and_adapt_says_what_they_lack(fitted_with_holdout
                                fitted_with_holdout.predict_proba(site.X), rtol=1e-5)
     with pytest.raises(ValueError, match="kept no validation hold-out scores"):
         adapt(old, site, batch_norm=False, track=False)
+
+
+def test_cli_calibrates_an_adapted_model_folder_with_its_adaptation(fitted_with_holdout,
+                                                                    site_dir, tmp_path):
+    fitted_with_holdout.save(tmp_path / "model")
+    assert main(["adapt", str(tmp_path / "model"), str(site_dir), "--model-out",
+                 str(tmp_path / "adapted"), "--no-tracking"]) == 0
+    assert main(["calibrate", str(tmp_path / "adapted"), str(site_dir), "--model-out",
+                 str(tmp_path / "cal"), "--threshold", "0.5", "--no-tracking"]) == 0
+    model = load_model(tmp_path / "cal")
+    assert isinstance(model, SiteCalibratedCNN) and isinstance(model.estimator, SiteAdaptedCNN)

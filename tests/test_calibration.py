@@ -233,3 +233,14 @@ def test_calibrating_on_the_model_s_training_films_is_warned_about(fitted_tiny, 
     """(issue 22, finding 10: evaluate warned, calibrate did not)"""
     with pytest.warns(UserWarning, match="identical to training images of this model"):
         calibrate(fitted_tiny, synthetic_data, threshold=0.5, track=False)
+
+
+def test_a_calibrated_model_is_not_calibrated_again(fitted_tiny, site, tmp_path, capsys):
+    """Its inner map was dropped on load: 9 of 80 labels changed (issue 22, finding 7)."""
+    once = calibrate(fitted_tiny, site, threshold=0.4, method="sigmoid", track=False)
+    with pytest.raises(ValueError, match="already site-calibrated: calibrate its network"):
+        calibrate(once, site, threshold=0.5, track=False)
+    once.save(tmp_path / "cal")
+    assert main(["calibrate", str(tmp_path / "cal"), str(site.root), "--model-out",
+                 str(tmp_path / "again"), "--no-tracking"]) == 2
+    assert "already site-calibrated" in capsys.readouterr().err
