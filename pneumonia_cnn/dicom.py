@@ -108,7 +108,11 @@ def read_dicom(path) -> np.ndarray:
     # without a VOI the image's own range is shown; with one, the VOI's output range (the
     # window maps into it, so a film lying inside the window is not stretched beyond it)
     lo, hi = _voi_output_range(ds) if has_voi else (float(values.min()), float(values.max()))
-    scaled = (values - lo) / max(hi - lo, 1e-12) * 255.0
+    # a negative RescaleSlope makes the VOI's output range run downwards (hi < lo): the
+    # division keeps its sign (high rescaled values bright, as for a positive slope); only
+    # a zero-width range is guarded
+    span = hi - lo
+    scaled = (values - lo) / (span if abs(span) > 1e-12 else 1e-12) * 255.0
     out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         out = 255 - out  # white = low values: show as MONOCHROME2

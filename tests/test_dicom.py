@@ -151,3 +151,21 @@ def test_dicom_bytes_decode_like_the_file(film, tmp_path):
     served = decode_request({"image": [open(path, "rb").read()]}, 32)
     np.testing.assert_array_equal(served[0, :, :, 0], decode_image(path, 32))
     assert not is_dicom(io.BytesIO(b"x" * 200))
+
+
+def test_a_negative_rescale_slope_with_a_window_is_not_black(film, tmp_path):
+    """RescaleSlope -1 (intercept 4095) and a window on the rescaled values: pydicom's
+    output range runs downwards; the film must come out as the window shows it, not all
+    black (issue 22, finding 3)."""
+    import pydicom
+
+    stored = film.astype(np.float64) * 16
+    path = make_dicom(tmp_path / "neg.dcm", stored, window=(2000.0, 2000.0))
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope, ds.RescaleIntercept = -1, 4095
+    ds.save_as(path)
+    rescaled = 4095 - stored
+    expected = np.clip((rescaled - 1999.5) / 1999 + 0.5, 0, 1) * 255  # high rescaled: bright
+    out = decode_image(path, film.shape[0]).astype(float)
+    assert out.max() > 100
+    assert np.abs(out - expected).max() <= 1.0
