@@ -249,6 +249,29 @@ def _load_source(estimator, source):
     return load_data(source, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
 
 
+def _at_model_size(estimator, data):
+    """``data`` at the model's input size. Images decoded at another size are decoded again
+    from their files (resizing the decoded pixels gives other pixels: other scores, and the
+    training-overlap check would not recognise them); without files, a warning says so."""
+    import os
+
+    from .data import ImageData, load_images
+
+    size = int(getattr(estimator, "image_size", 0) or 0)
+    if not size or len(data) == 0 or tuple(data.X.shape[1:3]) == (size, size):
+        return data
+    if all(os.path.isfile(str(p)) for p in data.paths):
+        again = load_images(list(map(str, data.paths)), size, strict=True)
+        return ImageData(X=again.X, y=data.y, paths=data.paths, groups=data.groups,
+                         skipped=data.skipped, root=data.root)
+    warnings.warn(f"these images were decoded at {data.X.shape[1]} x {data.X.shape[2]} px and "
+                  f"the model takes {size} x {size}: they are resized in memory, which gives "
+                  "other pixels than decoding at the model's size (other scores, and the "
+                  "check for training images cannot recognise them); load the data at "
+                  f"image_size={size}", UserWarning, stacklevel=3)
+    return data
+
+
 def image_arrays(estimator, X, y=None):
     """Labelled images as arrays at the estimator's input size: ``(X, y, paths, groups)``.
 
@@ -263,6 +286,7 @@ def image_arrays(estimator, X, y=None):
     if isinstance(X, (str, Path)) and y is None:
         X = _load_source(estimator, X)
     if isinstance(X, ImageData):
+        X = _at_model_size(estimator, X)
         paths, groups, y, X = X.paths, X.groups, X.y, X.X
     if y is None:
         raise ValueError("y is required unless X is a data folder")

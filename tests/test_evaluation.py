@@ -169,3 +169,19 @@ def test_harrell_davis_threshold_is_steadier_than_the_order_statistic():
         order.append(threshold_for_sensitivity(y, pos, 0.95))
     assert abs(np.mean(hd) - true_q) < 0.01
     assert np.std(hd) < np.std(order)
+
+
+def test_images_decoded_at_another_size_are_decoded_again_for_the_model(fitted_tiny,
+                                                                        synthetic_dir):
+    """(issue 22, finding 11) The overlap check sees them, and the scores are those of a
+    load at the model's size."""
+    from pneumonia_cnn import load_image_folder
+
+    at_model = load_image_folder(synthetic_dir, fitted_tiny.image_size, cache=False)
+    other = load_image_folder(synthetic_dir, 48, cache=False)
+    with pytest.warns(UserWarning, match="identical to training images"):
+        a = evaluate(fitted_tiny, other, track=False)
+    with pytest.warns(UserWarning, match="identical to training images"):
+        b = evaluate(fitted_tiny, at_model, track=False)
+    assert a["roc_auc"] == pytest.approx(b["roc_auc"])
+    assert np.allclose(a["per_image"]["probability"], b["per_image"]["probability"])
