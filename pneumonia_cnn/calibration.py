@@ -327,6 +327,9 @@ class SiteCalibratedCNN(NetworkWrapper):
                       threshold=info["threshold"], method=info["method"],
                       confidence=info.get("confidence", 0.5))
             unl = info.get("unlabelled_scores")
+            if len(info["scores"]) != len(info["labels"]):
+                raise ValueError(f"{len(info['scores'])} scores for {len(info['labels'])} "
+                                 "labels")
             saved = float(info["threshold_"])
             if not 0.0 <= saved <= 1.0:  # NaN included
                 raise ValueError(f"threshold_ {saved!r} is not in [0, 1]")

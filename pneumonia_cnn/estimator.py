@@ -1065,8 +1065,16 @@ class PneumoniaCNN(KerasClassifier):
                             "the file is damaged or truncated "
                             f"({type(exc).__name__}: {str(exc)[:200]}); copy it again or "
                             "retrain") from None
-        size = int(meta["image_size"])
-        classes = np.array(meta["classes"])
+        try:
+            size = int(meta["image_size"])
+            classes = np.array([str(c) for c in meta["classes"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{meta_file}: 'image_size' / 'classes' are missing or damaged "
+                            f"({exc}); save or train the model again") from None
+        if len(classes) != 2 or len(set(classes)) != 2 or size < 1:
+            raise DataError(f"{meta_file}: a PneumoniaCNN has 2 classes and a positive "
+                            f"image size, the file says {classes.tolist()} and {size}; the "
+                            "model folder is damaged: save or train the model again")
         est.initialize(np.zeros((len(classes), size, size, 1), np.uint8), classes)
         est.model_ = model
         est.history_ = meta.get("history", {})

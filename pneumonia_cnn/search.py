@@ -436,6 +436,9 @@ def check_space(base, param_grid, param_distributions, n_iter, random_state) -> 
     if param_grid is not None:
         candidates = ParameterGrid(param_grid)
     else:
+        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+            raise ValueError(f"n_iter must be an int >= 1 (the number of random candidates), "
+                             f"got {n_iter!r}")
         candidates = ParameterSampler(param_distributions, n_iter, random_state=random_state)
     for params in candidates:
         try:

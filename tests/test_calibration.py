@@ -244,3 +244,23 @@ def test_a_calibrated_model_is_not_calibrated_again(fitted_tiny, site, tmp_path,
     assert main(["calibrate", str(tmp_path / "cal"), str(site.root), "--model-out",
                  str(tmp_path / "again"), "--no-tracking"]) == 2
     assert "already site-calibrated" in capsys.readouterr().err
+
+
+def test_damaged_model_files_are_one_clear_error(fitted_tiny, site, tmp_path, capsys):
+    """(issue 22, finding 19: these ended in raw tracebacks)"""
+    calibrate(fitted_tiny, site, threshold=0.4, track=False).save(tmp_path / "cal")
+    info = json.loads((tmp_path / "cal" / CALIBRATION_FILE).read_text())
+    info["labels"] = info["labels"][:-3]
+    (tmp_path / "cal" / CALIBRATION_FILE).write_text(json.dumps(info))
+    with pytest.raises(DataError, match="damaged"):
+        load_model(tmp_path / "cal")
+    path = fitted_tiny.save(tmp_path / "three")
+    meta = json.loads((path / "pneumonia_cnn.json").read_text())
+    meta["classes"] = ["A", "B", "C"]
+    (path / "pneumonia_cnn.json").write_text(json.dumps(meta))
+    assert main(["predict", str(path), str(site.paths[0])]) == 2
+    err = capsys.readouterr().err
+    assert "2 classes" in err and "Traceback" not in err
+    assert main(["search", str(site.root), "--random", '{"dropout": [0.1, 0.2]}',
+                 "--n-iter", "0"]) == 2
+    assert "n_iter must be an int >= 1" in capsys.readouterr().err
