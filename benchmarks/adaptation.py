@@ -83,7 +83,8 @@ def main(argv=None):
                     "threshold": round(model.threshold_, 4),
                     "sensitivity": round(sens, 4), "specificity": round(spec, 4),
                     "expected_sensitivity": round(a["expected_sensitivity"], 4),
-                    "expected_specificity": round(a["expected_specificity"], 4),
+                    "expected_specificity": (None if a["expected_specificity"] is None
+                                             else round(a["expected_specificity"], 4)),
                     "specificity_in_ci": inside(spec, a["expected_specificity_ci90"]),
                 }
         rows.append(row)

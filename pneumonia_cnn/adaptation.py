@@ -89,30 +89,30 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
     known = (np.full(s.size, -1) if site_labels is None
              else np.asarray(site_labels).astype(int))
     unknown = known < 0
-    pi = float(lab.mean())
+    # where the class's components start and what pulls them: the mean logit of the site's
+    # own labelled films of the class when there are 5 or more (a site that moved far from
+    # the hold-out is anchored where it is), else the hold-out's
+    centre = {}
+    for c in (0, 1):
+        sh = shapes[c]
+        mz = float(np.mean(sh.z))
+        labelled = s[known == c]
+        centre[c] = (float(labelled.mean()) if labelled.size >= 5
+                     else sh.loc + sh.scale * mz)
+        loc[c] = centre[c] - scale[c] * mz
     k = float(prior_weight)
-    prev_ll = -np.inf
-    for _ in range(max_iter):
-        d1 = pi * shapes[1].pdf(s, loc[1], scale[1])
-        d0 = (1 - pi) * shapes[0].pdf(s, loc[0], scale[0])
-        r = np.where(unknown, d1 / (d1 + d0), known)
-        ll = float(np.log(d1 + d0).sum())
-        pool = r[unknown] if unknown.sum() >= 10 else r
-        pi = float((pool.sum() + 1.0) / (pool.size + 2.0))  # a Beta(2, 2)-like pull from 0, 1
-        for c, w in ((1, r), (0, 1 - r)):
-            # the component's films' weighted mean, pulled towards the hold-out's by
-            # `prior_weight` pseudo-films
-            sh = shapes[c]
-            mz = float(np.mean(sh.z))
-            m_prior = sh.loc + sh.scale * mz
-            # location only: the site's component is the hold-out's shape, moved (a free
-            # scale soaked up the other class's tail and was unstable with few films)
-            n_c = float(w.sum())
-            m = (float(np.sum(w * s)) + k * m_prior) / (n_c + k)
-            loc[c] = m - scale[c] * mz
-        if ll - prev_ll < 1e-6 * max(1.0, abs(ll)):
-            break
-        prev_ll = ll
+    # EM from several starts of the NORMAL component (where it sits at the hold-out, and 2,
+    # 4, 6 logits higher): NORMAL films that moved far up otherwise end in the PNEUMONIA
+    # component (a local optimum: prevalence near 1, specificity over-stated). The start
+    # with the highest penalised likelihood wins.
+    starts = [0.0] if (known == 0).sum() >= 5 else [0.0, 2.0, 4.0, 6.0]
+    best = None
+    for shift in starts:
+        fit = _em(s, shapes, scale, known, unknown, centre,
+                  {0: loc[0] + shift, 1: loc[1]}, float(lab.mean()), k, max_iter)
+        if best is None or fit[2] > best[2] + 1e-9:
+            best = fit
+    loc, pi, prev_ll = best
     t_logit = smooth_quantile(shapes[1], loc[1], scale[1], float(target_sensitivity))
     sens = smooth_share(shapes[1], loc[1], scale[1], t_logit, above=True)
     # specificity from the site's own films, not from the NORMAL component's shape (a
@@ -121,7 +121,13 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
     # NORMAL films expected in all
     pool = unknown if unknown.sum() >= 10 else np.ones(s.size, bool)
     below = float(np.mean(s[pool] < t_logit))
-    spec = float(np.clip((below - pi * (1 - sens)) / max(1 - pi, 1e-6), 0.0, 1.0))
+    if (1 - pi) * pool.sum() < 10:
+        # (almost) no NORMAL films found: the site has hardly any, or its NORMAL films
+        # score like PNEUMONIA ones, which scores alone cannot tell from prevalence. Its
+        # specificity is unknown, not 1.
+        spec = None
+    else:
+        spec = float(np.clip((below - pi * (1 - sens)) / (1 - pi), 0.0, 1.0))
     return {
         "prevalence": pi,
         "threshold": float(np.clip(sigmoid(t_logit), 0.0, 1.0)),
@@ -132,6 +138,36 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
                           "PNEUMONIA": [shapes[1].loc, shapes[1].scale]},
         "log_likelihood": prev_ll,
     }
+
+
+def _em(s, shapes, scale, known, unknown, centre, loc, pi, k, max_iter) -> tuple:
+    """EM of the location mixture from the start ``loc``; returns ``(loc, prevalence,
+    penalised log-likelihood)`` (the prior: ``k`` pseudo-films of each class at its
+    centre, a Gaussian pull of sd ``scale / sqrt(k)`` on its mean)."""
+    loc = dict(loc)
+    prev = -np.inf
+    for _ in range(max_iter):
+        d1 = pi * shapes[1].pdf(s, loc[1], scale[1])
+        d0 = (1 - pi) * shapes[0].pdf(s, loc[0], scale[0])
+        r = np.where(unknown, d1 / (d1 + d0), known)
+        ll = float(np.log(d1 + d0).sum())
+        pool = r[unknown] if unknown.sum() >= 10 else r
+        pi = float((pool.sum() + 1.0) / (pool.size + 2.0))  # a Beta(2, 2)-like pull from 0, 1
+        penalty = 0.0
+        for c, w in ((1, r), (0, 1 - r)):
+            # the component's films' weighted mean, pulled towards its centre by ``k``
+            # pseudo-films; location only: the site's component is the hold-out's shape,
+            # moved (a free scale soaked up the other class's tail and was unstable)
+            mz = float(np.mean(shapes[c].z))
+            n_c = float(w.sum())
+            m = (float(np.sum(w * s)) + k * centre[c]) / (n_c + k)
+            loc[c] = m - scale[c] * mz
+            penalty += 0.5 * k * ((m - centre[c]) / scale[c]) ** 2
+        ll -= penalty
+        if ll - prev < 1e-6 * max(1.0, abs(ll)):
+            break
+        prev = ll
+    return loc, pi, ll
 
 
 def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
@@ -246,16 +282,26 @@ class SiteAdaptedCNN(NetworkWrapper):
             b = estimate_site_mixture(rng.choice(scores, scores.size), v, lab,
                                       target_sensitivity=t, max_iter=60)
             boot.append((b["prevalence"], b["threshold"], b["expected_sensitivity"],
-                         b["expected_specificity"]))
+                         np.nan if b["expected_specificity"] is None
+                         else b["expected_specificity"]))
 
         def ci(i):
-            if not boot:
+            col = np.array([row[i] for row in boot], float)
+            if not boot or np.isnan(col).mean() > 0.05:  # unknown in more than 1 in 20
                 return None
-            col = np.array([row[i] for row in boot])
+            col = col[~np.isnan(col)]
             return [float(np.percentile(col, 5)), float(np.percentile(col, 95))]
 
         self.threshold_ = float(fit["threshold"])
         self.classes_ = np.array([NEGATIVE, POSITIVE])
+        if fit["expected_specificity"] is None:
+            warnings.warn(
+                f"the site's scores show almost no NORMAL films (estimated prevalence of "
+                f"PNEUMONIA {fit['prevalence']:.2f}): either the site has hardly any, or its "
+                "NORMAL films score like PNEUMONIA ones, which no method can tell apart "
+                "without labels. The adapted threshold keeps sensitivity, but the "
+                "specificity is unknown and may be very low: calibrate on labelled films "
+                "of the site before use", UserWarning, stacklevel=3)
         self.adaptation_ = {
             "n_films": int(scores.size), "target_sensitivity": t,
             "prevalence": fit["prevalence"], "prevalence_ci90": ci(0),

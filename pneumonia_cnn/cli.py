@@ -757,7 +757,11 @@ def cmd_adapt(args) -> int:
         return _print_saved_json(a, path, model)
 
     def ci(key):
-        lo, hi = a[key + "_ci90"] or (float("nan"), float("nan"))
+        if a[key] is None:
+            return "unknown (see the warning)"
+        if not a[key + "_ci90"]:
+            return f"{a[key]:.3f}"
+        lo, hi = a[key + "_ci90"]
         return f"{a[key]:.3f} (90% interval {lo:.3f}-{hi:.3f})"
 
     print(f"Adapted to {a['n_films']} unlabelled films of {site}"

@@ -286,3 +286,23 @@ def test_cli_calibrates_an_adapted_model_folder_with_its_adaptation(fitted_with_
                  str(tmp_path / "cal"), "--threshold", "0.5", "--no-tracking"]) == 0
     model = load_model(tmp_path / "cal")
     assert isinstance(model, SiteCalibratedCNN) and isinstance(model.estimator, SiteAdaptedCNN)
+
+
+def test_normal_films_that_score_like_pneumonia_make_the_specificity_unknown(
+        fitted_with_holdout):
+    """Without labels, NORMAL films moved far up cannot be told from a higher prevalence:
+    the estimate must say so, not print specificity 1.0."""
+    rng = np.random.default_rng(0)
+    v = _sigmoid(np.r_[rng.normal(-5, 1, 200), 5 - rng.gamma(1.5, 1.5, 500)])
+    lab = np.r_[np.zeros(200, int), np.ones(500, int)]
+    site = _sigmoid(np.r_[5 - rng.gamma(1.5, 1.5, 150), 5 - rng.gamma(1.5, 1.5, 450)])
+    fit = estimate_site_mixture(site, v, lab)
+    assert fit["prevalence"] > 0.95 and fit["expected_specificity"] is None
+    import copy
+
+    est = copy.deepcopy(fitted_with_holdout)
+    est.validation_scores_, est.validation_labels_ = v, lab
+    with pytest.warns(UserWarning, match="specificity is unknown"):
+        model = SiteAdaptedCNN(est, n_bootstrap=10)._fit_scores(site)
+    assert model.adaptation_["expected_specificity"] is None
+    assert model.adaptation_["expected_specificity_ci90"] is None
