@@ -95,8 +95,6 @@ def test_a_saved_tracking_uri_does_not_decide_where_runs_go(saved, monkeypatch):
 def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
     import os
 
-    import warnings
-
     from pneumonia_cnn.cli import main
 
     args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "1", "--image-size", "32",
