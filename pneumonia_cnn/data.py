@@ -406,23 +406,36 @@ def _significant_bits(img, path) -> int | None:
         if top and int(top) < 65535:
             return int(np.ceil(np.log2(int(top) + 1)))
         return None
-    if img.format != "PNG" or not isinstance(path, (str, os.PathLike)):
+    if img.format != "PNG":
         return None
     import struct
 
-    with open(path, "rb") as f:  # chunks before the image data: read until IDAT
-        f.seek(8)
+    # the same reading for a file on disk and for request bytes (a file object): the
+    # served model and the CLI must see the same pixels
+    if isinstance(path, (str, os.PathLike)):
+        source, close, back = open(path, "rb"), True, None
+    elif hasattr(path, "read") and hasattr(path, "seek"):
+        source, close, back = path, False, path.tell()
+    else:
+        return None
+    try:  # chunks before the image data: read until IDAT
+        source.seek(8)
         while True:
-            head = f.read(8)
+            head = source.read(8)
             if len(head) < 8:
                 return None
             length, kind = struct.unpack(">I4s", head)
             if kind == b"sBIT":
-                data = f.read(length)
+                data = source.read(length)
                 return int(data[0]) if data and 0 < data[0] < 16 else None
             if kind in (b"IDAT", b"IEND"):
                 return None
-            f.seek(length + 4, 1)
+            source.seek(length + 4, 1)
+    finally:
+        if close:
+            source.close()
+        else:
+            source.seek(back)
 
 
 def _decode_or_reason(path: str, image_size: int):

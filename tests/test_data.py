@@ -190,6 +190,27 @@ def test_12_bit_data_in_a_16_bit_png_is_not_shown_nearly_black(tmp_path):
         load_images([str(plain)], 64, cache=False)
 
 
+def test_png_sbit_is_read_from_request_bytes_as_from_the_file(tmp_path):
+    """The served model decoded a 12-bit film in a 16-bit PNG 4x brighter than `predict`
+    did: sBIT was read from paths only (issue 22, finding 1). One reading for both."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    from pneumonia_cnn.data import decode_image
+    from pneumonia_cnn.serving import decode_request
+
+    path = tmp_path / "dim.png"
+    info = PngImagePlugin.PngInfo()
+    info.add(b"sBIT", bytes([12]))
+    Image.fromarray(_ramp(800, np.uint16)).save(path, pnginfo=info)  # a dim 12-bit film
+    from_file = decode_image(path, 64)
+    raw = path.read_bytes()
+    assert np.array_equal(decode_image(io.BytesIO(raw), 64), from_file)
+    assert np.array_equal(decode_request([raw], 64)[0, ..., 0], from_file)
+    assert from_file.max() == round(800 / 4095 * 255)  # 12 bits, not "needs 10 bits"
+
+
 def test_float_tiff_0_1_is_scaled_not_black(tmp_path):
     from pneumonia_cnn.data import decode_image
 
