@@ -331,9 +331,17 @@ class SiteAdaptedCNN(NetworkWrapper):
     # -- saving -------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save as a model folder: the (adapted) network's files plus
-        ``site_adaptation.json``."""
+        ``site_adaptation.json`` (written whole or not at all, see
+        :func:`pneumonia_cnn.estimator.atomic_model_folder`)."""
+        from .estimator import atomic_model_folder
+
         check_is_fitted(self, "threshold_")
-        path = self.estimator.save(path)
+        with atomic_model_folder(path) as folder:
+            self._write_files(folder)
+        return Path(path)
+
+    def _write_files(self, path: Path) -> None:
+        self.estimator._write_files(path)
         info = {"target_sensitivity": self.target_sensitivity,
                 "n_bootstrap": self.n_bootstrap, "random_state": self.random_state,
                 "threshold_": self.threshold_, "adaptation": self.adaptation_,
@@ -341,7 +349,6 @@ class SiteAdaptedCNN(NetworkWrapper):
                 "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
                 "mlflow_model_id": getattr(self, "mlflow_model_id_", None)}
         (Path(path) / ADAPTATION_FILE).write_text(json.dumps(info, indent=1))
-        return Path(path)
 
     @classmethod
     def load(cls, path) -> "SiteAdaptedCNN":

@@ -296,9 +296,17 @@ class SiteCalibratedCNN(NetworkWrapper):
 
     # -- saving -------------------------------------------------------------------------------
     def save(self, path) -> Path:
-        """Save as a model folder: the network's files plus ``site_calibration.json``."""
+        """Save as a model folder: the network's files plus ``site_calibration.json``
+        (written whole or not at all, see :func:`pneumonia_cnn.estimator.atomic_model_folder`)."""
+        from .estimator import atomic_model_folder
+
         check_is_fitted(self, "classifier_")
-        path = self.estimator.save(path)
+        with atomic_model_folder(path) as folder:
+            self._write_files(folder)
+        return Path(path)
+
+    def _write_files(self, path: Path) -> None:
+        self.estimator._write_files(path)
         info = {"method": self.method, "threshold": self.threshold,
                 "target_sensitivity": self.target_sensitivity, "confidence": self.confidence,
                 "unlabelled_scores": (None if self.unlabelled_scores_ is None
@@ -308,7 +316,6 @@ class SiteCalibratedCNN(NetworkWrapper):
                 "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
                 "mlflow_model_id": getattr(self, "mlflow_model_id_", None)}
         (Path(path) / CALIBRATION_FILE).write_text(json.dumps(info, indent=1))
-        return Path(path)
 
     @classmethod
     def load(cls, path) -> "SiteCalibratedCNN":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from .model import build_model, ensemble_model
 from .streaming import CHUNK, ImageStream, stream_batches
 from .tracking import MLflowLogger
 
-__all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
+__all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION", "atomic_model_folder"]
 
 #: Files of a saved model folder (see :meth:`PneumoniaCNN.save`).
 MODEL_FILE = "model.keras"
@@ -944,15 +945,13 @@ class PneumoniaCNN(KerasClassifier):
             The folder.
         """
         check_is_fitted(self, "model_")
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{path} is a file: save() writes a folder; choose a new name")
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in WRAPPER_FILES:  # a wrapper saving over this folder writes its own again
-            (path / stale).unlink(missing_ok=True)
-        tmp = path / (MODEL_FILE + ".tmp.keras")
-        self.model_.save(tmp)
-        os.replace(tmp, path / MODEL_FILE)
+        with atomic_model_folder(path) as folder:
+            self._write_files(folder)
+        return Path(path)
+
+    def _write_files(self, path: Path) -> None:
+        """Write the model's files into the (new, empty) folder ``path``."""
+        self.model_.save(path / MODEL_FILE)
         params, dropped = {}, []
         for k, v in self.get_params().items():
             try:
@@ -980,7 +979,6 @@ class PneumoniaCNN(KerasClassifier):
             "validation_labels": _list_or_none(getattr(self, "validation_labels_", None), int),
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
-        return path
 
     @classmethod
     def load(cls, path, *, safe_mode: bool = True,
@@ -1213,6 +1211,51 @@ def _in_memory_batches(x, y, sample_weight=None, *, batch_size: int = 32,
     options.experimental_optimization.apply_default_optimizations = False
     options.autotune.enabled = False
     return ds.batch(batch_size).prefetch(2).with_options(options)
+
+
+@contextlib.contextmanager
+def atomic_model_folder(path):
+    """Where a model folder is written: a new sibling folder that replaces ``path`` in one
+    rename when everything in it is written, under an exclusive lock (``.<name>.lock``
+    beside it), so that two saves to one folder at once leave one whole model, never one
+    model's network with the other's threshold, and a failed save leaves the old one.
+
+    A folder that holds other files than a model's (allowed by the CLI's ``--overwrite``)
+    keeps them: its model files are replaced one by one, still under the lock.
+    """
+    import fcntl
+    import shutil
+    import uuid
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file: save() writes a folder; choose a new name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # mkdir, not mkdtemp: the folder gets the user's umask (mkdtemp's is owner-only)
+        tmp = path.with_name(f".{path.name}.saving-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
+        try:
+            yield tmp
+            ours = {MODEL_FILE, META_FILE, *WRAPPER_FILES}
+            if path.exists() and any(p.name not in ours for p in path.iterdir()):
+                for stale in ours - {p.name for p in tmp.iterdir()}:
+                    (path / stale).unlink(missing_ok=True)
+                for f in tmp.iterdir():
+                    os.replace(f, path / f.name)
+                tmp.rmdir()
+            else:
+                old = None
+                if path.exists():
+                    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def _list_or_none(values, kind):

@@ -213,3 +213,40 @@ def test_training_batches_come_from_memory_with_weights(synthetic_data, monkeypa
     np.testing.assert_allclose(wt, user_w[idx] * np.array([balanced[c] for c in yt]),
                                rtol=1e-5)  # user weights times balanced class weights
     assert "fit" not in vars(clf.model_)  # Keras' own fit is back
+
+
+def test_two_saves_to_one_folder_at_once_leave_one_whole_model(synthetic_data, tmp_path):
+    """(issue 22, finding 6: one model's network with the other's threshold) Saves are a
+    rename of a finished sibling folder under a lock."""
+    import json
+    import threading
+
+    from conftest import TINY
+
+    a = PneumoniaCNN(**{**TINY, "threshold": 0.2}).fit(synthetic_data.X, synthetic_data.y)
+    b = PneumoniaCNN(**{**TINY, "threshold": 0.8, "random_state": 1}).fit(
+        synthetic_data.X, synthetic_data.y)
+    target = tmp_path / "model"
+    errors = []
+
+    def save(est):
+        try:
+            for _ in range(3):
+                est.save(target)
+        except Exception as exc:  # noqa: BLE001 - any failure fails the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(e,)) for e in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    loaded = PneumoniaCNN.load(target)
+    source = a if loaded.threshold_ == 0.2 else b
+    assert loaded.threshold_ == json.loads((target / "pneumonia_cnn.json").read_text())[
+        "threshold"]
+    np.testing.assert_allclose(loaded.predict_proba(synthetic_data.X),
+                               source.predict_proba(synthetic_data.X), rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model"]
+    assert not [p for p in tmp_path.iterdir() if ".saving-" in p.name or ".old-" in p.name]
