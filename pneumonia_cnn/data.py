@@ -493,14 +493,34 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "pneumonia-cnn"
 
 
+def display_path(path) -> str:
+    """``path`` as text that any UTF-8 output takes (tables, JSON, HTML, plot titles): a
+    file name that is not valid UTF-8 (read by Python as lone surrogates) shows its bad
+    bytes as U+FFFD. For showing only: open files by their real ``path``."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _cache_key(paths: Sequence[str], image_size: int) -> str:
+    """The cache entry of these files at this size.
+
+    Each file counts by its **resolved** path (the same relative folder name in two working
+    directories is two entries), as bytes (a name that is not valid UTF-8 is still a name),
+    and by its size, modification time, inode and **change time**: a file rewritten in
+    place with the same size and the same modification time (``cp -p``, ``rsync -t``, an
+    archive extracted again, ``touch -r``) gets a new change time, which no tool can set
+    back, so its stale pixels are never served. A ``chmod`` or rename also changes it: that
+    costs a new decode, never a wrong image.
+    """
     h = hashlib.sha256(f"v{_CACHE_VERSION}|{image_size}".encode())
     for p in paths:
+        real = os.fsencode(os.path.realpath(p))
         try:
             st = os.stat(p)
-            h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+            h.update(b"|" + real + f"|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|"
+                                   f"{st.st_dev}:{st.st_ino}".encode())
         except OSError:
-            h.update(f"|{p}|missing".encode())
+            h.update(b"|" + real + b"|missing")
     return h.hexdigest()[:32]
 
 

@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .data import CLASS_NAMES
+from .data import CLASS_NAMES, display_path
 from .plots import (  # noqa: F401  (re-exported: evaluation's figures and report)
     evaluation_figures,
     plot_confusion_matrix,
@@ -175,7 +175,8 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     result["synthetic"] = synthetic
     predicted = np.where(scores >= threshold, POSITIVE, NEGATIVE)
     result["per_image"] = pd.DataFrame({
-        "path": paths if paths is not None else np.arange(len(y)).astype(str),
+        "path": ([display_path(p) for p in paths] if paths is not None
+                 else np.arange(len(y)).astype(str)),
         "true": np.asarray(y).astype(str), "probability": scores, "predicted": predicted})
     result["trust_warnings"] = trust_warnings(estimator, X, result)
     for message in result["trust_warnings"]:

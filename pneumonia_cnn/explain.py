@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import display_path
+
 __all__ = ["Explanation", "error_gallery", "explain", "gradcam", "last_conv_layer",
            "write_overlays"]
 
@@ -221,6 +223,11 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     return result
 
 
+def _shown(result, i: int, file) -> str:
+    """What the index shows for image ``i``: its path as text, else the overlay's name."""
+    return display_path(result.paths[i]) if result.paths is not None else Path(file).name
+
+
 def overlay_figure(image, heatmap, title: str):
     """One overlay: the film in grey, the heat map in colour (jet, 40% opaque)."""
     from .plots import plt  # the package's matplotlib set-up (Agg: files only)
@@ -247,7 +254,8 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
     files = []
     n = len(result.heatmaps)
     for i in range(n):
-        name = Path(str(result.paths[i])).stem if result.paths is not None else f"image_{i:04d}"
+        name = (Path(display_path(result.paths[i])).stem if result.paths is not None
+                else f"image_{i:04d}")
         title = (f"{name[:28]}\nP(PNEUMONIA)={result.probabilities[i]:.3f} -> "
                  f"{result.labels[i]}\n{result.target} evidence")
         fig = overlay_figure(result.images[i], result.heatmaps[i], title)
@@ -259,7 +267,7 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
             print(f"  {i + 1}/{n} overlays written", flush=True)
     cells = "\n".join(
         f'<figure><img src="{html.escape(quote(Path(f).name))}" width="240"><figcaption>'
-        f"{html.escape(str(result.paths[i]) if result.paths is not None else Path(f).name)}"
+        f"{html.escape(_shown(result, i, f))}"
         f"<br>P(PNEUMONIA) = {result.probabilities[i]:.3f}: {result.labels[i]}"
         "</figcaption></figure>" for i, f in enumerate(files))
     (out / "index.html").write_text(
@@ -324,7 +332,8 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
             i = int(idx[c])
             ax.imshow(films[i][..., 0], cmap="gray", vmin=0, vmax=255)
             ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
-            ax.set_title(f"{Path(paths[i]).name[:24]}\nP(PNEUMONIA)={p[i]:.3f}", fontsize=7)
+            ax.set_title(f"{Path(display_path(paths[i])).name[:24]}\nP(PNEUMONIA)={p[i]:.3f}",
+                         fontsize=7)
         axes[r, 0].text(-0.08, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
                         ha="right", va="center", fontsize=8)
     fig.suptitle(f"Error gallery at threshold {threshold:.3f}: heat maps show PNEUMONIA "

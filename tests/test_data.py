@@ -295,3 +295,67 @@ def test_a_fifo_named_like_an_image_is_skipped_not_read(synthetic_dir, tmp_path)
     assert not any("trap.png" in str(p) for p in data.paths)
     assert any("not regular files" in str(w.message) and "trap.png" in str(w.message)
                for w in caught)
+
+
+def test_a_file_name_that_is_not_utf8_loads_evaluates_and_explains(synthetic_dir, tmp_path):
+    """One such name made train / evaluate / calibrate / stress refuse the whole folder
+    without naming the file, and explain print a traceback (issue 22, finding 18)."""
+    import os
+    import shutil
+
+    from pneumonia_cnn import load_image_folder
+    from pneumonia_cnn.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_dir, root)
+    bad = os.path.join(os.fsencode(root / "NORMAL"), b"film\xff.png")
+    shutil.copy(next((root / "PNEUMONIA").iterdir()), bad)
+    data = load_image_folder(root, 32, cache=True)
+    assert any("\udcff" in p for p in data.paths)
+    model = tmp_path / "model"
+    args = ["--image-size", "32", "--filters", "4", "--n-networks", "1", "--epochs", "1",
+            "--no-tracking", "--quiet", "--threshold", "0.5"]
+    assert main(["train", str(root), "--model-out", str(model), *args]) == 0
+    assert main(["evaluate", str(model), str(root), "--no-tracking", "--out",
+                 str(tmp_path / "eval")]) == 0
+    per_image = (tmp_path / "eval" / "per_image.csv").read_text(encoding="utf-8")
+    assert "film\ufffd.png" in per_image
+    assert main(["explain", str(model), str(root / "NORMAL"), "--out",
+                 str(tmp_path / "ex")]) == 0
+    assert "film\ufffd" in (tmp_path / "ex" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_file_rewritten_in_place_with_the_same_size_and_mtime_is_decoded_again(tmp_path):
+    """(issue 22, finding 4) `cp -p`, rsync -t or an archive extracted again keep size and
+    mtime; the cache must not serve the old pixels. Nor may the same relative folder name
+    in two working directories share an entry."""
+    import os
+
+    from pneumonia_cnn.data import load_images
+
+    path = tmp_path / "a" / "film.bmp"
+    path.parent.mkdir()
+    Image.fromarray(np.full((40, 40), 30, np.uint8)).save(path)
+    cache = tmp_path / "cache"
+    first = load_images([str(path)], 32, cache=cache).X
+    st = os.stat(path)
+    Image.fromarray(np.full((40, 40), 200, np.uint8)).save(path)  # same size (BMP)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same mtime
+    assert os.stat(path).st_size == st.st_size
+    again = load_images([str(path)], 32, cache=cache).X
+    assert first.mean() < 50 and again.mean() > 150
+    # the same relative name from two working directories: two entries
+    other = tmp_path / "b" / "a" / "film.bmp"
+    other.parent.mkdir(parents=True)
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(other)
+    st = os.stat(path)
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if from one archive
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        x1 = load_images(["a/film.bmp"], 32, cache=cache).X
+        os.chdir(tmp_path / "b")
+        x2 = load_images(["a/film.bmp"], 32, cache=cache).X
+    finally:
+        os.chdir(cwd)
+    assert x1.mean() > 150 and abs(x2.mean() - 90) < 5
