@@ -89,6 +89,9 @@ def read_dicom(path) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ValueError(f"DICOM with {frames} frames: one image per file is expected")
+    from .data import check_pixel_budget
+
+    check_pixel_budget(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError / NotImplementedError / ...

@@ -359,3 +359,36 @@ def test_a_file_rewritten_in_place_with_the_same_size_and_mtime_is_decoded_again
     finally:
         os.chdir(cwd)
     assert x1.mean() > 150 and abs(x2.mean() - 90) < 5
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 16-bit grey pixels and holds almost no data: what
+    a decompression bomb looks like to a decoder's header."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+
+
+def test_a_film_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
+    """(issue 22, finding 14) One pixel budget, checked from the header: files, request
+    bytes and DICOM alike."""
+    from pneumonia_cnn.data import MAX_PIXELS, decode_image, load_images
+    from pneumonia_cnn.serving import ServingInputError, decode_request
+
+    raw = _png_header_only(13000, 13000)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(raw)
+    with pytest.raises(ValueError, match="declares 13000 x 13000 pixels"):
+        decode_image(path, 64)
+    with pytest.raises(ServingInputError, match="declares 13000 x 13000 pixels"):
+        decode_request([raw], 64)
+    with pytest.warns(UserWarning, match="bomb.png"):
+        assert len(load_images([str(path)], 64, strict=False, cache=False)) == 0
+    assert 13000 * 13000 > MAX_PIXELS > 4300 * 4300

@@ -169,3 +169,15 @@ def test_a_negative_rescale_slope_with_a_window_is_not_black(film, tmp_path):
     out = decode_image(path, film.shape[0]).astype(float)
     assert out.max() > 100
     assert np.abs(out - expected).max() <= 1.0
+
+
+def test_a_dicom_declaring_too_many_pixels_is_refused_before_decoding(film, tmp_path):
+    """A small deflated DICOM declaring 8000 x 8000 cost 2.4 GB (issue 22, finding 14)."""
+    import pydicom
+
+    path = make_dicom(tmp_path / "big.dcm", film.astype(np.uint16) * 16)
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 8000, 8000  # the header says so; the data is tiny
+    ds.save_as(path)
+    with pytest.raises(ValueError, match="declares 8000 x 8000 pixels"):
+        decode_image(path, 64)
