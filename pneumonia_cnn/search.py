@@ -52,6 +52,7 @@ from .tracking import (
     image_dataset,
     model_name,
     model_params,
+    run_is_live,
 )
 
 __all__ = ["MLflowGridSearchCV", "MLflowRandomizedSearchCV", "SearchResult", "default_scoring",
@@ -470,10 +471,21 @@ def _parent_run(name, search_hash, spec, experiment, tracking_uri, resume, data_
                                     f"attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"])
         earlier = [r for r in earlier if r.info.run_id != run.run_id]
+        live = [r for r in earlier if run_is_live(r)]
+        if live:  # another process is running this search now: never merge into it
+            client.delete_run(run.run_id)
+            r = live[0]
+            raise ValueError(
+                f"a search named {name!r} with the same grid and data is running now "
+                f"(parent run {r.info.run_id}, process "
+                f"{r.data.tags.get('pneumonia_cnn.pid', '?')} on "
+                f"{r.data.tags.get('pneumonia_cnn.host', 'another machine')}): wait for it "
+                "to finish, or give this search another name. If that process is gone, "
+                "`pneumonia-cnn close-runs` closes its runs and the search can resume")
         if earlier:
             client.delete_run(run.run_id)  # continue the earlier parent instead
             run = TrackedRun(client, earlier[0].info.run_id)
-            client.update_run(run.run_id, status="RUNNING")
+            run.reopen()
             # a refit (or candidate) whose process was killed outright is still RUNNING:
             # close it, so that the tree has one live refit, the new one
             from .tracking import close_stale_runs

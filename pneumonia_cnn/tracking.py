@@ -528,6 +528,13 @@ class TrackedRun:
         self.log_dict(library_versions(), "environment.json")
 
     @_atomic
+    def reopen(self) -> None:
+        """Continue an ended run in this process (a resumed search): RUNNING again, and
+        owned by this process, so that other processes see it as live."""
+        self.client.update_run(self.run_id, status="RUNNING")
+        for key, value in _process_tags().items():
+            self.client.set_tag(self.run_id, key, value)
+
     def end(self, status: str = "FINISHED", end_time: float | None = None) -> None:
         with quiet_run_links():
             self.client.set_terminated(self.run_id, status=status,
@@ -656,6 +663,21 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process: alive
         return True
+    return True
+
+
+def run_is_live(run) -> bool:
+    """Whether a RUNNING run is being written by a live process: on this machine, its
+    process exists; from another machine (or without process tags) it is taken as live.
+    Runs that ended are not live."""
+    import socket
+
+    if run.info.status != "RUNNING":
+        return False
+    tags = run.data.tags
+    pid = tags.get("pneumonia_cnn.pid", "")
+    if tags.get("pneumonia_cnn.host") == socket.gethostname() and pid.isdigit():
+        return _alive(int(pid))
     return True
 
 

@@ -179,3 +179,29 @@ def test_a_resumed_search_closes_the_refit_a_killed_process_left_running(synthet
     assert client.get_run(stale).info.status == "KILLED"
     refits = _runs(uri, res.parent_run_id, "refit")
     assert sorted(r.info.status for r in refits) == ["FINISHED", "KILLED"]
+
+
+def test_a_search_running_now_is_not_merged_into(synthetic_dir, tmp_path):
+    """Two searches with the same name a few seconds apart merged into one parent: every
+    candidate twice, two refits (issue 22, finding 13). A live one is refused, by name."""
+    from pneumonia_cnn.tracking import TrackedRun
+
+    uri = f"sqlite:///{tmp_path / 'live.db'}"
+    kw = dict(estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2, tracking_uri=uri,
+              name="twice", holdout=0, verbose=0)
+    search(synthetic_dir, {"dropout": [0.0]}, **kw)  # learn the search's hash
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("pneumonia-cnn")
+    (first,) = client.search_runs([exp.experiment_id], "tags.kind = 'search'")
+    # the same search, running now in this (live) process
+    live = TrackedRun.start(tracking_uri=uri, run_name="search twice",
+                            tags={"kind": "search", "search.name": "twice",
+                                  "search.hash": first.data.tags["search.hash"]})
+    with pytest.raises(ValueError, match="is running now .* give this search another name"):
+        search(synthetic_dir, {"dropout": [0.0]}, **kw)
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'search'")
+    assert sorted(p.info.run_id for p in parents) == sorted([first.info.run_id, live.run_id])
+    assert client.get_run(live.run_id).info.status == "RUNNING"
+    live.end("KILLED")  # once it ended unfinished, it is resumed, not refused
+    res = search(synthetic_dir, {"dropout": [0.0]}, **kw)
+    assert res.parent_run_id == live.run_id
