@@ -449,9 +449,13 @@ def check_space(base, param_grid, param_distributions, n_iter, random_state) -> 
 
 
 def _data_hash(data: ImageData) -> str:
+    """What a resumed search must find again: every film's pixels (not its name: a folder
+    whose files were replaced under the same names is other data) and label, in order."""
+    from .data import image_fingerprints
+
     h = hashlib.sha1()
-    for p, y in zip(data.paths, data.y):
-        h.update(f"{p}|{y}".encode())
+    for fp, y in zip(image_fingerprints(data.X), data.y):
+        h.update(f"{fp}|{y}".encode())
     return h.hexdigest()[:12]
 
 

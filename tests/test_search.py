@@ -205,3 +205,34 @@ def test_a_search_running_now_is_not_merged_into(synthetic_dir, tmp_path):
     live.end("KILLED")  # once it ended unfinished, it is resumed, not refused
     res = search(synthetic_dir, {"dropout": [0.0]}, **kw)
     assert res.parent_run_id == live.run_id
+
+
+def test_a_search_over_changed_pixels_is_not_resumed(synthetic_dir, tmp_path, monkeypatch):
+    """Same file names and labels, other pixels: old and new scores must not be ranked
+    together (issue 22, finding 5)."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_dir, root)
+    uri = f"sqlite:///{tmp_path / 'px.db'}"
+    kw = dict(estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2, tracking_uri=uri,
+              name="pixels", holdout=0, verbose=0)
+    real_log = search_mod._MLflowSearchMixin._log_candidate
+
+    def interrupt(self, params, results, i, started):
+        real_log(self, params, results, i, started)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_mod._MLflowSearchMixin, "_log_candidate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        search(root, GRID, **kw)
+    monkeypatch.undo()
+    for f in (root / "NORMAL").iterdir():  # the same names, brighter films
+        img = np.asarray(Image.open(f).convert("L"), np.float64)
+        Image.fromarray(np.clip(img * 1.5 + 20, 0, 255).astype(np.uint8)).save(f)
+    res = search(root, GRID, **kw)
+    from sklearn.model_selection import ParameterGrid
+
+    assert res.resumed == 0 and len(res.cv_results) == len(ParameterGrid(GRID))
