@@ -613,6 +613,17 @@ def _cached_decode(paths: Sequence[str], image_size: int, cache, n_jobs, verbose
         return _decode_to_entry(entry, paths, image_size, n_jobs, verbose)
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a cache file's blocks now. A memory map writes into a sparse file lazily:
+    on a full disk that write is a SIGBUS that kills the process without a word (and the
+    half-written entry crashed every retry); reserved, a full disk is an OSError here."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def _decode_to_entry(entry: Path, paths, image_size: int, n_jobs, verbose):
     n = len(paths)
     shape = (n, image_size, image_size, 1)
@@ -630,9 +641,20 @@ def _decode_to_entry(entry: Path, paths, image_size: int, n_jobs, verbose):
         except Exception:  # half-written state: start again, from nothing
             done = ok = None
             skipped, noted = [], []
-    if done is None:
-        done, ok = np.zeros(n, bool), np.zeros(n, bool)
-        X = np.lib.format.open_memmap(entry / "X.npy", mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        if done is None:
+            done, ok = np.zeros(n, bool), np.zeros(n, bool)
+            X = np.lib.format.open_memmap(entry / "X.npy", mode="w+", dtype=np.uint8,
+                                          shape=shape)
+        _reserve(entry / "X.npy")
+    except OSError as exc:  # a full disk: no entry, decode in memory
+        X = None
+        warnings.warn(f"could not write the image cache {entry}: {exc}; decoding without it",
+                      stacklevel=4)
+        for f in entry.glob("*"):
+            if f.name != "lock":
+                f.unlink(missing_ok=True)
+        return _cached_decode(paths, image_size, False, n_jobs, verbose)
 
     def save():
         X.flush()  # the pixels reach the file before the progress that counts them

@@ -99,3 +99,27 @@ def test_evaluation_and_search_take_a_stream(synthetic_dir, tmp_path):
                      holdout=0.25, tracking_uri=uri, name="stream", verbose=0)
     assert len(on_disk.cv_results) == 2 and 0 <= on_disk.holdout["roc_auc"] <= 1
     assert np.isfinite(on_disk.cv_results["mean_test_roc_auc"]).all()
+
+
+def test_a_full_cache_disk_falls_back_to_memory_and_leaves_no_entry(synthetic_dir, tmp_path,
+                                                                    monkeypatch):
+    """A full disk was a SIGBUS (exit 135, no message) and a half-written entry that crashed
+    every retry (issue 22, finding 17): the entry's blocks are reserved first."""
+    import errno
+    import os
+
+    from pneumonia_cnn import load_image_folder
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.warns(UserWarning, match="No space left on device"):
+        data = load_image_folder(synthetic_dir, 32, cache=tmp_path / "cache")
+    reference = load_image_folder(synthetic_dir, 32, cache=False)
+    np.testing.assert_array_equal(data.X, reference.X)
+    entries = [p for p in (tmp_path / "cache").iterdir()]
+    assert all(sorted(f.name for f in e.iterdir()) in ([], ["lock"]) for e in entries)
+    monkeypatch.undo()  # disk space again: the cache works
+    again = load_image_folder(synthetic_dir, 32, cache=tmp_path / "cache")
+    np.testing.assert_array_equal(again.X, reference.X)
