@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "score distributions (a two-class mixture fitted by EM), and move the "
                     "decision threshold to where the site's PNEUMONIA films keep "
                     "--target-sensitivity. Prints the estimated prevalence and the expected "
-                    "sensitivity / specificity with 90%% bootstrap intervals (estimates from "
+                    "sensitivity / specificity with 90% bootstrap intervals (estimates from "
                     "a model of the scores, not measurements), and saves the adapted model; "
                     "evaluate, predict, explain, calibrate, register and serving take it "
                     "like any model.")
