@@ -368,6 +368,9 @@ class SiteAdaptedCNN(NetworkWrapper):
             if not 0.0 <= saved_t <= 1.0:
                 raise ValueError(f"threshold {saved_t!r} is not in [0, 1]")
             est.site_scores_ = np.asarray(info["site_scores"], float)
+            if est.site_scores_.ndim != 1 or not np.isfinite(est.site_scores_).all() or (
+                    est.site_scores_.min() < 0 or est.site_scores_.max() > 1):
+                raise ValueError("'site_scores' are not probabilities in [0, 1]")
             est.threshold_ = saved_t
             est.classes_ = np.array([NEGATIVE, POSITIVE])
             est.adaptation_ = dict(info["adaptation"])

@@ -337,6 +337,9 @@ class SiteCalibratedCNN(NetworkWrapper):
             if len(info["scores"]) != len(info["labels"]):
                 raise ValueError(f"{len(info['scores'])} scores for {len(info['labels'])} "
                                  "labels")
+            _check_scores(info["scores"], "scores")
+            if unl is not None:
+                _check_scores(unl, "unlabelled_scores")
             saved = float(info["threshold_"])
             if not 0.0 <= saved <= 1.0:  # NaN included
                 raise ValueError(f"threshold_ {saved!r} is not in [0, 1]")
@@ -355,6 +358,13 @@ class SiteCalibratedCNN(NetworkWrapper):
         est.mlflow_run_id_ = info.get("mlflow_run_id")
         est.mlflow_model_id_ = info.get("mlflow_model_id")
         return est
+
+
+def _check_scores(values, what: str) -> None:
+    """Saved scores must be probabilities: a damaged file is refused, not used."""
+    arr = np.asarray(values, float)
+    if arr.ndim != 1 or not (np.isfinite(arr).all() and ((arr >= 0) & (arr <= 1)).all()):
+        raise ValueError(f"'{what}' are not probabilities in [0, 1]")
 
 
 def _coverage_bound(pos_scores, t: float, confidence: float) -> float:

@@ -306,3 +306,16 @@ def test_normal_films_that_score_like_pneumonia_make_the_specificity_unknown(
         model = SiteAdaptedCNN(est, n_bootstrap=10)._fit_scores(site)
     assert model.adaptation_["expected_specificity"] is None
     assert model.adaptation_["expected_specificity_ci90"] is None
+
+
+@pytest.mark.parametrize("field, value", [("threshold_", float("nan")), ("threshold_", -3),
+                                          ("site_scores", [0.5, float("nan")])])
+def test_a_damaged_adaptation_file_is_refused(fitted_with_holdout, site_dir, tmp_path, field,
+                                              value):
+    site = load_image_folder(site_dir, 32, cache=False)
+    path = adapt(fitted_with_holdout, site, n_bootstrap=5, track=False).save(tmp_path / "a")
+    info = json.loads((path / ADAPTATION_FILE).read_text())
+    info[field] = value
+    (path / ADAPTATION_FILE).write_text(json.dumps(info))
+    with pytest.raises(DataError, match="damaged"):
+        load_model(path)
