@@ -721,6 +721,11 @@ def _site_films(folder, image_size: int):
     from .data import load_images
 
     site = Path(folder)
+    splits = sorted(d.name for d in site.iterdir()
+                    if d.is_dir() and d.name.lower() in ("train", "val", "test"))
+    if splits:  # a split root: its training films are not the site's
+        raise CLIError(f"{site} holds split folders ({', '.join(splits)}): give the folder "
+                       f"of the site's films only, e.g. {site / splits[-1]}")
     classes = sorted(d.name for d in site.iterdir()
                      if d.is_dir() and d.name.upper() in ("NORMAL", "PNEUMONIA"))
     if classes:

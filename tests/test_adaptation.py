@@ -223,6 +223,11 @@ def test_cli_adapt_errors_are_one_line(fitted_with_holdout, tmp_path, capsys):
     assert main(["adapt", str(tmp_path / "model"), str(tmp_path / "nowhere"), "--model-out",
                  str(tmp_path / "out")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "root" / "train").mkdir(parents=True)
+    (tmp_path / "root" / "test").mkdir()
+    assert main(["adapt", str(tmp_path / "model"), str(tmp_path / "root"), "--model-out",
+                 str(tmp_path / "out")]) == 2
+    assert "holds split folders (test, train)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
