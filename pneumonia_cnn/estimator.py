@@ -31,7 +31,7 @@ from .data import (
 )
 from .model import build_model, ensemble_model
 from .streaming import CHUNK, ImageStream, stream_batches
-from .tracking import MLflowLogger
+from .tracking import MLflowLogger, deferred_interrupts
 
 __all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION", "atomic_model_folder"]
 
@@ -596,8 +596,11 @@ class PneumoniaCNN(KerasClassifier):
                 validation = self._fit_network(X, y, sample_weight, groups, run, start,
                                                **kwargs)
             self.history_ = dict(self.history_)
-            self._check_not_diverged(X)
-            self.threshold_ = self._choose_threshold(*(validation or (None, None)))
+            # predictions trace TensorFlow graphs, where an interrupt could be swallowed
+            # (training then ran on to the end): hold it until they are done
+            with deferred_interrupts():
+                self._check_not_diverged(X)
+                self.threshold_ = self._choose_threshold(*(validation or (None, None)))
             self.fit_time_ = time.perf_counter() - start
         except BaseException as exc:
             # whatever stopped the fit, and wherever (a split, the threshold's predict...),
