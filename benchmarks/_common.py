@@ -119,3 +119,29 @@ def train_on_middle(data, masks, seed: int, **params):
     tr = masks["train"]
     clf.fit(data.X[tr], data.y[tr], groups=data.groups[tr])
     return clf, time.perf_counter() - start
+
+
+def site_benchmark(description: str, out_name: str, add_arguments, argv=None):
+    """What the site benchmarks (``adaptation.py``, ``site_calibration.py``) share: their
+    options (``--data``, ``--seed``, ``--out`` and those ``add_arguments`` adds), the
+    default trained on the middle batches, and the sites. Returns ``(args, clf, fit_s,
+    sites)``."""
+    import argparse
+    import warnings
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
+                                       "../shared/data/chest_xray_224/train]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      out_name))
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    from pneumonia_cnn import PneumoniaCNN, load_image_folder
+
+    data = load_image_folder(data_224(args.data), PneumoniaCNN().image_size, verbose=0)
+    masks, y = batch_design(data)
+    clf, fit_s = train_on_middle(data, masks, args.seed)
+    return args, clf, fit_s, batch_sites(data, masks, y)

@@ -19,17 +19,15 @@ batch-norm re-estimation), true vs estimated prevalence, the expected sensitivit
 specificity ``adapt`` printed and whether the truth fell inside their 90% intervals.
 """
 
-import argparse
 import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import batch_design, batch_sites, data_224, machine, train_on_middle  # noqa: E402
+from _common import data_224, machine, site_benchmark  # noqa: E402
 
 
 def rates(y, s, t):
@@ -41,24 +39,12 @@ def inside(value, interval):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
-                                       "../shared/data/chest_xray_224/train]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sizes", default="50,100,all")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                      "adaptation.json"))
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-
-    from pneumonia_cnn import PneumoniaCNN, load_image_folder
     from pneumonia_cnn.adaptation import adapt
 
     start = time.perf_counter()
-    data = load_image_folder(data_224(args.data), PneumoniaCNN().image_size, verbose=0)
-    masks, y = batch_design(data)
-    clf, fit_s = train_on_middle(data, masks, args.seed)
-    sites = batch_sites(data, masks, y)
+    args, clf, fit_s, sites = site_benchmark(
+        __doc__.splitlines()[0], "adaptation.json",
+        lambda p: p.add_argument("--sizes", default="50,100,all"), argv)
 
     rows = []
     for site, (X, ys) in sites.items():

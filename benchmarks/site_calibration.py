@@ -21,39 +21,25 @@ and the site's *other* films score each: mean sensitivity and specificity, and t
 draws whose sensitivity reached 0.95 (what the promise is about).
 """
 
-import argparse
 import json
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import batch_design, batch_sites, data_224, machine, train_on_middle  # noqa: E402
+from _common import data_224, machine, site_benchmark  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
-                                       "../shared/data/chest_xray_224/train]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                      "site_calibration.json"))
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-
-    from pneumonia_cnn import PneumoniaCNN, load_image_folder
     from pneumonia_cnn.calibration import SiteCalibratedCNN
     from pneumonia_cnn.evaluation import threshold_for_sensitivity
 
     start = time.perf_counter()
-    data = load_image_folder(data_224(args.data), PneumoniaCNN().image_size, verbose=0)
-    masks, y = batch_design(data)
-    clf, fit_s = train_on_middle(data, masks, args.seed)
-    sites = batch_sites(data, masks, y)
+    args, clf, fit_s, sites = site_benchmark(
+        __doc__.splitlines()[0], "site_calibration.json",
+        lambda p: p.add_argument("--draws", type=int, default=20), argv)
 
     labels = np.array(["NORMAL", "PNEUMONIA"])
     rows = []
