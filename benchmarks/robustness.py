@@ -253,9 +253,12 @@ def main(argv=None):
     args.data = data_224(args.data)
     results = json.load(open(args.out)) if os.path.exists(args.out) else {}
     results.setdefault("rows", [])
-    results.update(machine=machine(), date=time.strftime("%Y-%m-%d"),
-                   command="python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:]),
-                   data=str(args.data))
+    command = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])
+    if args.rescore:  # the rows stay those of the training command; say what rescored them
+        results["rescored_by"] = command
+    else:
+        results.update(machine=machine(), date=time.strftime("%Y-%m-%d"), command=command,
+                       data=str(args.data))
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.rescore:
         rescore(results, args.scores_dir)
