@@ -280,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "choose the decision threshold that keeps --target-sensitivity (or "
                     "use --threshold), optionally re-map the probabilities (--method), and "
                     "save the calibrated model. evaluate and predict then use its operating "
-                    "point. The sensitivity the set can promise is printed with its 95% "
-                    "interval.")
+                    "point. It prints its promise: sensitivity >= --target-sensitivity on "
+                    "the site's next films with probability --confidence, and how many "
+                    "PNEUMONIA films that needs; --unlabelled adds the site's unlabelled "
+                    "films. An adapted model (adapt) can be calibrated.")
     p.add_argument("model", metavar="MODEL", help=_MODEL_HELP)
     p.add_argument("data_dir", metavar="DATA",
                    help="the site's labelled images: a folder with NORMAL/ and PNEUMONIA/, a "
