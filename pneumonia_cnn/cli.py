@@ -823,10 +823,17 @@ def _read_inputs(inputs, image_size: int):
     """The images named on the command line (files and folders), unreadable ones reported
     as warnings; an error if none can be read."""
     from .data import ImageData, load_images
-    from .sources import is_data_file, load_data, parse_source
+    from .sources import is_data_file, load_data, parse_source, source_kind
 
-    # data sets named as a whole (a MedMNIST .npz[:split], a label CSV) are read as such
-    whole = [i for i in inputs if is_data_file(parse_source(i)[0])]
+    def whole_source(item) -> bool:
+        path, splits = parse_source(item)
+        return is_data_file(path) or splits is not None or (
+            path.is_dir() and source_kind(path) == "splits")
+
+    # data sets named as a whole (a MedMNIST .npz[:split], a label CSV, a split root or one
+    # of its splits) are read as such: a split root gives its test split, as evaluate reads
+    # it (its train+val films were scored too, silently, before)
+    whole = [i for i in inputs if whole_source(i)]
     rest = [i for i in inputs if i not in whole]
     parts = []
     with warnings.catch_warnings(record=True) as caught:

@@ -218,3 +218,23 @@ def test_a_medmnist_file_with_more_labels_than_images_is_refused(tmp_path):
         load_data(str(tmp_path / "bad.npz") + ":train", 28)
     with pytest.raises(DataError, match="7 labels for 6 images"):
         load_data(str(tmp_path / "bad.npz"), 28, role="train")
+
+
+def test_predict_on_a_split_root_reads_its_test_split_as_evaluate_does(split_root, fitted_tiny,
+                                                                      tmp_path, capsys):
+    """It scored every train+val film, silently, where evaluate refused (issue 20, item 7)."""
+    import shutil
+
+    fitted_tiny.save(tmp_path / "model")
+    assert main(["predict", str(tmp_path / "model"), str(split_root)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    n_test = len(list((split_root / "test").rglob("*.jpeg")))
+    assert len(rows) == n_test and all("/test/" in r for r in rows)
+    no_test = tmp_path / "no_test"
+    shutil.copytree(split_root, no_test)
+    shutil.rmtree(no_test / "test")
+    assert main(["predict", str(tmp_path / "model"), str(no_test)]) == 2
+    assert "has no test split" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "model"), f"{no_test}:val"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == len(
+        list((split_root / "val").rglob("*.jpeg")))
