@@ -656,7 +656,11 @@ def _set_tracking_uri(model, uri) -> None:
 
 def _fmt_ci(metrics: dict) -> str:
     ci = metrics.get("ci95", {})
-    parts = [f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in ci.items()]
+    def defined(v):
+        return v is not None and v == v  # None (strict JSON) or NaN: undefined
+
+    parts = [f"{k} {lo:.3f}-{hi:.3f}" if defined(lo) and defined(hi)
+             else f"{k} n/a (too few images)" for k, (lo, hi) in ci.items()]
     return (f"95% CI: {', '.join(parts)}; Brier score {metrics['brier']:.3f} "
             "(ROC AUC: bootstrap over patients; others: Wilson)")
 

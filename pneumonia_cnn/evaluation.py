@@ -310,13 +310,18 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> list:
     return [float(ci.low), float(ci.high)]
 
 
+#: Fewest images of each class for a bootstrap interval of the ROC AUC.
+MIN_FOR_AUC_INTERVAL = 10
+
+
 def confidence_intervals(y_true, y_score, threshold: float = 0.5, groups=None,
                          n_boot: int = 1000, random_state: int = 0) -> dict:
     """95% confidence intervals of an evaluation.
 
     Accuracy, sensitivity and specificity: Wilson score intervals (counts of images).
     ROC AUC: percentile bootstrap over **patients** (``groups``; images of one patient are
-    resampled together, since they are not independent), ``n_boot`` resamples.
+    resampled together, since they are not independent), ``n_boot`` resamples; NaN (null)
+    with fewer than :data:`MIN_FOR_AUC_INTERVAL` images of either class.
 
     Returns
     -------
@@ -330,7 +335,9 @@ def confidence_intervals(y_true, y_score, threshold: float = 0.5, groups=None,
            "sensitivity": wilson_interval(pred[y_pos].sum(), y_pos.sum()),
            "specificity": wilson_interval((~pred[~y_pos]).sum(), (~y_pos).sum())}
     out["roc_auc"] = [float("nan"), float("nan")]
-    if y_pos.any() and (~y_pos).any():
+    # a bootstrap of a handful of films gives "1.000-1.000", which reads as certainty: with
+    # fewer than MIN_FOR_AUC_INTERVAL of either class the interval is undefined (null)
+    if min(y_pos.sum(), (~y_pos).sum()) >= MIN_FOR_AUC_INTERVAL:
         groups = np.arange(len(y_pos)) if groups is None else np.asarray(groups)
         _, inverse = np.unique(groups, return_inverse=True)
         members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]

@@ -10,6 +10,7 @@ from conftest import TINY as TINY_PARAMS
 
 from pneumonia_cnn.evaluation import (
     FIGURE_FILES,
+    confidence_intervals,
     evaluate,
     metrics_from_scores,
     plot_confusion_matrix,
@@ -185,3 +186,19 @@ def test_images_decoded_at_another_size_are_decoded_again_for_the_model(fitted_t
         b = evaluate(fitted_tiny, at_model, track=False)
     assert a["roc_auc"] == pytest.approx(b["roc_auc"])
     assert np.allclose(a["per_image"]["probability"], b["per_image"]["probability"])
+
+
+def test_no_auc_interval_from_a_handful_of_films():
+    """'1.000-1.000' on 4 images read as certainty (issue 20, item 8): below 10 films of a
+    class the interval is undefined (null), not a bootstrap of nothing."""
+    from pneumonia_cnn.cli import _fmt_ci
+    from pneumonia_cnn.plots import strict_json
+
+    y = np.array(["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"])
+    ci = confidence_intervals(y, np.array([0.1, 0.2, 0.8, 0.9]))
+    assert np.isnan(ci["roc_auc"]).all()
+    assert strict_json(ci)["roc_auc"] == [None, None]
+    assert "roc_auc n/a (too few images)" in _fmt_ci({"ci95": ci, "brier": 0.1})
+    many = np.repeat(y, 5)  # 10 of each class: an interval again
+    lo, hi = confidence_intervals(many, np.repeat([0.1, 0.6, 0.4, 0.9], 5))["roc_auc"]
+    assert 0 <= lo <= hi <= 1
