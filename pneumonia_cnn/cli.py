@@ -435,8 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Serve the champion with: mlflow models serve -m "
                     "models:/NAME@champion --env-manager local")
     p.add_argument("model_uri", metavar="MODEL_URI",
-                   help="runs:/RUN_ID/MODEL_NAME, models:/MODEL_ID, or a run id (its logged "
-                        "model); printed by train, search and calibrate")
+                   help="a model folder written by train, calibrate or adapt (the model it "
+                        "logged), runs:/RUN_ID/MODEL_NAME, models:/MODEL_ID, or a run id (its "
+                        "logged model); printed by train, search, calibrate and adapt")
     p.add_argument("name", metavar="NAME", help="registered model name, e.g. pneumonia-cnn")
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
@@ -591,8 +592,34 @@ def cmd_close_runs(args) -> int:
 
 
 def cmd_register(args) -> int:
-    _register(args.model_uri, args.name, args.tracking_uri)
+    _register(_logged_model_uri(args.model_uri), args.name, args.tracking_uri)
     return 0
+
+
+def _logged_model_uri(model: str) -> str:
+    """A model folder written by train / calibrate / adapt as the URI of the model it
+    logged to MLflow (``models:/<id>``, recorded in the folder); anything else as given."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    # the outermost step first: a calibrated (adapted) folder is that model, not its network
+    for name, key in (("site_calibration.json", "mlflow_model_id"),
+                      ("site_adaptation.json", "mlflow_model_id"),
+                      ("pneumonia_cnn.json", "mlflow_model_id")):
+        file = folder / name
+        if file.is_file():
+            try:
+                model_id = json.loads(file.read_text()).get(key)
+            except (ValueError, AttributeError):
+                raise CLIError(f"{file} is damaged: not a JSON object") from None
+            if not model_id:
+                raise CLIError(f"the model in {folder} was not logged to MLflow (made with "
+                               "--no-tracking), so there is nothing to register: run that "
+                               "command again with tracking on, then register the folder or "
+                               "the models:/ URI it prints")
+            return f"models:/{model_id}"
+    raise CLIError(f"{folder} is not a saved model folder (no pneumonia_cnn.json): give a "
+                   "model folder, a models:/ or runs:/ URI, or a run id")
 
 
 def _print_stress(clf) -> None:

@@ -72,6 +72,23 @@ def test_cli_register_and_evaluate_a_registry_uri(three_fits, synthetic_dir, cap
     assert "could not register" in capsys.readouterr().err
 
 
+def test_cli_registers_a_model_folder(three_fits, tmp_path, capsys, monkeypatch,
+                                      fitted_tiny):
+    """`register outputs/model NAME` was refused ('neither a model URI ... nor a run id'):
+    a folder registers the model it logged (issue 20, item 2)."""
+    url, (a, _, _) = three_fits
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    a.save(tmp_path / "model")
+    assert main(["register", str(tmp_path / "model"), "cnn-folder"]) == 0
+    assert "Registered 'cnn-folder' version 1" in capsys.readouterr().out
+    version = mlflow.MlflowClient(url).get_model_version("cnn-folder", "1")
+    assert a.mlflow_model_id_ in (version.source or "") or (
+        getattr(version, "model_id", None) == a.mlflow_model_id_)
+    fitted_tiny.save(tmp_path / "untracked")
+    assert main(["register", str(tmp_path / "untracked"), "cnn-folder"]) == 2
+    assert "was not logged to MLflow" in capsys.readouterr().err
+
+
 def test_search_registers_its_refit_model(mlflow_server, synthetic_dir):
     from pneumonia_cnn.search import search
 
