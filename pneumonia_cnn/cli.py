@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
 
     p = sub.add_parser(
-        "explain", help="Grad-CAM heat maps: where the network looked",
+        "explain", help="heat maps (HiResCAM, or Grad-CAM): where the network looked",
         description="Write one overlay per image (film in grey, heat map in colour, "
                     "P(PNEUMONIA) and label in the title) and index.html showing them side "
                     "by side. The map shows the regions that raised the score of --target; "

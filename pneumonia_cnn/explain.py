@@ -61,6 +61,8 @@ class Explanation:
         "PNEUMONIA" or "NORMAL": whose evidence the maps show.
     layer : str
     paths : ndarray of str or None
+    method : {"hirescam", "gradcam"}
+        How the maps were computed (the index page names it).
     files : list of str
         Overlay PNG files, when written.
     """
@@ -73,6 +75,7 @@ class Explanation:
     layer: str
     paths: np.ndarray | None = None
     files: list | None = None
+    method: str = "hirescam"
 
 
 def last_conv_layer(model) -> str:
@@ -217,10 +220,22 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     result = Explanation(heatmaps=heat, images=images[..., 0], probabilities=proba,
                          labels=labels, target=target,
                          layer=layer or last_conv_layer(_members(net.model_)[0]),
-                         paths=paths)
+                         paths=paths, method=method)
     if out_dir is not None:
         result.files = write_overlays(result, out_dir, progress=progress)
     return result
+
+
+_METHOD_NAMES = {"hirescam": "HiResCAM", "gradcam": "Grad-CAM"}
+
+
+def _shorten(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, its start and its end kept
+    (``person1461_vir…2510.jpeg``): the end of a file name tells films apart."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return f"{name[:width - 1 - tail]}\u2026{name[-tail:]}"
 
 
 def _shown(result, i: int, file) -> str:
@@ -256,7 +271,7 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
     for i in range(n):
         name = (Path(display_path(result.paths[i])).stem if result.paths is not None
                 else f"image_{i:04d}")
-        title = (f"{name[:28]}\nP(PNEUMONIA)={result.probabilities[i]:.3f} -> "
+        title = (f"{_shorten(name, 28)}\nP(PNEUMONIA)={result.probabilities[i]:.3f} -> "
                  f"{result.labels[i]}\n{result.target} evidence")
         fig = overlay_figure(result.images[i], result.heatmaps[i], title)
         file = out / f"{i:04d}_{name[:60]}_{result.target.lower()}.png"
@@ -274,7 +289,8 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
         "<!doctype html><meta charset='utf-8'><title>pneumonia-cnn explanations</title>"
         "<style>body{font-family:sans-serif} figure{display:inline-block;margin:6px;"
         "font-size:12px;width:240px;vertical-align:top}</style>"
-        f"<h1>Grad-CAM: {result.target} evidence ({html.escape(result.layer)})</h1>"
+        f"<h1>{_METHOD_NAMES.get(result.method, result.method)}: {result.target} evidence "
+        f"({html.escape(result.layer)})</h1>"
         "<p>Colour = regions whose features raised the score of "
         f"{result.target}. A map shows where the network looked, not that it is right.</p>"
         f"{cells}\n")
@@ -332,7 +348,8 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
             i = int(idx[c])
             ax.imshow(films[i][..., 0], cmap="gray", vmin=0, vmax=255)
             ax.imshow(maps[i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
-            ax.set_title(f"{Path(display_path(paths[i])).name[:24]}\nP(PNEUMONIA)={p[i]:.3f}",
+            ax.set_title(f"{_shorten(Path(display_path(paths[i])).name, 24)}\n"
+                         f"P(PNEUMONIA)={p[i]:.3f}",
                          fontsize=7)
         axes[r, 0].text(-0.08, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
                         ha="right", va="center", fontsize=8)

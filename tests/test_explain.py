@@ -176,3 +176,24 @@ def test_index_links_to_overlays_whose_names_hold_url_characters(fitted_tiny, sy
     src = page.split('<img src="', 1)[1].split('"', 1)[0]
     assert "#" not in src and (tmp_path / "out" / unquote(src)).is_file()
     assert unquote(src) == Path(result.files[0]).name
+
+
+def test_the_index_names_the_method_and_titles_keep_the_end_of_long_names(fitted_tiny,
+                                                                          synthetic_dir,
+                                                                          tmp_path):
+    """It said Grad-CAM for HiResCAM maps, and cut names to 'person1461_virus_2510.jp'
+    (issue 20, item 9)."""
+    import shutil
+
+    from pneumonia_cnn.explain import _shorten
+
+    one = next((synthetic_dir / "NORMAL").iterdir())
+    long_name = tmp_path / "person1461_virus_2510_and_more_words.jpeg"
+    shutil.copy(one, long_name)
+    explain(fitted_tiny, [str(long_name)], out_dir=tmp_path / "h")
+    assert "<h1>HiResCAM: PNEUMONIA evidence" in (tmp_path / "h" / "index.html").read_text()
+    explain(fitted_tiny, [str(long_name)], out_dir=tmp_path / "g", method="gradcam")
+    assert "<h1>Grad-CAM: PNEUMONIA evidence" in (tmp_path / "g" / "index.html").read_text()
+    short = _shorten(long_name.name, 24)
+    assert len(short) == 24 and short.endswith("words.jpeg") and short.startswith("person14")
+    assert _shorten("IM-0001.jpeg", 24) == "IM-0001.jpeg"
