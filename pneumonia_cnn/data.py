@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -466,6 +467,20 @@ def _decode_or_reason(path: str, image_size: int):
         return None, f"{type(exc).__name__}: {reason}", notes
 
 
+class _PlainProgress:
+    """Progress as plain lines (one per quarter of the work), for output that is not a
+    terminal: Keras' progress bar writes ANSI colour and cursor codes into logs."""
+
+    def __init__(self, n: int, start: int = 0):
+        self.n, self.next = n, 0.25
+
+    def update(self, k: int) -> None:
+        if self.n and k / self.n >= self.next:
+            print(f"  decoded {k} of {self.n} images", flush=True)
+            while k / self.n >= self.next:
+                self.next += 0.25
+
+
 def _decode_into(X, ok, done, paths: Sequence[str], image_size: int, n_jobs, verbose,
                  skipped: list, noted: list, save=None) -> None:
     """Decode the images not yet ``done`` into ``X`` on all cores, ``_DECODE_STEP`` at a
@@ -480,8 +495,11 @@ def _decode_into(X, ok, done, paths: Sequence[str], image_size: int, n_jobs, ver
         resumed = n - len(todo)
         print(f"Decoding {len(todo)} images at {image_size}x{image_size}"
               + (f" ({resumed} of {n} were decoded before: resuming)" if resumed else ""))
-        bar = keras.utils.Progbar(n, unit_name="image")
-        bar.update(resumed)
+        if sys.stdout.isatty():
+            bar = keras.utils.Progbar(n, unit_name="image")
+            bar.update(resumed)
+        else:  # a log file or a pipe: plain lines, no terminal control codes
+            bar = _PlainProgress(n, resumed)
     # Pillow releases the GIL while decoding and resizing, so threads use every core
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(todo), _DECODE_STEP):

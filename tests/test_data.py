@@ -392,3 +392,14 @@ def test_a_film_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
     with pytest.warns(UserWarning, match="bomb.png"):
         assert len(load_images([str(path)], 64, strict=False, cache=False)) == 0
     assert 13000 * 13000 > MAX_PIXELS > 4300 * 4300
+
+
+def test_decode_progress_in_a_log_is_plain_lines(synthetic_dir, tmp_path, capsys):
+    """Keras' progress bar wrote ANSI codes into logs (issue 20, item 11): output that is
+    not a terminal gets plain lines."""
+    from pneumonia_cnn import load_image_folder
+
+    load_image_folder(synthetic_dir, 32, cache=tmp_path / "c", verbose=1)
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out
+    assert "decoded 60 of 60 images" in out
