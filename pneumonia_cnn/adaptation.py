@@ -36,7 +36,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import DataError
 from .evaluation import NEGATIVE, POSITIVE, decision_threshold
-from .scores import ClassShape, logit, sigmoid, smooth_quantile, smooth_share
+from .scores import (
+    ClassShape,
+    check_probabilities,
+    logit,
+    sigmoid,
+    smooth_quantile,
+    smooth_share,
+)
 from .wrappers import NetworkWrapper, log_site_run
 
 __all__ = ["ADAPTATION_FILE", "MIN_SITE_FILMS", "SiteAdaptedCNN", "adapt",
@@ -179,7 +186,7 @@ def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
 
     import keras
 
-    from .model import _flat_layers
+    from .model import flat_layers
 
     check_is_fitted(estimator, "model_")
     net = copy.deepcopy(estimator)  # scikeras pickles the Keras model: an independent copy
@@ -187,7 +194,7 @@ def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
     model = net.model_
     members = [m for m in model.layers if isinstance(m, keras.Model)] or [model]
     for member in members:
-        for layer in _flat_layers(member):
+        for layer in flat_layers(member):
             if not isinstance(layer, keras.layers.BatchNormalization):
                 continue
             probe = keras.Model(member.inputs, layer.input)
@@ -329,19 +336,9 @@ class SiteAdaptedCNN(NetworkWrapper):
         return self.classes_[(proba >= self.threshold_).astype(int)]
 
     # -- saving -------------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Save as a model folder: the (adapted) network's files plus
-        ``site_adaptation.json`` (written whole or not at all, see
-        :func:`pneumonia_cnn.estimator.atomic_model_folder`)."""
-        from .estimator import atomic_model_folder
-
-        check_is_fitted(self, "threshold_")
-        with atomic_model_folder(path) as folder:
-            self._write_files(folder)
-        return Path(path)
-
-    def _write_files(self, path: Path) -> None:
-        self.estimator._write_files(path)
+    def write_files(self, path: Path) -> None:
+        """The (adapted) network's files plus ``site_adaptation.json`` (see ``save``)."""
+        self.estimator.write_files(path)
         info = {"target_sensitivity": self.target_sensitivity,
                 "n_bootstrap": self.n_bootstrap, "random_state": self.random_state,
                 "threshold_": self.threshold_, "adaptation": self.adaptation_,
@@ -367,10 +364,7 @@ class SiteAdaptedCNN(NetworkWrapper):
             saved_t = float(info["threshold_"])
             if not 0.0 <= saved_t <= 1.0:
                 raise ValueError(f"threshold {saved_t!r} is not in [0, 1]")
-            est.site_scores_ = np.asarray(info["site_scores"], float)
-            if est.site_scores_.ndim != 1 or not np.isfinite(est.site_scores_).all() or (
-                    est.site_scores_.min() < 0 or est.site_scores_.max() > 1):
-                raise ValueError("'site_scores' are not probabilities in [0, 1]")
+            est.site_scores_ = check_probabilities(info["site_scores"], "site_scores")
             est.threshold_ = saved_t
             est.classes_ = np.array([NEGATIVE, POSITIVE])
             est.adaptation_ = dict(info["adaptation"])

@@ -44,6 +44,7 @@ from .evaluation import (
     training_overlap,
     wilson_interval,
 )
+from .scores import check_probabilities
 from .wrappers import NetworkWrapper, log_site_run
 
 __all__ = ["CALIBRATION_FILE", "MIN_PER_CLASS", "SiteCalibratedCNN", "calibrate", "load_model",
@@ -295,18 +296,9 @@ class SiteCalibratedCNN(NetworkWrapper):
         return self.classifier_.predict(self._scores(X))
 
     # -- saving -------------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Save as a model folder: the network's files plus ``site_calibration.json``
-        (written whole or not at all, see :func:`pneumonia_cnn.estimator.atomic_model_folder`)."""
-        from .estimator import atomic_model_folder
-
-        check_is_fitted(self, "classifier_")
-        with atomic_model_folder(path) as folder:
-            self._write_files(folder)
-        return Path(path)
-
-    def _write_files(self, path: Path) -> None:
-        self.estimator._write_files(path)
+    def write_files(self, path: Path) -> None:
+        """The network's files plus ``site_calibration.json`` (see ``save``)."""
+        self.estimator.write_files(path)
         info = {"method": self.method, "threshold": self.threshold,
                 "target_sensitivity": self.target_sensitivity, "confidence": self.confidence,
                 "unlabelled_scores": (None if self.unlabelled_scores_ is None
@@ -337,9 +329,9 @@ class SiteCalibratedCNN(NetworkWrapper):
             if len(info["scores"]) != len(info["labels"]):
                 raise ValueError(f"{len(info['scores'])} scores for {len(info['labels'])} "
                                  "labels")
-            _check_scores(info["scores"], "scores")
+            check_probabilities(info["scores"], "scores")
             if unl is not None:
-                _check_scores(unl, "unlabelled_scores")
+                check_probabilities(unl, "unlabelled_scores")
             saved = float(info["threshold_"])
             if not 0.0 <= saved <= 1.0:  # NaN included
                 raise ValueError(f"threshold_ {saved!r} is not in [0, 1]")
@@ -358,13 +350,6 @@ class SiteCalibratedCNN(NetworkWrapper):
         est.mlflow_run_id_ = info.get("mlflow_run_id")
         est.mlflow_model_id_ = info.get("mlflow_model_id")
         return est
-
-
-def _check_scores(values, what: str) -> None:
-    """Saved scores must be probabilities: a damaged file is refused, not used."""
-    arr = np.asarray(values, float)
-    if arr.ndim != 1 or not (np.isfinite(arr).all() and ((arr >= 0) & (arr <= 1)).all()):
-        raise ValueError(f"'{what}' are not probabilities in [0, 1]")
 
 
 def _coverage_bound(pos_scores, t: float, confidence: float) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -29,15 +28,14 @@ from .data import (
     image_fingerprints,
     load_any,
 )
+from .folders import META_FILE, MODEL_FILE, atomic_model_folder
 from .model import build_model, ensemble_model
+from .scores import check_probabilities
 from .streaming import CHUNK, ImageStream, stream_batches
 from .tracking import MLflowLogger, deferred_interrupts
 
-__all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION", "atomic_model_folder"]
+__all__ = ["PneumoniaCNN", "MODEL_FILE", "META_FILE", "FORMAT_VERSION"]
 
-#: Files of a saved model folder (see :meth:`PneumoniaCNN.save`).
-MODEL_FILE = "model.keras"
-META_FILE = "pneumonia_cnn.json"
 FORMAT_VERSION = 3
 #: Formats :meth:`PneumoniaCNN.load` reads (3 added the validation hold-out's scores).
 READABLE_FORMATS = (1, 2, 3)
@@ -54,8 +52,6 @@ ARCHITECTURES = {
               "dense_units": 0, "augmentation": "light"},
 }
 SMALL_IMAGE = 64
-#: Files that post-fit wrappers (site calibration, site adaptation) add to a model folder.
-WRAPPER_FILES = ("site_calibration.json", "site_adaptation.json")
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
 _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
@@ -949,11 +945,12 @@ class PneumoniaCNN(KerasClassifier):
         """
         check_is_fitted(self, "model_")
         with atomic_model_folder(path) as folder:
-            self._write_files(folder)
+            self.write_files(folder)
         return Path(path)
 
-    def _write_files(self, path: Path) -> None:
-        """Write the model's files into the (new, empty) folder ``path``."""
+    def write_files(self, path: Path) -> None:
+        """Write the model's files into the (new, empty) folder ``path`` (``save`` does,
+        inside :func:`pneumonia_cnn.folders.atomic_model_folder`; wrappers add theirs)."""
         self.model_.save(path / MODEL_FILE)
         params, dropped = {}, []
         for k, v in self.get_params().items():
@@ -1095,11 +1092,9 @@ class PneumoniaCNN(KerasClassifier):
         scores, labels = meta.get("validation_scores"), meta.get("validation_labels")
         if scores is not None:
             try:
-                scores = np.asarray(scores, float)
+                scores = check_probabilities(scores, "validation_scores")
                 labels = np.asarray(labels, int)
-                ok = (scores.ndim == 1 and scores.shape == labels.shape
-                      and np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
-                      and set(np.unique(labels)) == {0, 1})
+                ok = scores.shape == labels.shape and set(np.unique(labels)) == {0, 1}
             except (TypeError, ValueError):
                 ok = False
             if not ok:
@@ -1214,51 +1209,6 @@ def _in_memory_batches(x, y, sample_weight=None, *, batch_size: int = 32,
     options.experimental_optimization.apply_default_optimizations = False
     options.autotune.enabled = False
     return ds.batch(batch_size).prefetch(2).with_options(options)
-
-
-@contextlib.contextmanager
-def atomic_model_folder(path):
-    """Where a model folder is written: a new sibling folder that replaces ``path`` in one
-    rename when everything in it is written, under an exclusive lock (``.<name>.lock``
-    beside it), so that two saves to one folder at once leave one whole model, never one
-    model's network with the other's threshold, and a failed save leaves the old one.
-
-    A folder that holds other files than a model's (allowed by the CLI's ``--overwrite``)
-    keeps them: its model files are replaced one by one, still under the lock.
-    """
-    import fcntl
-    import shutil
-    import uuid
-
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path} is a file: save() writes a folder; choose a new name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        # mkdir, not mkdtemp: the folder gets the user's umask (mkdtemp's is owner-only)
-        tmp = path.with_name(f".{path.name}.saving-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        try:
-            yield tmp
-            ours = {MODEL_FILE, META_FILE, *WRAPPER_FILES}
-            if path.exists() and any(p.name not in ours for p in path.iterdir()):
-                for stale in ours - {p.name for p in tmp.iterdir()}:
-                    (path / stale).unlink(missing_ok=True)
-                for f in tmp.iterdir():
-                    os.replace(f, path / f.name)
-                tmp.rmdir()
-            else:
-                old = None
-                if path.exists():
-                    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                    os.replace(path, old)
-                os.replace(tmp, path)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
 
 def _list_or_none(values, kind):

@@ -10,7 +10,7 @@ from keras import layers
 
 from .augmentation import build_augmentation
 
-__all__ = ["build_model", "count_flops", "ensemble_model"]
+__all__ = ["build_model", "count_flops", "ensemble_model", "flat_layers"]
 
 
 def build_model(
@@ -148,7 +148,7 @@ def count_flops(model: keras.Model) -> int:
     for activations and for weights).
     """
     flops = 0
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
         if isinstance(layer, layers.Conv2D):
             out_h, out_w, out_c = layer.output.shape[1:]
             k_h, k_w = layer.kernel_size
@@ -159,9 +159,10 @@ def count_flops(model: keras.Model) -> int:
     return int(flops)
 
 
-def _flat_layers(model):
+def flat_layers(model):
+    """Every layer of ``model``, nested models (ensemble members) opened, in order."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _flat_layers(layer)
+            yield from flat_layers(layer)
         else:
             yield layer

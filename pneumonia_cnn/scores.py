@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ClassShape", "logit", "sigmoid", "smooth_quantile", "smooth_share"]
+__all__ = ["ClassShape", "check_probabilities", "logit", "sigmoid", "smooth_quantile",
+           "smooth_share"]
 
 #: Logits are clipped to this range (probabilities 1e-7 .. 1 - 1e-7).
 LOGIT_CLIP = 16.0
+
+
+def check_probabilities(values, what: str) -> np.ndarray:
+    """``values`` as a 1-D float array of probabilities, or ``ValueError`` naming ``what``
+    (saved scores read back from a model folder: a damaged file is refused, not used)."""
+    arr = np.asarray(values, float)
+    if arr.ndim != 1 or not (np.isfinite(arr).all() and ((arr >= 0) & (arr <= 1)).all()):
+        raise ValueError(f"'{what}' are not probabilities in [0, 1]")
+    return arr
 
 
 def logit(p) -> np.ndarray:

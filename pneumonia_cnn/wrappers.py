@@ -4,7 +4,12 @@ network's fit."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .folders import atomic_model_folder
 
 __all__ = ["NetworkWrapper", "log_site_run"]
 
@@ -16,6 +21,15 @@ class NetworkWrapper(ClassifierMixin, BaseEstimator):
 
     def _decision_threshold(self) -> float:
         return float(self.threshold_)
+
+    def save(self, path) -> Path:
+        """Save as a model folder: the network's files plus the wrapper's own
+        (``write_files``), written whole or not at all
+        (:func:`pneumonia_cnn.folders.atomic_model_folder`)."""
+        check_is_fitted(self, "threshold_")
+        with atomic_model_folder(path) as folder:
+            self.write_files(folder)
+        return Path(path)
 
     @property
     def image_size(self):
