@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from .limits import check_pixel_budget
+
 __all__ = ["DICOM_EXTENSIONS", "is_dicom", "read_dicom", "dicom_patient_id"]
 
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
@@ -89,8 +91,6 @@ def read_dicom(path) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ValueError(f"DICOM with {frames} frames: one image per file is expected")
-    from .data import check_pixel_budget
-
     check_pixel_budget(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
     try:
         arr = ds.pixel_array
