@@ -5,6 +5,11 @@
 
 Names are imported lazily, so ``import pneumonia_cnn`` (and the command line's ``--help``)
 does not pay for importing TensorFlow.
+
+Subpackages, from the bottom up (each imports only those before it): ``utils``, ``data``,
+``network``, ``metrics``, ``estimator``, ``analysis``, ``tracking`` (every MLflow import),
+``cluster`` (Dask) and ``cli``. Old module paths (``pneumonia_cnn.calibration``...) are
+answered by :mod:`pneumonia_cnn._compat`.
 """
 
 import importlib
@@ -22,14 +27,22 @@ _EXPORTS = {
     "ImageData": "data",
     "load_image_folder": "data",
     "load_images": "data",
-    "load_data": "sources",
+    "load_data": "data",
     "patient_id": "data",
-    "evaluate": "evaluation",
-    "build_model": "model",
-    "quiet_tensorflow": "quiet",
+    "evaluate": "analysis",
+    "adapt": "analysis",
+    "calibrate": "analysis",
+    "load_model": "analysis",
+    "build_model": "network",
+    "search": "tracking",
+    "quiet_tensorflow": "utils",
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+from ._compat import install as _install_old_paths  # noqa: E402
+
+_install_old_paths(__name__)
 
 
 def __getattr__(name):

@@ -1,0 +1,434 @@
+"""Label-free site adaptation: a fitted model's operating point moved to a new site's
+*unlabelled* films.
+
+A network trained at one hospital ranks another hospital's films nearly as well as its own,
+but the scores of both classes move (exposure, detector processing, patient mix), so a
+threshold chosen on the training site's hold-out lands in the wrong place: too low, and
+specificity collapses. :func:`adapt` looks at the new site's films, without any label, and
+
+1. optionally re-estimates the network's batch-normalisation statistics on them
+   (:func:`recalibrate_batch_norm`, "AdaBN", Li et al. 2016), so that the features are
+   normalised with the site's own statistics;
+2. models the site's scores as a two-component mixture in logit space, NORMAL and PNEUMONIA,
+   each component the training hold-out's own score distribution of that class (a kernel
+   density), moved to the site (a location shift per class; a free scale was tried and was
+   unstable), fitted by expectation-maximisation with the hold-out as a prior worth
+   :data:`PRIOR_WEIGHT` films per class. The mixture weight is the site's **prevalence**
+   (the EM of Saerens et al., 2002, is the special case with no movement);
+3. puts the threshold where the *site's* PNEUMONIA component keeps ``target_sensitivity``
+   (a quantile of its kernel density), and reports the expected sensitivity and
+   specificity there, with bootstrap intervals over the site's films.
+
+The result, :class:`SiteAdaptedCNN`, predicts, evaluates, explains, saves, loads, calibrates
+and serves like any model. Its promises are estimates from a model of the scores, not
+measurements: evaluate it on labelled films of the site when you have them, and calibrate
+(:func:`pneumonia_cnn.calibration.calibrate`) when you have 20+ labelled films of each class.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ..data import DataError
+from ..estimator import PneumoniaCNN
+from ..metrics import NEGATIVE, POSITIVE, decision_threshold
+from ..metrics import (
+    ClassShape,
+    check_probabilities,
+    logit,
+    sigmoid,
+    smooth_quantile,
+    smooth_share,
+)
+from ..network import flat_layers
+from ..utils import plugin
+from ._evaluate import image_arrays, training_overlap
+from ._wrappers import NetworkWrapper
+
+__all__ = ["ADAPTATION_FILE", "MIN_SITE_FILMS", "SiteAdaptedCNN", "adapt",
+           "estimate_site_mixture", "recalibrate_batch_norm"]
+
+#: File of a saved model folder that holds the site adaptation.
+ADAPTATION_FILE = "site_adaptation.json"
+#: Fewest unlabelled films of a site :func:`adapt` works with.
+MIN_SITE_FILMS = 50
+#: Weight of the training hold-out's class distributions as a prior, in pseudo-films per
+#: class: with a few dozen site films the fit stays near the hold-out; with hundreds the site
+#: decides.
+PRIOR_WEIGHT = 30.0
+
+
+def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
+                          target_sensitivity: float = 0.95, prior_weight: float = PRIOR_WEIGHT,
+                          max_iter: int = 200, site_labels=None) -> dict:
+    """Fit the two-class mixture to a site's unlabelled scores (see the module docstring).
+
+    Parameters
+    ----------
+    site_scores : array-like of shape (n,)
+        P(PNEUMONIA) of the site's films.
+    validation_scores, validation_labels : array-like of shape (m,)
+        The training hold-out's P(PNEUMONIA) and labels (1 = PNEUMONIA).
+    target_sensitivity : float, default=0.95
+    prior_weight : float, default=PRIOR_WEIGHT
+        Pseudo-films of each class that pull the fit towards the hold-out.
+    max_iter : int, default=200
+    site_labels : array-like of shape (n,), default=None
+        Labels of the site's films where known (1 = PNEUMONIA, 0 = NORMAL, -1 = unknown):
+        known films belong to their class's component (semi-supervised: site calibration
+        with labelled and unlabelled films). The prevalence is estimated from the unknown
+        ones (a labelled set is often drawn per class).
+
+    Returns
+    -------
+    dict
+        ``prevalence``, ``threshold`` (probability), ``expected_sensitivity``,
+        ``expected_specificity``, and per class ``loc`` / ``scale`` in logit space (site and
+        hold-out).
+    """
+    s = logit(site_scores)
+    v = logit(validation_scores)
+    lab = np.asarray(validation_labels).astype(int)
+    shapes = {c: ClassShape(v[lab == c]) for c in (0, 1)}
+    loc = {c: shapes[c].loc for c in (0, 1)}
+    scale = {c: shapes[c].scale for c in (0, 1)}
+    known = (np.full(s.size, -1) if site_labels is None
+             else np.asarray(site_labels).astype(int))
+    unknown = known < 0
+    # where the class's components start and what pulls them: the mean logit of the site's
+    # own labelled films of the class when there are 5 or more (a site that moved far from
+    # the hold-out is anchored where it is), else the hold-out's
+    centre = {}
+    for c in (0, 1):
+        sh = shapes[c]
+        mz = float(np.mean(sh.z))
+        labelled = s[known == c]
+        centre[c] = (float(labelled.mean()) if labelled.size >= 5
+                     else sh.loc + sh.scale * mz)
+        loc[c] = centre[c] - scale[c] * mz
+    k = float(prior_weight)
+    # EM from several starts of the NORMAL component (where it sits at the hold-out, and 2,
+    # 4, 6 logits higher): NORMAL films that moved far up otherwise end in the PNEUMONIA
+    # component (a local optimum: prevalence near 1, specificity over-stated). The start
+    # with the highest penalised likelihood wins.
+    starts = [0.0] if (known == 0).sum() >= 5 else [0.0, 2.0, 4.0, 6.0]
+    best = None
+    for shift in starts:
+        fit = _em(s, shapes, scale, known, unknown, centre,
+                  {0: loc[0] + shift, 1: loc[1]}, float(lab.mean()), k, max_iter)
+        if best is None or fit[2] > best[2] + 1e-9:
+            best = fit
+    loc, pi, prev_ll = best
+    t_logit = smooth_quantile(shapes[1], loc[1], scale[1], float(target_sensitivity))
+    sens = smooth_share(shapes[1], loc[1], scale[1], t_logit, above=True)
+    # specificity from the site's own films, not from the NORMAL component's shape (a
+    # location shift cannot widen its upper tail, and NORMAL films at a new site do spread):
+    # the films below the threshold, less the PNEUMONIA films expected there, over the
+    # NORMAL films expected in all
+    pool = unknown if unknown.sum() >= 10 else np.ones(s.size, bool)
+    below = float(np.mean(s[pool] < t_logit))
+    if (1 - pi) * pool.sum() < 10:
+        # (almost) no NORMAL films found: the site has hardly any, or its NORMAL films
+        # score like PNEUMONIA ones, which scores alone cannot tell from prevalence. Its
+        # specificity is unknown, not 1.
+        spec = None
+    else:
+        spec = float(np.clip((below - pi * (1 - sens)) / (1 - pi), 0.0, 1.0))
+    return {
+        "prevalence": pi,
+        "threshold": float(np.clip(sigmoid(t_logit), 0.0, 1.0)),
+        "expected_sensitivity": sens,
+        "expected_specificity": spec,
+        "site_logit": {"NORMAL": [loc[0], scale[0]], "PNEUMONIA": [loc[1], scale[1]]},
+        "holdout_logit": {"NORMAL": [shapes[0].loc, shapes[0].scale],
+                          "PNEUMONIA": [shapes[1].loc, shapes[1].scale]},
+        "log_likelihood": prev_ll,
+    }
+
+
+def _em(s, shapes, scale, known, unknown, centre, loc, pi, k, max_iter) -> tuple:
+    """EM of the location mixture from the start ``loc``; returns ``(loc, prevalence,
+    penalised log-likelihood)`` (the prior: ``k`` pseudo-films of each class at its
+    centre, a Gaussian pull of sd ``scale / sqrt(k)`` on its mean)."""
+    loc = dict(loc)
+    prev = -np.inf
+    for _ in range(max_iter):
+        d1 = pi * shapes[1].pdf(s, loc[1], scale[1])
+        d0 = (1 - pi) * shapes[0].pdf(s, loc[0], scale[0])
+        r = np.where(unknown, d1 / (d1 + d0), known)
+        ll = float(np.log(d1 + d0).sum())
+        pool = r[unknown] if unknown.sum() >= 10 else r
+        pi = float((pool.sum() + 1.0) / (pool.size + 2.0))  # a Beta(2, 2)-like pull from 0, 1
+        penalty = 0.0
+        for c, w in ((1, r), (0, 1 - r)):
+            # the component's films' weighted mean, pulled towards its centre by ``k``
+            # pseudo-films; location only: the site's component is the hold-out's shape,
+            # moved (a free scale soaked up the other class's tail and was unstable)
+            mz = float(np.mean(shapes[c].z))
+            n_c = float(w.sum())
+            m = (float(np.sum(w * s)) + k * centre[c]) / (n_c + k)
+            loc[c] = m - scale[c] * mz
+            penalty += 0.5 * k * ((m - centre[c]) / scale[c]) ** 2
+        ll -= penalty
+        if ll - prev < 1e-6 * max(1.0, abs(ll)):
+            break
+        prev = ll
+    return loc, pi, ll
+
+
+def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
+    """A copy of a fitted ``PneumoniaCNN`` whose batch-normalisation statistics are those of
+    the images ``X`` (AdaBN): every BN layer, in network order, gets the mean and variance of
+    its inputs over ``X`` as its moving statistics. Weights are untouched; ``estimator`` is
+    not changed."""
+    import copy
+
+    import keras
+
+    check_is_fitted(estimator, "model_")
+    net = copy.deepcopy(estimator)  # scikeras pickles the Keras model: an independent copy
+    X = net.feature_encoder_.transform(np.asarray(X))
+    model = net.model_
+    members = [m for m in model.layers if isinstance(m, keras.Model)] or [model]
+    for member in members:
+        for layer in flat_layers(member):
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                continue
+            probe = keras.Model(member.inputs, layer.input)
+            total = total_sq = None
+            count = 0
+            for start in range(0, len(X), batch_size):
+                a = np.asarray(probe([X[start:start + batch_size]], training=False), np.float64)
+                a = a.reshape(-1, a.shape[-1])
+                total = a.sum(0) if total is None else total + a.sum(0)
+                total_sq = (a ** 2).sum(0) if total_sq is None else total_sq + (a ** 2).sum(0)
+                count += a.shape[0]
+            mean = total / count
+            var = np.maximum(total_sq / count - mean ** 2, 0.0)
+            layer.moving_mean.assign(mean.astype("float32"))
+            layer.moving_variance.assign(var.astype("float32"))
+    return net
+
+
+class SiteAdaptedCNN(NetworkWrapper):
+    """A fitted PneumoniaCNN with an operating point adapted to a site's unlabelled films.
+
+    Parameters
+    ----------
+    estimator : fitted PneumoniaCNN
+        The network whose scores are used (already batch-norm recalibrated by :func:`adapt`
+        when asked); needs ``validation_scores_`` (fits of pneumonia-cnn >= 0.2 keep them).
+    target_sensitivity : float, default=0.95
+        The threshold is where the site's estimated PNEUMONIA score distribution keeps this
+        sensitivity.
+    n_bootstrap : int, default=200
+        Bootstrap resamples of the site's films for the intervals.
+    random_state : int, default=0
+        Seed of the bootstrap.
+
+    Attributes
+    ----------
+    threshold_ : float
+    adaptation_ : dict
+        ``n_films``, ``prevalence`` and ``prevalence_ci90``, ``threshold`` and
+        ``threshold_ci90``, ``expected_sensitivity`` / ``expected_specificity`` with their
+        ``_ci90`` (5th-95th bootstrap percentiles: the interval of the estimate, not a
+        guarantee), ``base_threshold`` and the mixture's parameters.
+    site_scores_ : ndarray
+        The site films' scores (saved, so the fit is rebuilt exactly on load; no pixels).
+    """
+
+    def __init__(self, estimator, *, target_sensitivity=0.95, n_bootstrap=200, random_state=0):
+        self.estimator = estimator
+        self.target_sensitivity = target_sensitivity
+        self.n_bootstrap = n_bootstrap
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        """Adapt to the site's unlabelled images ``X`` (a folder, files or an array);
+        labels, if any, are ignored."""
+        self._check_params()
+        check_is_fitted(self.estimator, "model_")
+        col = list(map(str, self.estimator.classes_)).index(POSITIVE)
+        scores = np.asarray(self.estimator.predict_proba(X))[:, col]
+        return self._fit_scores(scores)
+
+    def _check_params(self):
+        t = self.target_sensitivity
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
+            raise ValueError(f"target_sensitivity must be in (0, 1), got {t!r}")
+        if not isinstance(self.n_bootstrap, (int, np.integer)) or self.n_bootstrap < 0:
+            raise ValueError(f"n_bootstrap must be an int >= 0, got {self.n_bootstrap!r}")
+        if getattr(self.estimator, "validation_scores_", None) is None:
+            raise ValueError(
+                "this model kept no validation hold-out scores (it was saved by an older "
+                "pneumonia-cnn, or trained with validation_fraction=0), and adaptation starts "
+                "from them: retrain it with this version and validation_fraction > 0")
+
+    def _fit_scores(self, scores):
+        scores = np.asarray(scores, float)
+        if scores.size < MIN_SITE_FILMS:
+            raise DataError(
+                f"adaptation needs at least {MIN_SITE_FILMS} unlabelled films of the site, got "
+                f"{scores.size}: with fewer, the site's score distribution cannot be told from "
+                "noise. Add films, or calibrate on labelled ones (`pneumonia-cnn calibrate`)")
+        if not np.isfinite(scores).all():
+            raise ValueError("the network gave non-finite scores on the site's films: the "
+                             "model is broken; retrain it")
+        self.site_scores_ = scores
+        v = np.asarray(self.estimator.validation_scores_, float)
+        lab = np.asarray(self.estimator.validation_labels_, int)
+        t = float(self.target_sensitivity)
+        fit = estimate_site_mixture(scores, v, lab, target_sensitivity=t)
+        rng = np.random.default_rng(self.random_state)
+        boot = []
+        for _ in range(int(self.n_bootstrap)):
+            b = estimate_site_mixture(rng.choice(scores, scores.size), v, lab,
+                                      target_sensitivity=t, max_iter=60)
+            boot.append((b["prevalence"], b["threshold"], b["expected_sensitivity"],
+                         np.nan if b["expected_specificity"] is None
+                         else b["expected_specificity"]))
+
+        def ci(i):
+            col = np.array([row[i] for row in boot], float)
+            if not boot or np.isnan(col).mean() > 0.05:  # unknown in more than 1 in 20
+                return None
+            col = col[~np.isnan(col)]
+            return [float(np.percentile(col, 5)), float(np.percentile(col, 95))]
+
+        self.threshold_ = float(fit["threshold"])
+        self.classes_ = np.array([NEGATIVE, POSITIVE])
+        if fit["expected_specificity"] is None:
+            warnings.warn(
+                f"the site's scores show almost no NORMAL films (estimated prevalence of "
+                f"PNEUMONIA {fit['prevalence']:.2f}): either the site has hardly any, or its "
+                "NORMAL films score like PNEUMONIA ones, which no method can tell apart "
+                "without labels. The adapted threshold keeps sensitivity, but the "
+                "specificity is unknown and may be very low: calibrate on labelled films "
+                "of the site before use", UserWarning, stacklevel=3)
+        self.adaptation_ = {
+            "n_films": int(scores.size), "target_sensitivity": t,
+            "prevalence": fit["prevalence"], "prevalence_ci90": ci(0),
+            "holdout_prevalence": float(lab.mean()),
+            "threshold": self.threshold_, "threshold_ci90": ci(1),
+            "expected_sensitivity": fit["expected_sensitivity"],
+            "expected_sensitivity_ci90": ci(2),
+            "expected_specificity": fit["expected_specificity"],
+            "expected_specificity_ci90": ci(3),
+            "base_threshold": decision_threshold(self.estimator),
+            "batch_norm_recalibrated": bool(getattr(self, "batch_norm_recalibrated_", False)),
+            "site_logit": fit["site_logit"], "holdout_logit": fit["holdout_logit"],
+        }
+        return self
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict_proba(self, X):
+        """The (adapted) network's ``[P(NORMAL), P(PNEUMONIA)]``."""
+        check_is_fitted(self, "threshold_")
+        return np.asarray(self.estimator.predict_proba(X))
+
+    def predict(self, X):
+        """PNEUMONIA when P(PNEUMONIA) >= the adapted ``threshold_``."""
+        proba = self.predict_proba(X)[:, 1]
+        return self.classes_[(proba >= self.threshold_).astype(int)]
+
+    # -- saving -------------------------------------------------------------------------------
+    def write_files(self, path: Path) -> None:
+        """The (adapted) network's files plus ``site_adaptation.json`` (see ``save``)."""
+        self.estimator.write_files(path)
+        info = {"target_sensitivity": self.target_sensitivity,
+                "n_bootstrap": self.n_bootstrap, "random_state": self.random_state,
+                "threshold_": self.threshold_, "adaptation": self.adaptation_,
+                "site_scores": self.site_scores_.tolist(),
+                "mlflow_run_id": getattr(self, "mlflow_run_id_", None),
+                "mlflow_model_id": getattr(self, "mlflow_model_id_", None)}
+        (Path(path) / ADAPTATION_FILE).write_text(json.dumps(info, indent=1))
+
+    @classmethod
+    def load(cls, path) -> "SiteAdaptedCNN":
+        """Load a folder written by :meth:`save` (the threshold is rebuilt from the saved
+        scores and checked against the saved one)."""
+        path = Path(path)
+        net = PneumoniaCNN.load(path)
+        try:
+            info = json.loads((path / ADAPTATION_FILE).read_text())
+            est = cls(net, target_sensitivity=info["target_sensitivity"],
+                      n_bootstrap=info["n_bootstrap"], random_state=info["random_state"])
+            est.batch_norm_recalibrated_ = bool(
+                info["adaptation"].get("batch_norm_recalibrated", False))
+            saved_t = float(info["threshold_"])
+            if not 0.0 <= saved_t <= 1.0:
+                raise ValueError(f"threshold {saved_t!r} is not in [0, 1]")
+            est.site_scores_ = check_probabilities(info["site_scores"], "site_scores")
+            est.threshold_ = saved_t
+            est.classes_ = np.array([NEGATIVE, POSITIVE])
+            est.adaptation_ = dict(info["adaptation"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path / ADAPTATION_FILE} is damaged ({exc}): adapt the model "
+                            "again with `pneumonia-cnn adapt`") from exc
+        est.mlflow_run_id_ = info.get("mlflow_run_id")
+        est.mlflow_model_id_ = info.get("mlflow_model_id")
+        return est
+
+
+def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = True,
+          n_bootstrap: int = 200, random_state: int = 0, track: bool | None = None,
+          data_name: str | None = None) -> SiteAdaptedCNN:
+    """Adapt a fitted model to a new site from its **unlabelled** films.
+
+    Parameters
+    ----------
+    estimator : fitted PneumoniaCNN
+    X : str, path-like, ImageData or array
+        The site's films: a flat folder of images (class sub-folders are read, but their
+        labels are not used), image files or an array; at least :data:`MIN_SITE_FILMS`.
+    target_sensitivity : float, default=0.95
+    batch_norm : bool, default=True
+        Re-estimate the batch-normalisation statistics on the site's films first
+        (:func:`recalibrate_batch_norm`).
+    n_bootstrap : int, default=200
+    random_state : int, default=0
+    track : bool, default=None
+        Log an adaptation run nested under the model's fit run (None: the model's
+        ``tracking`` setting).
+    data_name : str, default=None
+        Name of the site's data for the run.
+
+    Returns
+    -------
+    SiteAdaptedCNN
+    """
+    check_is_fitted(estimator, "model_")
+    if isinstance(estimator, SiteAdaptedCNN) or hasattr(estimator, "calibration_"):
+        raise ValueError("adapt takes a trained PneumoniaCNN, not an adapted or calibrated "
+                         "model: adapt the original network (calibrate may follow adapt)")
+    images, _, _, groups = image_arrays(estimator, X, None) if not isinstance(
+        X, np.ndarray) else (estimator.prepare_images(X), None, None, None)
+    if len(images) < MIN_SITE_FILMS:
+        raise DataError(
+            f"adaptation needs at least {MIN_SITE_FILMS} unlabelled films of the site, got "
+            f"{len(images)}: with fewer, the site's score distribution cannot be told from "
+            "noise. Add films, or calibrate on labelled ones (`pneumonia-cnn calibrate`)")
+    overlap = training_overlap(estimator, images)
+    if overlap:
+        warnings.warn(f"{overlap} of the {len(images)} site films are identical to training "
+                      "films of this model: their scores are optimistic, and so is the "
+                      "adapted operating point; adapt on films the model never saw",
+                      UserWarning, stacklevel=2)
+    net = recalibrate_batch_norm(estimator, images) if batch_norm else estimator
+    model = SiteAdaptedCNN(net, target_sensitivity=target_sensitivity,
+                           n_bootstrap=n_bootstrap, random_state=random_state)
+    model.batch_norm_recalibrated_ = bool(batch_norm)
+    model.fit(images)
+    model.mlflow_run_id_ = model.mlflow_model_id_ = None
+    if track is None:
+        track = bool(getattr(estimator, "tracking", False))
+    if track:
+        name = data_name or (str(X) if isinstance(X, (str, Path)) else getattr(X, "root", None))
+        model.mlflow_run_id_ = plugin("adaptation_run")(model, name, images, groups)
+    return model

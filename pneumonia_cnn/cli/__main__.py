@@ -1,0 +1,3 @@
+from ._main import console_main
+
+console_main()

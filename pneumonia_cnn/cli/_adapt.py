@@ -1,0 +1,91 @@
+"""``pneumonia-cnn adapt``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import (
+    MODEL_HELP,
+    CLIError,
+    add_tracking_options,
+    check_model_out,
+    print_saved_json,
+    set_tracking_uri,
+    site_films,
+)
+
+
+def add_parser(sub) -> None:
+    """Add the ``adapt`` command to the sub-parsers ``sub``."""
+    p = sub.add_parser(
+        "adapt", help="move a model's operating point to a new site from its unlabelled films",
+        description="Label-free site adaptation: from at least 50 UNLABELLED films of the new "
+                    "site, re-estimate the network's batch-normalisation statistics "
+                    "(--no-batch-norm to keep them), estimate the site's prevalence and its "
+                    "score distributions (a two-class mixture fitted by EM), and move the "
+                    "decision threshold to where the site's PNEUMONIA films keep "
+                    "--target-sensitivity. Prints the estimated prevalence and the expected "
+                    "sensitivity / specificity with 90% bootstrap intervals (estimates from "
+                    "a model of the scores, not measurements), and saves the adapted model; "
+                    "evaluate, predict, explain, calibrate, register and serving take it "
+                    "like any model.")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("site_dir", metavar="SITE_DIR",
+                   help="folder of the site's films (searched recursively; class "
+                        "sub-folders, if any, are ignored: no label is used)")
+    p.add_argument("--model-out", required=True, metavar="PATH",
+                   help="folder to save the adapted model to")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --model-out to be an existing folder that is not a saved model")
+    p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="X",
+                   help="sensitivity the adapted threshold keeps on the site's estimated "
+                        "PNEUMONIA score distribution [0.95]")
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-estimate batch-normalisation statistics on the site's films "
+                        "[on]")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_tracking_options(p, default_help="[the model's setting]")
+
+
+def run(args) -> int:
+    check_model_out(args.model_out, args.overwrite)
+    if not 0 < args.target_sensitivity < 1:
+        raise CLIError(f"--target-sensitivity must be in (0, 1), got {args.target_sensitivity}")
+    site = Path(args.site_dir)
+    if not site.is_dir():
+        raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
+    from ..analysis import adapt, load_model
+
+    clf = load_model(args.model, tracking_uri=args.tracking_uri)
+    set_tracking_uri(clf, args.tracking_uri)
+    data = site_films(site, clf.image_size)
+    model = adapt(clf, data, target_sensitivity=args.target_sensitivity,
+                  batch_norm=args.batch_norm, track=args.tracking, data_name=str(site))
+    path = model.save(args.model_out)
+    a = model.adaptation_
+    if args.json:
+        return print_saved_json(a, path, model)
+
+    def ci(key):
+        if a[key] is None:
+            return "unknown (see the warning)"
+        if not a[key + "_ci90"]:
+            return f"{a[key]:.3f}"
+        lo, hi = a[key + "_ci90"]
+        return f"{a[key]:.3f} (90% interval {lo:.3f}-{hi:.3f})"
+
+    print(f"Adapted to {a['n_films']} unlabelled films of {site}"
+          + (" (batch-norm statistics re-estimated)" if a["batch_norm_recalibrated"] else ""))
+    print(f"Estimated prevalence of PNEUMONIA: {ci('prevalence')} "
+          f"(training hold-out: {a['holdout_prevalence']:.3f})")
+    print(f"Threshold {ci('threshold')} (was {a['base_threshold']:.4f}), for sensitivity "
+          f"{a['target_sensitivity']:g} on the site's estimated PNEUMONIA scores")
+    print(f"Expected at this threshold: sensitivity {ci('expected_sensitivity')}, "
+          f"specificity {ci('expected_specificity')}")
+    print("These are estimates from the films' score distribution, not measurements: "
+          "evaluate on labelled films of the site, or calibrate on 20+ of each class")
+    print(f"Adapted model saved to {path}"
+          + (f"; MLflow run {model.mlflow_run_id_}, logged model "
+             f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))
+    return 0

@@ -1,0 +1,411 @@
+"""What the commands share: options generated from the estimator's parameters, data and
+tracking options, reading data and images, printing metrics, model-folder checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+PROG = "pneumonia-cnn"
+
+
+PROG = "pneumonia-cnn"
+
+
+NO_OPTION = {"callbacks", "fit_hooks", "metrics", "verbose"}
+
+
+MODEL_HELP = ("model folder written by `train`, or an MLflow model URI: "
+               "models:/NAME@champion, models:/NAME/VERSION, models:/MODEL_ID, "
+               "runs:/RUN_ID/MODEL_NAME (store: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+
+class CLIError(Exception):
+    """An error to show as one line, without a traceback."""
+
+
+def estimator_spec() -> tuple:
+    """``(defaults, docstring)`` of ``PneumoniaCNN``, read from the source of
+    :mod:`pneumonia_cnn.estimator` without importing it (importing it imports TensorFlow:
+    5 s before ``--help`` could answer). The estimator stays the one source of truth."""
+    import ast
+
+    origin = Path(__file__).resolve().parents[1] / "estimator" / "_classifier.py"
+    tree = ast.parse(origin.read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PneumoniaCNN")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    defaults = {a.arg: ast.literal_eval(d) for a, d in zip(init.args.kwonlyargs,
+                                                           init.args.kw_defaults)}
+    return defaults, ast.get_docstring(cls) or ""
+
+
+def plain(text: str) -> str:
+    """reST roles and literals read badly in --help: ``"light"`` -> "light", :mod:`x` -> x."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+CLI_HELP = {"optimizer": "Keras optimizer name: adam, sgd, rmsprop, adamw... (routed "
+                          "optimizer__* parameters are Python-only)"}
+
+
+def param_help() -> dict:
+    """Each parameter's first sentence in the PneumoniaCNN docstring, with its accepted
+    values from the type line (``{"max", "average"}``, ``"balanced", dict or None``)."""
+    doc = estimator_spec()[1]
+    section = doc.split("Parameters\n----------\n", 1)[-1].split("\n\nAttributes", 1)[0]
+    helps, types, name = {}, {}, None
+    for line in section.splitlines():
+        m = re.match(r"^(\w+) : (.*)$", line)
+        if m:
+            name = m.group(1)
+            helps[name] = ""
+            types[name] = re.sub(r",?\s*default=.*$", "", m.group(2)).strip()
+        elif name and line.startswith("    ") and not helps[name].endswith("."):
+            helps[name] = (helps[name] + " " + line.strip()).strip()
+    out = {}
+    for k, v in helps.items():
+        text = CLI_HELP.get(k) or plain(v.split(". ")[0].rstrip("."))
+        kind = plain(types.get(k, ""))
+        if kind and k not in CLI_HELP and not re.fullmatch(r"(int|float|bool|str)", kind):
+            text += f"; accepts {kind.replace('None', 'none').replace('dict', 'a JSON dict')}"
+        out[k] = text.replace("%", "%%")
+    return out
+
+
+def none_or(parse):
+    def parser(text: str):
+        return None if text.lower() in ("none", "null", "off") else parse(text)
+    parser.__name__ = getattr(parse, "__name__", "value")
+    return parser
+
+
+def int_tuple(text: str):
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as "
+                                         f"32,64,128, got {text!r}") from None
+
+
+def float_or_auto(text: str):
+    if text.lower() in ("auto", "target", "conformal"):
+        return text.lower()
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'target', 'conformal' or 'auto', "
+                                         f"got {text!r}") from None
+
+
+def json_arg(text: str):
+    """A JSON option value, or argparse's error naming it."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid JSON {text!r}: {exc}") from None
+
+
+def str_or_json(text: str):
+    return json_arg(text) if text.lstrip().startswith("{") else text
+
+
+SIZE_CHOSEN = {"filters": (8,), "convs_per_block": 1, "global_pooling": False,
+                "dense_units": 64}
+
+
+def add_estimator_options(parser: argparse.ArgumentParser) -> None:
+    defaults = estimator_spec()[0]
+    helps = param_help()
+    group = parser.add_argument_group("model and training hyperparameters "
+                                      "(PneumoniaCNN parameters; defaults in brackets)")
+    for name, default in defaults.items():
+        if name in NO_OPTION:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_ = f"{helps.get(name, name)} [{default!r}]"
+        kind_of = SIZE_CHOSEN.get(name, default)  # None defaults chosen by image size
+        if name in SIZE_CHOSEN:
+            help_ = f"{helps.get(name, name)} [by image size]"
+        if isinstance(kind_of, bool):
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_)
+            continue
+        if isinstance(kind_of, tuple):
+            kind, metavar = (none_or(int_tuple) if name in SIZE_CHOSEN else int_tuple,
+                             "N,N,...")
+        elif isinstance(default, int) or isinstance(kind_of, int):
+            kind, metavar = none_or(int), "N"
+        elif name == "threshold":
+            kind, metavar = float_or_auto, "X|target|conformal|auto"
+        elif isinstance(default, float):
+            kind, metavar = float, "X"
+        elif name == "random_state":
+            kind, metavar = none_or(int), "N"
+        else:
+            kind, metavar = none_or(str_or_json), "NAME"
+        group.add_argument(flag, dest=name, type=kind, metavar=metavar,
+                           default=argparse.SUPPRESS, help=help_)
+
+
+def json_object(text: str) -> dict:
+    value = json_arg(text)
+    if not isinstance(value, dict) or not all(isinstance(v, list) for v in value.values()):
+        raise argparse.ArgumentTypeError('expected a JSON object of lists, e.g. '
+                                         '\'{"filters": [[16,32],[32,64]]}\'')
+    return {k: [tuple(x) if isinstance(x, list) else x for x in v] for k, v in value.items()}
+
+
+DATA_HELP = ("data: a folder with NORMAL/ and PNEUMONIA/, a split root (Kaggle's chest_xray "
+              "with train/ val/ test/; pick one as chest_xray:test), a MedMNIST .npz "
+              "(pneumoniamnist.npz[:train|val|test]) or a CSV of path,label[,patient]")
+
+
+def add_data_options(parser) -> None:
+    group = parser.add_argument_group("data options")
+    group.add_argument("--strict", action="store_true",
+                       help="stop on an unreadable image file instead of skipping it "
+                            "with a warning")
+    group.add_argument("--label-map", metavar="JSON", type=label_map,
+                       help='CSV data: label strings to NORMAL/PNEUMONIA, e.g. \'{"No '
+                            'Finding": "NORMAL", "Pneumonia": "PNEUMONIA"}\'; other '
+                            "labels are left out with a warning [labels must already be "
+                            "NORMAL/PNEUMONIA or 0/1]")
+    group.add_argument("--columns", metavar="PATH,LABEL[,PATIENT]",
+                       type=lambda t: [c.strip() for c in t.split(",")],
+                       help="CSV data: the path, label and patient column names [recognised "
+                            "from the header, e.g. 'Image Index,Finding Labels,Patient ID']")
+    group.add_argument("--image-root", metavar="DIR",
+                       help="CSV data: folder the relative paths start from [the CSV's folder]")
+
+
+def label_map(text: str) -> dict:
+    value = json_arg(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('expected a JSON object, e.g. \'{"No Finding": '
+                                         '"NORMAL", "Pneumonia": "PNEUMONIA"}\'')
+    return value
+
+
+def load_data_arg(args, image_size: int, role, verbose: int = 0, source=None):
+    """The command's DATA (or ``source``), read with the data options as
+    :func:`pneumonia_cnn.sources.load_data` reads it; says which split(s) were used when
+    the source has several."""
+    from ..data import load_data
+
+    source = args.data_dir if source is None else source
+    data = load_data(source, image_size, role=role, label_map=args.label_map,
+                     columns=args.columns, image_root=args.image_root, strict=args.strict,
+                     verbose=verbose)
+    if str(data.root) != str(Path(source).expanduser()) and role is not None:
+        print(f"Using {data.root} ({len(data)} images)", flush=True)
+    return data
+
+
+def add_tracking_options(parser, default_help: str) -> None:
+    parser.add_argument("--tracking", dest="tracking", action=argparse.BooleanOptionalAction,
+                        default=None, help=f"log to MLflow {default_help}")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
+
+
+def estimator_params(args) -> dict:
+
+    names = set(estimator_spec()[0])
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def make_estimator(args):
+    from ..estimator import PneumoniaCNN
+
+    params = estimator_params(args)
+    params["verbose"] = 0 if getattr(args, "quiet", False) else 2
+    est = PneumoniaCNN(**params)
+    est.check_params()  # before any data is loaded: a typo costs nothing
+    return est
+
+
+def fmt(metrics: dict) -> str:
+    keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
+    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
+
+
+def check_model_out(path, overwrite: bool = False) -> None:
+    """Refuse a --model-out that would lose the trained model or someone's files, before any
+    work: a file, an existing folder that is not a saved model (unless ``overwrite``), or a
+    place that cannot be written."""
+    import tempfile
+
+    from ..estimator import META_FILE
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"--model-out {path} is a file: the model is saved as a folder; choose a "
+                       "new folder name")
+    if path.is_dir() and any(path.iterdir()) and not (path / META_FILE).is_file() \
+            and not overwrite:
+        raise CLIError(f"--model-out {path} exists and is not a saved model: choose a new folder, "
+                       "or pass --overwrite to write the model files into it")
+    probe = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise CLIError(f"--model-out {path}: cannot write to {probe} ({exc.strerror or exc}); "
+                       "choose a folder you can write to") from None
+
+
+def register_model(model_uri: str, name: str, tracking_uri) -> None:
+    from ..tracking import register
+
+    r = register(model_uri, name, tracking_uri=tracking_uri)
+    print(f"Registered {r.name!r} version {r.version}; {r.message}. Serve the champion: "
+          f"mlflow models serve -m models:/{r.name}@champion --env-manager local")
+
+
+def logged_model_uri(model: str) -> str:
+    """A model folder written by train / calibrate / adapt as the URI of the model it
+    logged to MLflow (``models:/<id>``, recorded in the folder); anything else as given."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    # the outermost step first: a calibrated (adapted) folder is that model, not its network
+    for name, key in (("site_calibration.json", "mlflow_model_id"),
+                      ("site_adaptation.json", "mlflow_model_id"),
+                      ("pneumonia_cnn.json", "mlflow_model_id")):
+        file = folder / name
+        if file.is_file():
+            try:
+                model_id = json.loads(file.read_text()).get(key)
+            except (ValueError, AttributeError):
+                raise CLIError(f"{file} is damaged: not a JSON object") from None
+            if not model_id:
+                raise CLIError(f"the model in {folder} was not logged to MLflow (made with "
+                               "--no-tracking), so there is nothing to register: run that "
+                               "command again with tracking on, then register the folder or "
+                               "the models:/ URI it prints")
+            return f"models:/{model_id}"
+    raise CLIError(f"{folder} is not a saved model folder (no pneumonia_cnn.json): give a "
+                   "model folder, a models:/ or runs:/ URI, or a run id")
+
+
+def print_stress(clf) -> None:
+    """The fit's shift-stress summary of its validation hold-out, when it has one."""
+    s = getattr(clf, "stress_", None)
+    if s:
+        print(f"Under shift (stress test of the validation hold-out, 39 perturbed copies): "
+              f"ROC AUC {s['stress_roc_auc']:.3f} (clean {s['clean_roc_auc']:.3f}), "
+              f"specificity {s['stress_specificity']:.3f} (clean "
+              f"{s['clean_specificity']:.3f}, worst {s['stress_min_specificity']:.3f}). "
+              "Calibrate on your site's images before use: `pneumonia-cnn calibrate`.")
+
+
+def collect_images(inputs) -> list[str]:
+    from ..data import IMAGE_EXTENSIONS, image_files
+
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += [str(f) for f in image_files(path)]
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise CLIError(f"{item}: no such file or folder")
+    if not files:
+        raise CLIError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in "
+                       f"{', '.join(inputs)}")
+    return files
+
+
+def set_tracking_uri(model, uri) -> None:
+    if uri:
+        net = getattr(model, "estimator", model)  # a site-calibrated model logs as its network
+        net.set_params(tracking_uri=uri)
+
+
+def fmt_ci(metrics: dict) -> str:
+    ci = metrics.get("ci95", {})
+    def defined(v):
+        return v is not None and v == v  # None (strict JSON) or NaN: undefined
+
+    parts = [f"{k} {lo:.3f}-{hi:.3f}" if defined(lo) and defined(hi)
+             else f"{k} n/a (too few images)" for k, (lo, hi) in ci.items()]
+    return (f"95% CI: {', '.join(parts)}; Brier score {metrics['brier']:.3f} "
+            "(ROC AUC: bootstrap over patients; others: Wilson)")
+
+
+def print_saved_json(summary: dict, path, model) -> int:
+    """A site step's summary, where the model was saved and its run, as strict JSON."""
+    from ..metrics import strict_json
+
+    print(json.dumps(strict_json({**summary, "model_out": str(path),
+                                  "mlflow_run_id": model.mlflow_run_id_}), allow_nan=False))
+    return 0
+
+
+def site_films(folder, image_size: int):
+    """Every image under ``folder`` (recursively), without labels; class sub-folders are
+    said to be ignored. Unreadable films are warned about and skipped."""
+    from ..data import load_images
+
+    site = Path(folder)
+    splits = sorted(d.name for d in site.iterdir()
+                    if d.is_dir() and d.name.lower() in ("train", "val", "test"))
+    if splits:  # a split root: its training films are not the site's
+        raise CLIError(f"{site} holds split folders ({', '.join(splits)}): give the folder "
+                       f"of the site's films only, e.g. {site / splits[-1]}")
+    classes = sorted(d.name for d in site.iterdir()
+                     if d.is_dir() and d.name.upper() in ("NORMAL", "PNEUMONIA"))
+    if classes:
+        print(f"{site} has class sub-folders ({', '.join(classes)}): their films are used, "
+              "their labels are not (no label is used from this folder)", flush=True)
+    files = collect_images([str(site)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_images(files, image_size, strict=False)
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    data.root = str(site)
+    return data
+
+
+def read_inputs(inputs, image_size: int):
+    """The images named on the command line (files and folders), unreadable ones reported
+    as warnings; an error if none can be read."""
+    from ..data import (
+        ImageData,
+        is_data_file,
+        load_data,
+        load_images,
+        parse_source,
+        source_kind,
+    )
+
+    def whole_source(item) -> bool:
+        path, splits = parse_source(item)
+        return is_data_file(path) or splits is not None or (
+            path.is_dir() and source_kind(path) == "splits")
+
+    # data sets named as a whole (a MedMNIST .npz[:split], a label CSV, a split root or one
+    # of its splits) are read as such: a split root gives its test split, as evaluate reads
+    # it (its train+val films were scored too, silently, before)
+    whole = [i for i in inputs if whole_source(i)]
+    rest = [i for i in inputs if i not in whole]
+    parts = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if rest:
+            parts.append(load_images(collect_images(rest), image_size, strict=False,
+                                     cache=False))
+        parts += [load_data(i, image_size, role="evaluate") for i in whole]
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    data = parts[0] if len(parts) == 1 else ImageData.concat(parts)
+    if len(data) == 0:
+        raise CLIError("none of the images could be read")
+    return data

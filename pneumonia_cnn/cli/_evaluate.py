@@ -1,0 +1,56 @@
+"""``pneumonia-cnn evaluate``."""
+
+from __future__ import annotations
+
+import json
+
+from ._common import (
+    DATA_HELP,
+    MODEL_HELP,
+    add_data_options,
+    add_tracking_options,
+    fmt,
+    fmt_ci,
+    load_data_arg,
+    set_tracking_uri,
+)
+
+
+def add_parser(sub) -> None:
+    """Add the ``evaluate`` command to the sub-parsers ``sub``."""
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a data folder",
+                       description="Evaluate a saved model on a labelled data folder: "
+                                   "metrics, confusion matrix, ROC and precision-recall "
+                                   "curves.")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("data_dir", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--out", metavar="DIR", help="write plots, metrics.json and the "
+                                                "classification report here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--threshold", type=float, help="decision threshold [the model's]")
+    add_data_options(p)
+    add_tracking_options(p, default_help="[the model's setting]")
+
+
+def run(args) -> int:
+    from ..analysis import evaluate, load_model
+    from ..metrics import public_metrics
+
+    clf = load_model(args.model, tracking_uri=args.tracking_uri)
+    set_tracking_uri(clf, args.tracking_uri)
+    data = load_data_arg(args, clf.image_size, "evaluate")
+    result = evaluate(clf, data, out_dir=args.out, threshold=args.threshold,
+                      track=args.tracking, data_name=str(data.root))
+    metrics = public_metrics(result)
+    if args.json:
+        metrics.pop("classification_report_text", None)
+        print(json.dumps(metrics))
+        return 0
+    print(f"{metrics['n_images']} images from {data.root} (threshold "
+          f"{metrics['threshold']:.3f})")
+    print(fmt(metrics))
+    print(fmt_ci(metrics))
+    print(metrics["classification_report_text"])
+    if args.out:
+        print(f"Plots and metrics written to {args.out}")
+    return 0

@@ -1,0 +1,112 @@
+"""The estimator's parameters: their declared constraints, the architecture chosen by
+image size, and the checks that run before any work (``fit`` and the CLI call them)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils._param_validation import (
+    Integral,
+    Interval,
+    InvalidParameterError,
+    Real,
+    StrOptions,
+)
+
+from ..network import TTA_VIEWS, augmentation_factors, check_intensity_norm
+
+__all__ = ["ARCHITECTURES", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE", "architecture",
+           "check_params", "check_shift_params"]
+
+#: Architectures that ``filters=None`` (and ``convs_per_block``, ``global_pooling``,
+#: ``dense_units`` None) choose by image size. "standard" is the 96-px default (4 halvings
+#: to 6 x 6, a flattened head); "small", below :data:`SMALL_IMAGE` px, keeps resolution
+#: for longer (3 halvings, two convolutions per block) and pools globally: at 28 px the
+#: standard network ends at 1 x 1 after four halvings. Chosen on PneumoniaMNIST's own
+#: train / val splits (README, "Small images").
+ARCHITECTURES = {
+    "standard": {"filters": (8, 16, 32, 64), "convs_per_block": 1, "global_pooling": False,
+                 "dense_units": 64, "augmentation": "acquisition"},
+    "small": {"filters": (32, 64, 128), "convs_per_block": 2, "global_pooling": True,
+              "dense_units": 0, "augmentation": "light"},
+}
+SMALL_IMAGE = 64
+
+PARAMETER_CONSTRAINTS = {
+    "image_size": [Interval(Integral, 8, None, closed="left")],
+    "kernel_size": [Interval(Integral, 1, None, closed="left")],
+    "convs_per_block": [Interval(Integral, 1, None, closed="left"), None],
+    "pooling": [StrOptions({"max", "average"})],
+    "batch_norm": ["boolean"],
+    "global_pooling": ["boolean", None],
+    "dense_units": [Interval(Integral, 0, None, closed="left"), None],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
+    "border_mask": [Interval(Real, 0, 0.5, closed="left")],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "lr_schedule": [StrOptions({"cosine", "constant"}), None],
+    "epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "validation_fraction": [Interval(Real, 0, 0.5, closed="both")],
+    "patience": [Interval(Integral, 1, None, closed="left"), None],
+    "tracking": ["boolean"],
+}
+
+
+def architecture(estimator) -> dict:
+    """The network's ``filters``, ``convs_per_block``, ``global_pooling``,
+    ``dense_units`` and ``augmentation``: the parameters where given (None, or "auto"
+    for augmentation, is not given), else the :data:`ARCHITECTURES` entry for
+    ``image_size`` (``"small"`` below :data:`SMALL_IMAGE` px)."""
+    preset = ARCHITECTURES["small" if int(estimator.image_size) < SMALL_IMAGE else "standard"]
+    given = {"filters": estimator.filters, "convs_per_block": estimator.convs_per_block,
+             "global_pooling": estimator.global_pooling, "dense_units": estimator.dense_units}
+    out = {k: (preset[k] if v is None else v) for k, v in given.items()}
+    out["augmentation"] = (preset["augmentation"] if isinstance(estimator.augmentation, str)
+                           and estimator.augmentation == "auto" else estimator.augmentation)
+    if isinstance(out["filters"], list):
+        out["filters"] = tuple(out["filters"])
+    return out
+
+
+def check_params(estimator) -> None:
+    """Validate every parameter before any work, naming the parameter and what it must
+    be (``fit`` calls it first; so does the CLI, before loading data)."""
+    try:
+        estimator._validate_params()
+    except InvalidParameterError as exc:
+        raise ValueError(str(exc)) from None
+    filters = architecture(estimator)["filters"]
+    if (not isinstance(filters, (tuple, list)) or not filters
+            or not all(isinstance(f, (int, np.integer)) and not isinstance(f, bool)
+                       and f >= 1 for f in filters)):
+        raise ValueError(f"filters must be a non-empty tuple of positive ints, one per "
+                         f"convolution block, e.g. (16, 32, 64); got {filters!r}")
+    if estimator.image_size < 2 ** len(filters):
+        raise ValueError(f"image_size={estimator.image_size} is too small for {len(filters)} "
+                         f"convolution blocks (filters={tuple(filters)}): each block halves "
+                         f"the image, so image_size must be at least {2 ** len(filters)}; "
+                         "use a larger image_size or fewer filters")
+    augmentation_factors(architecture(estimator)["augmentation"])  # unknown preset or key
+    check_shift_params(estimator)
+
+def check_shift_params(estimator) -> None:
+    """Validate the robustness parameters before any work (named as the user wrote them)."""
+    check_intensity_norm(estimator.intensity_norm)
+    if not isinstance(estimator.n_networks, (int, np.integer)) or estimator.n_networks < 1:
+        raise ValueError(f"n_networks must be an int >= 1, got {estimator.n_networks!r}")
+    if (not isinstance(estimator.tta, (int, np.integer)) or isinstance(estimator.tta, bool)
+            or not 0 <= estimator.tta <= len(TTA_VIEWS)):
+        raise ValueError(f"tta must be an int from 0 (off) to {len(TTA_VIEWS)}, "
+                         f"got {estimator.tta!r}")
+    t = estimator.target_sensitivity
+    if estimator.threshold in ("target", "conformal") and (isinstance(t, bool) or not isinstance(
+            t, (int, float, np.floating)) or not 0 < t <= 1):
+        raise ValueError(f"target_sensitivity must be a number in (0, 1] for "
+                         f"threshold='target', got {t!r}")
+    if not (estimator.threshold in ("target", "conformal", "auto") or (
+            isinstance(estimator.threshold, (int, float, np.floating))
+            and not isinstance(estimator.threshold, bool) and 0 <= estimator.threshold <= 1)):
+        raise ValueError(f"threshold must be a number in [0, 1], 'target', 'conformal' or "
+                         f"'auto', got {estimator.threshold!r}")
+    ls = estimator.label_smoothing
+    if not isinstance(ls, (int, float, np.floating)) or not 0 <= ls < 1:
+        raise ValueError(f"label_smoothing must be a number in [0, 1), got {ls!r}")

@@ -1,0 +1,168 @@
+"""The convolutional network: one functional-API builder that reads like the architecture."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from ._augmentation import build_augmentation
+
+__all__ = ["build_model", "count_flops", "ensemble_model", "flat_layers"]
+
+
+def build_model(
+    input_shape: Sequence[int] = (96, 96, 1),
+    *,
+    filters: Sequence[int] = (8, 16, 32, 64),
+    kernel_size: int = 3,
+    convs_per_block: int = 1,
+    pooling: str = "max",
+    batch_norm: bool = True,
+    global_pooling: bool = False,
+    dense_units: int = 64,
+    dropout: float = 0.3,
+    augmentation=None,
+    border_mask: float = 0.0,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build the (uncompiled) CNN.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(96, 96, 1)
+        ``(height, width, channels)`` of the input, pixel values 0-255.
+    filters : sequence of int, default=(8, 16, 32, 64)
+        Filters of each convolution block; one block per entry, each followed by 2x2 pooling.
+    kernel_size : int, default=3
+        Convolution kernel size.
+    convs_per_block : int, default=1
+        Convolutions in each block.
+    pooling : {"max", "average"}, default="max"
+        Pooling after each block.
+    batch_norm : bool, default=True
+        Batch normalisation after every convolution.
+    global_pooling : bool, default=False
+        Global average pooling before the head (True) or flatten (False).
+    dense_units : int, default=64
+        Units of the hidden dense layer of the head; 0 for none.
+    dropout : float, default=0.3
+        Dropout rate before the output unit.
+    augmentation : None, str or dict, default=None
+        See :func:`pneumonia_cnn.augmentation.build_augmentation`.
+    border_mask : float, default=0.0
+        Share of the image side blanked on every edge (after augmentation, at training and
+        prediction alike): side markers, labels and film corners are shortcuts that do not
+        travel between sites. 0 keeps the whole image.
+    seed : int or None, default=None
+        Seed of the augmentation and dropout layers.
+
+    Returns
+    -------
+    keras.Model
+        Input ``image``; output ``pneumonia``: one sigmoid unit, P(PNEUMONIA).
+    """
+    if pooling not in ("max", "average"):
+        raise ValueError(f"pooling must be 'max' or 'average', got {pooling!r}")
+    if not filters or any(int(f) < 1 for f in filters):
+        raise ValueError(f"filters must be a non-empty sequence of positive ints, got {filters!r}")
+    if not 0 <= border_mask < 0.5:
+        raise ValueError(f"border_mask must be in [0, 0.5), got {border_mask!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    pool = layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D
+
+    # Weights: each layer's initializer seeded from a private generator seeded with `seed`
+    # (None: Keras' global one). Keras seeds an unseeded initializer from Python's
+    # process-wide `random` -- the same draws in a single-threaded fit, but other threads (a
+    # Dask worker's event loop) draw from it too, so seeded fits differed between processes.
+    layer_seeds = None if seed is None else random.Random(int(seed))
+
+    def weights():
+        if layer_seeds is None:
+            return "glorot_uniform"
+        # the draw Keras makes for an unseeded initializer, from a private generator
+        return keras.initializers.GlorotUniform(seed=layer_seeds.randint(1, int(1e9)))
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+
+    # Augmentation (training only) on raw 0-255 pixels, then scale to 0-1.
+    augment = build_augmentation(augmentation, seed=seed)
+    if augment is not None:
+        x = augment(x)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+
+    # Border mask: crop the margins and pad them back with zeros (two standard layers).
+    margin = int(round(float(border_mask) * int(input_shape[0])))
+    if margin:
+        x = layers.Cropping2D(margin, name="border_crop")(x)
+        x = layers.ZeroPadding2D(margin, name="border_mask")(x)
+
+    # Convolution blocks: [conv -> (batch norm) -> ReLU] x n, then 2x2 pooling.
+    for b, n_filters in enumerate(filters, start=1):
+        for c in range(1, convs_per_block + 1):
+            x = layers.Conv2D(int(n_filters), kernel_size, padding="same", use_bias=not batch_norm,
+                              kernel_initializer=weights(), name=f"block{b}_conv{c}")(x)
+            if batch_norm:
+                # momentum 0.9, not Keras' 0.99: with ~40 steps an epoch the moving statistics
+                # used at inference would otherwise lag for many epochs (constant outputs).
+                x = layers.BatchNormalization(momentum=0.9, name=f"block{b}_bn{c}")(x)
+            x = layers.Activation("relu", name=f"block{b}_relu{c}")(x)
+        x = pool(2, name=f"block{b}_pool")(x)
+
+    # Classifier head.
+    x = layers.GlobalAveragePooling2D(name="gap")(x) if global_pooling else layers.Flatten(name="flatten")(x)
+    if dense_units:
+        x = layers.Dense(int(dense_units), activation="relu", kernel_initializer=weights(),
+                         name="dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=weights(),
+                           name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name="pneumonia_cnn")
+
+
+def ensemble_model(members: Sequence[keras.Model]) -> keras.Model:
+    """One model that averages the P(PNEUMONIA) of several trained networks.
+
+    ``image -> [member 1, ..., member n] -> Average = P(PNEUMONIA)``: a deep ensemble that
+    saves, loads and serves as a single Keras model.
+    """
+    inputs = keras.Input(shape=tuple(members[0].input_shape[1:]), name="image")
+    outputs = []
+    for i, member in enumerate(members, start=1):
+        member.name = f"member{i}"  # unique names inside the ensemble
+        outputs.append(member(inputs))
+    output = layers.Average(name="pneumonia")(outputs) if len(outputs) > 1 else outputs[0]
+    return keras.Model(inputs, output, name=f"pneumonia_cnn_ensemble_{len(members)}")
+
+
+def count_flops(model: keras.Model) -> int:
+    """Floating-point operations of one forward pass of one image (multiply-add = 2 FLOPs).
+
+    Counts convolutions and dense layers (the bulk); normalisation, activations and pooling
+    are ignored. A training step costs about three times this (forward, and the backward pass
+    for activations and for weights).
+    """
+    flops = 0
+    for layer in flat_layers(model):
+        if isinstance(layer, layers.Conv2D):
+            out_h, out_w, out_c = layer.output.shape[1:]
+            k_h, k_w = layer.kernel_size
+            in_c = layer.input.shape[-1]
+            flops += 2 * out_h * out_w * out_c * k_h * k_w * in_c
+        elif isinstance(layer, layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return int(flops)
+
+
+def flat_layers(model):
+    """Every layer of ``model``, nested models (ensemble members) opened, in order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from flat_layers(layer)
+        else:
+            yield layer
