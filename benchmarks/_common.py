@@ -67,7 +67,7 @@ def batch_design(data):
     subsampled to the NORMAL count, seed 0), and the 0/1 labels."""
     import numpy as np
 
-    from pneumonia_cnn.batches import batch_masks
+    from pneumonia_cnn.data import batch_masks
     from pneumonia_cnn.data import grouped_split
 
     y = (data.y == "PNEUMONIA").astype(int)
@@ -90,7 +90,7 @@ def batch_sites(data, masks, y, severity: int = 2) -> dict:
     """Sites for the site benchmarks: the real batches (``early``, ``late``,
     ``late_balanced``) and the within-distribution hold-out under each shift-stress
     perturbation at ``severity`` (``stress:<name>``), as ``{name: (X, y)}``."""
-    from pneumonia_cnn.robustness import PERTURBATIONS, perturb
+    from pneumonia_cnn.analysis import PERTURBATIONS, perturb
 
     sites = {k: (data.X[masks[k]], y[masks[k]]) for k in ("early", "late", "late_balanced")}
     X_in, y_in = data.X[masks["indist"]], y[masks["indist"]]

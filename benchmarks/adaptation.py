@@ -39,7 +39,7 @@ def inside(value, interval):
 
 
 def main(argv=None):
-    from pneumonia_cnn.adaptation import adapt
+    from pneumonia_cnn.analysis import adapt
 
     start = time.perf_counter()
     args, clf, fit_s, sites = site_benchmark(

@@ -22,8 +22,8 @@ from scipy.stats import spearmanr
 
 def main():
     from pneumonia_cnn import PneumoniaCNN
-    from pneumonia_cnn.explain import explain, last_conv_layer
-    from pneumonia_cnn.synthetic import make_synthetic_xray
+    from pneumonia_cnn.analysis import explain, last_conv_layer
+    from pneumonia_cnn.data import make_synthetic_xray
 
     rng = np.random.default_rng(0)
     imgs, masks, y = [], [], []

@@ -45,7 +45,7 @@ def main(argv=None):
     import numpy as np
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
-    from pneumonia_cnn.explain import explain
+    from pneumonia_cnn.analysis import explain
 
     data = load_image_folder(data_dir(args.data), 96, verbose=0)
     rng = np.random.default_rng(0)

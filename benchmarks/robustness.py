@@ -65,11 +65,8 @@ RULES = ("target_hd95", "conformal95", "kde95", "youden", "fixed0.5")
 def rule_thresholds(val_labels, val_scores) -> dict:
     from sklearn.metrics import roc_curve
 
-    from pneumonia_cnn.evaluation import (
-        threshold_for_sensitivity,
-        threshold_for_sensitivity_hd,
-    )
-    from pneumonia_cnn.scores import ClassShape, logit, sigmoid, smooth_quantile
+    from pneumonia_cnn.metrics import threshold_for_sensitivity, threshold_for_sensitivity_hd
+    from pneumonia_cnn.metrics import ClassShape, logit, sigmoid, smooth_quantile
 
     y = np.where(val_labels == 1, "PNEUMONIA", "NORMAL")
     fpr, tpr, thr = roc_curve(val_labels, val_scores)
@@ -145,7 +142,7 @@ def population(y, s, thresholds) -> dict:
 def adaptation_rows(clf, X, y) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from pneumonia_cnn.adaptation import adapt
+    from pneumonia_cnn.analysis import adapt
 
     out = {}
     for bn in (False, True):
@@ -165,7 +162,7 @@ def adaptation_rows(clf, X, y) -> dict:
 
 
 def run_one(name, params, seed, data, masks, y, stress: bool, scores_dir=None) -> dict:
-    from pneumonia_cnn.robustness import PERTURBATIONS, stress_test
+    from pneumonia_cnn.analysis import PERTURBATIONS, stress_test
 
     clf, fit_s = train_on_middle(data, masks, seed, **params)
     row = {"variant": name, "seed": seed, "fit_time_s": round(fit_s, 1)}

@@ -58,10 +58,10 @@ def peak_rss_mib() -> float:
 
 def make_tree(source: Path, n: int, dest: Path) -> Path:
     """``n`` symbolic links to the images of ``source``, in its class folders."""
-    from pneumonia_cnn.data import _image_files, find_class_folders
+    from pneumonia_cnn.data import find_class_folders, image_files
 
     files = [(c, f) for c, folder in find_class_folders(source).items()
-             for f in _image_files(folder)]
+             for f in image_files(folder)]
     for c in {c for c, _ in files}:
         (dest / c).mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -77,7 +77,7 @@ def worker(args) -> dict:
     import numpy as np
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder, quiet_tensorflow
-    from pneumonia_cnn.streaming import ImageStream, stream_batches
+    from pneumonia_cnn.data import ImageStream, stream_batches
 
     quiet_tensorflow()
     warnings.simplefilter("ignore")  # the copies are duplicates by design

@@ -52,8 +52,8 @@ def main() -> None:
     quiet_tensorflow()
     import distributed
 
-    from pneumonia_cnn.dask_plugin import TensorFlowThreads
-    from pneumonia_cnn.search import search
+    from pneumonia_cnn.cluster import TensorFlowThreads
+    from pneumonia_cnn.tracking import search
 
     data = load_image_folder(data_dir(args.data), args.image_size)
     grid = {"filters": [(16, 32), (32, 64)], "dense_units": [32, 64]}

@@ -60,8 +60,8 @@ def bench(model_params, data, files, args, tmp):
     import numpy as np
 
     from pneumonia_cnn import PneumoniaCNN, load_images
-    from pneumonia_cnn.registry import register
-    from pneumonia_cnn.serving import start_server
+    from pneumonia_cnn.tracking import register
+    from pneumonia_cnn.tracking import start_server
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     rng = np.random.default_rng(0)

@@ -33,8 +33,8 @@ from _common import data_224, machine, site_benchmark  # noqa: E402
 
 
 def main(argv=None):
-    from pneumonia_cnn.calibration import SiteCalibratedCNN
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+    from pneumonia_cnn.analysis import SiteCalibratedCNN
+    from pneumonia_cnn.metrics import threshold_for_sensitivity
 
     start = time.perf_counter()
     args, clf, fit_s, sites = site_benchmark(
@@ -54,10 +54,10 @@ def main(argv=None):
             ts = {"own_threshold": clf.threshold_,
                   "expected": threshold_for_sensitivity(labels[ys[cal]], scores[cal], 0.95)}
             model = SiteCalibratedCNN(clf, confidence=0.9)
-            model._fit_scores(scores[cal], labels[ys[cal]], warn=False)
+            model.fit_scores(scores[cal], labels[ys[cal]], warn=False)
             ts["confidence"] = model.threshold_
             model = SiteCalibratedCNN(clf, confidence=0.9)
-            model._fit_scores(scores[cal], labels[ys[cal]], warn=False,
+            model.fit_scores(scores[cal], labels[ys[cal]], warn=False,
                               unlabelled_scores=scores[other])
             ts["unlabelled"] = model.threshold_
             yo, so = ys[other], scores[other]

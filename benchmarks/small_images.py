@@ -57,7 +57,7 @@ def main(argv=None):
     from sklearn.metrics import roc_auc_score
 
     from pneumonia_cnn import PneumoniaCNN
-    from pneumonia_cnn.sources import load_data
+    from pneumonia_cnn.data import load_data
 
     if not os.path.isfile(args.data):
         raise SystemExit(f"{args.data} not found: pass --data pneumoniamnist.npz")

@@ -44,10 +44,10 @@ def train_rate(model, X, y, batch_size: int, pipeline: str = "memory",
 
     ``pipeline="memory"`` feeds batches as ``PneumoniaCNN.fit`` does (its in-memory
     ``tf.data`` pipeline); ``"keras"`` passes the NumPy arrays to ``Model.fit`` directly."""
-    from pneumonia_cnn.estimator import _in_memory_batches
+    from pneumonia_cnn.estimator import in_memory_batches
 
     if pipeline == "memory":
-        data = {"x": _in_memory_batches(X, y, batch_size=batch_size, shuffle=True)}
+        data = {"x": in_memory_batches(X, y, batch_size=batch_size, shuffle=True)}
         warm = {"x": _in_memory_batches(X[:256], y[:256], batch_size=batch_size)}
     else:
         data = {"x": X, "y": y, "batch_size": batch_size}
@@ -68,7 +68,7 @@ def main():
     import keras
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
-    from pneumonia_cnn.model import build_model, count_flops
+    from pneumonia_cnn.network import build_model, count_flops
 
     peak = matmul_peak_gflops()
     out = {"benchmark": "throughput", "machine": machine(),

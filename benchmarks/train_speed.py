@@ -31,7 +31,7 @@ from _common import data_dir, machine, reference_classifier, to_rgb  # noqa: E40
 
 
 def scores(y_true, p_pneumonia, threshold=0.5):
-    from pneumonia_cnn.evaluation import metrics_from_scores
+    from pneumonia_cnn.metrics import metrics_from_scores
 
     m = metrics_from_scores(y_true, p_pneumonia, threshold)
     return {k: round(m[k], 4) for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}

@@ -31,7 +31,7 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
     if not args.data:
         parser.error("--data DIR is required (or set PNEUMONIA_CNN_DATA)")
 
-    from pneumonia_cnn.quiet import filter_native_stderr
+    from pneumonia_cnn.utils import filter_native_stderr
 
     finish = filter_native_stderr()  # TensorFlow's C++ start-up lines, as the CLI does
     from pneumonia_cnn.cluster import ClusterError
@@ -53,7 +53,7 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
 
 def _search(name, grid, quick_grid, stress, args) -> None:
     from pneumonia_cnn import PneumoniaCNN
-    from pneumonia_cnn.search import search
+    from pneumonia_cnn.tracking import search
 
     base = PneumoniaCNN(random_state=0, **(QUICK if args.quick else {}))
     start = time.perf_counter()

@@ -66,7 +66,7 @@ def private_mlflow_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """A small synthetic data folder (NORMAL/, PNEUMONIA/) with Kaggle-style names."""
-    from pneumonia_cnn.synthetic import make_synthetic_dataset
+    from pneumonia_cnn.data import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "train",
                                   n_normal=24, n_pneumonia=36, size=48, random_state=1)

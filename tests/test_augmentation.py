@@ -3,11 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumonia_cnn.augmentation import (
-    AUGMENTATION_PRESETS,
-    augmentation_factors,
-    build_augmentation,
-)
+from pneumonia_cnn.network import AUGMENTATION_PRESETS, augmentation_factors, build_augmentation
 
 
 def test_none_means_no_layers():
@@ -61,7 +57,7 @@ def test_layers_change_images_in_training_only():
 def test_every_preset_builds_and_changes_training_images_only():
     import numpy as np
 
-    from pneumonia_cnn.augmentation import AUGMENTATION_PRESETS, build_augmentation
+    from pneumonia_cnn.network import AUGMENTATION_PRESETS, build_augmentation
 
     x = np.tile(np.linspace(0, 255, 32, dtype=np.float32), (4, 32, 1))[..., None]
     for name in AUGMENTATION_PRESETS:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumonia_cnn.batches import batch_masks, file_families
+from pneumonia_cnn.data import batch_masks, file_families
 
 
 def _names():

@@ -7,16 +7,12 @@ import mlflow
 import numpy as np
 import pytest
 
-from pneumonia_cnn.calibration import (
-    CALIBRATION_FILE,
-    SiteCalibratedCNN,
-    calibrate,
-    load_model,
-)
+from pneumonia_cnn.analysis import CALIBRATION_FILE, SiteCalibratedCNN, calibrate, load_model
 from pneumonia_cnn.cli import main
 from pneumonia_cnn.data import DataError, load_image_folder
-from pneumonia_cnn.evaluation import confidence_intervals, evaluate, wilson_interval
-from pneumonia_cnn.synthetic import make_synthetic_dataset
+from pneumonia_cnn.metrics import confidence_intervals, wilson_interval
+from pneumonia_cnn.analysis import evaluate
+from pneumonia_cnn.data import make_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ def test_options_match_the_estimator_parameters():
     import inspect
 
     from pneumonia_cnn import PneumoniaCNN
-    from pneumonia_cnn.cli import _estimator_spec
+    from pneumonia_cnn.cli._common import estimator_spec as _estimator_spec
 
     defaults, _ = _estimator_spec()
     params = inspect.signature(PneumoniaCNN.__init__).parameters

@@ -13,9 +13,9 @@ from conftest import TINY, free_port
 distributed = pytest.importorskip("distributed")
 
 from pneumonia_cnn import PneumoniaCNN  # noqa: E402
-from pneumonia_cnn import cluster as cluster_mod  # noqa: E402
-from pneumonia_cnn import search as search_mod  # noqa: E402
-from pneumonia_cnn.search import search  # noqa: E402
+from pneumonia_cnn.cluster import _cluster as cluster_mod  # noqa: E402
+from pneumonia_cnn.tracking import _search as search_mod  # noqa: E402
+from pneumonia_cnn.tracking import search  # noqa: E402
 
 GRID = {"filters": [(4,), (4, 8)]}
 #: Seeded fits are identical in any process (measured: equal to the last digit). ROC AUC is a

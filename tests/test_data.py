@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from pneumonia_cnn import data as data_mod
+from pneumonia_cnn.data import _cache as cache_mod
 from pneumonia_cnn.data import (
     DataError,
     UnreadableImageWarning,
@@ -83,7 +84,7 @@ def test_rgb_16bit_rgba_and_any_size_decode(tmp_path):
 def test_cache_skips_decoding_second_time(synthetic_dir, tmp_path, monkeypatch):
     first = load_image_folder(synthetic_dir, 24, cache=tmp_path)
     calls = []
-    monkeypatch.setattr(data_mod, "_decode_into", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(cache_mod, "decode_into", lambda *a, **k: calls.append(1))
     second = load_image_folder(synthetic_dir, 24, cache=tmp_path)
     assert calls == []
     np.testing.assert_array_equal(first.X, second.X)
@@ -94,12 +95,12 @@ def test_cache_invalidated_by_size_and_changed_files(synthetic_dir, tmp_path):
     load_image_folder(synthetic_dir, 24, cache=tmp_path)
     load_image_folder(synthetic_dir, 28, cache=tmp_path)
     assert len(list(tmp_path.glob("*/X.npy"))) == 2
-    key1 = data_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
+    key1 = cache_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
     f = next(synthetic_dir.rglob("*.jpeg"))
     st = f.stat()
     import os
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    key2 = data_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
+    key2 = cache_mod._cache_key([str(p) for p in sorted(synthetic_dir.rglob("*.jpeg"))], 24)
     assert key1 != key2
 
 
@@ -198,7 +199,7 @@ def test_png_sbit_is_read_from_request_bytes_as_from_the_file(tmp_path):
     from PIL import PngImagePlugin
 
     from pneumonia_cnn.data import decode_image
-    from pneumonia_cnn.serving import decode_request
+    from pneumonia_cnn.tracking import decode_request
 
     path = tmp_path / "dim.png"
     info = PngImagePlugin.PngInfo()
@@ -380,7 +381,7 @@ def test_a_film_declaring_too_many_pixels_is_refused_before_decoding(tmp_path):
     """(issue 22, finding 14) One pixel budget, checked from the header: files, request
     bytes and DICOM alike."""
     from pneumonia_cnn.data import MAX_PIXELS, decode_image, load_images
-    from pneumonia_cnn.serving import ServingInputError, decode_request
+    from pneumonia_cnn.tracking import ServingInputError, decode_request
 
     raw = _png_header_only(13000, 13000)
     path = tmp_path / "bomb.png"

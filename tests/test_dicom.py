@@ -130,8 +130,8 @@ def test_a_mixed_folder_trains_predicts_and_groups_dicom_by_patient_tag(film, tm
                                                     "PNEUMONIA-patient-1"}
     clf = PneumoniaCNN(**TINY).fit(root)
     assert clf.predict(list(data.paths)).shape == (12,)
-    from pneumonia_cnn.evaluation import evaluate
-    from pneumonia_cnn.explain import explain
+    from pneumonia_cnn.analysis import evaluate
+    from pneumonia_cnn.analysis import explain
 
     result = evaluate(clf, root, out_dir=tmp_path / "eval", track=False)
     assert result["n_images"] == 12 and (tmp_path / "eval" / "metrics.json").is_file()
@@ -143,8 +143,8 @@ def test_dicom_bytes_decode_like_the_file(film, tmp_path):
     """The served model gets file bytes, not paths: DICOM is recognised by its preamble."""
     import io
 
-    from pneumonia_cnn.dicom import is_dicom
-    from pneumonia_cnn.serving import decode_request
+    from pneumonia_cnn.data import is_dicom
+    from pneumonia_cnn.tracking import decode_request
 
     path = make_dicom(tmp_path / "a.dcm", film.astype(np.uint16) * 16, bits=12,
                       photometric="MONOCHROME1")

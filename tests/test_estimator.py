@@ -189,16 +189,16 @@ def test_auto_threshold_from_validation_split(synthetic_dir, tmp_path):
 
 
 def test_training_batches_come_from_memory_with_weights(synthetic_data, monkeypatch):
-    import pneumonia_cnn.estimator as est
+    import pneumonia_cnn.estimator._training as est
 
     calls = []
-    original = est._in_memory_batches
+    original = est.in_memory_batches
 
     def spy(*arrays, **kw):
         calls.append(([np.asarray(a) for a in arrays if a is not None], kw))
         return original(*arrays, **kw)
 
-    monkeypatch.setattr(est, "_in_memory_batches", spy)
+    monkeypatch.setattr(est, "in_memory_batches", spy)
     X, y = synthetic_data.X, synthetic_data.y
     user_w = np.linspace(0.5, 1.5, len(y))
     clf = PneumoniaCNN(**{**TINY, "validation_fraction": 0.25, "epochs": 2})

@@ -8,13 +8,9 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from conftest import TINY as TINY_PARAMS
 
-from pneumonia_cnn.evaluation import (
-    FIGURE_FILES,
-    confidence_intervals,
-    evaluate,
-    metrics_from_scores,
-    plot_confusion_matrix,
-)
+from pneumonia_cnn.analysis import FIGURE_FILES, evaluate
+
+from pneumonia_cnn.metrics import confidence_intervals, metrics_from_scores, plot_confusion_matrix
 
 
 def test_metrics_by_hand_example():
@@ -105,7 +101,7 @@ def test_evaluate_and_save_use_the_threshold_predict_uses(fitted_tiny, synthetic
     assert result["accuracy"] == pytest.approx(np.mean(clf.predict(X) == y))
     loaded = PneumoniaCNN.load(clf.save(tmp_path / "m"))
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
-    assert loaded._decision_threshold() == 0.9
+    assert loaded.decision_threshold() == 0.9
 
 
 def test_evaluate_warns_when_its_numbers_cannot_be_trusted(fitted_tiny, synthetic_data):
@@ -125,7 +121,7 @@ def test_evaluate_warns_when_its_numbers_cannot_be_trusted(fitted_tiny, syntheti
 
 
 def test_curves_mark_the_operating_point_with_three_decimals():
-    from pneumonia_cnn.plots import plot_precision_recall, plot_roc
+    from pneumonia_cnn.metrics import plot_precision_recall, plot_roc
 
     y = np.array(["PNEUMONIA"] * 6 + ["NORMAL"] * 4)
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.55, 0.2, 0.1, 0.05])
@@ -141,7 +137,7 @@ def test_curves_mark_the_operating_point_with_three_decimals():
 
 
 def test_history_marks_the_kept_epoch_and_uses_a_log_loss_axis():
-    from pneumonia_cnn.plots import plot_history
+    from pneumonia_cnn.metrics import plot_history
 
     history = {"loss": [50.0, 0.5, 0.4, 0.3], "val_loss": [80.0, 0.6, 0.5, 0.55],
                "auc": [0.5, 0.9, 0.95, 0.97], "val_auc": [0.5, 0.92, 0.96, 0.95]}
@@ -158,7 +154,7 @@ def test_harrell_davis_threshold_is_steadier_than_the_order_statistic():
     Harrell-Davis estimate varies less (the rule behind threshold="target")."""
     from scipy.stats import beta
 
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity, threshold_for_sensitivity_hd
+    from pneumonia_cnn.metrics import threshold_for_sensitivity, threshold_for_sensitivity_hd
 
     rng = np.random.default_rng(0)
     true_q = beta.ppf(0.05, 5, 1.5)
@@ -191,8 +187,8 @@ def test_images_decoded_at_another_size_are_decoded_again_for_the_model(fitted_t
 def test_no_auc_interval_from_a_handful_of_films():
     """'1.000-1.000' on 4 images read as certainty (issue 20, item 8): below 10 films of a
     class the interval is undefined (null), not a bootstrap of nothing."""
-    from pneumonia_cnn.cli import _fmt_ci
-    from pneumonia_cnn.plots import strict_json
+    from pneumonia_cnn.cli._common import fmt_ci as _fmt_ci
+    from pneumonia_cnn.metrics import strict_json
 
     y = np.array(["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"])
     ci = confidence_intervals(y, np.array([0.1, 0.2, 0.8, 0.9]))

@@ -8,8 +8,8 @@ from scipy.stats import spearmanr
 from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.cli import main
-from pneumonia_cnn.explain import explain, gradcam, last_conv_layer
-from pneumonia_cnn.synthetic import make_synthetic_xray
+from pneumonia_cnn.analysis import explain, gradcam, last_conv_layer
+from pneumonia_cnn.data import make_synthetic_xray
 
 SIZE = 64
 
@@ -146,7 +146,7 @@ def test_cli_explain_writes_overlays_and_an_index(fitted_tiny, synthetic_dir, tm
 def test_error_gallery_is_written_and_logged(films, trained, tmp_path):
     import mlflow
 
-    from pneumonia_cnn.evaluation import evaluate
+    from pneumonia_cnn.analysis import evaluate
 
     X, _, y = films
     trained.set_params(tracking=True)
@@ -185,7 +185,7 @@ def test_the_index_names_the_method_and_titles_keep_the_end_of_long_names(fitted
     (issue 20, item 9)."""
     import shutil
 
-    from pneumonia_cnn.explain import _shorten
+    from pneumonia_cnn.analysis._explain import _shorten
 
     one = next((synthetic_dir / "NORMAL").iterdir())
     long_name = tmp_path / "person1461_virus_2510_and_more_words.jpeg"

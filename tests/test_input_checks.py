@@ -120,7 +120,7 @@ def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
 
 def test_a_grid_of_ints_where_tuples_are_meant_is_caught_when_read(capsys):
     from pneumonia_cnn.cli import main
-    from pneumonia_cnn.search import search
+    from pneumonia_cnn.tracking import search
 
     # checked before the data is read: the folder does not even exist
     with pytest.raises(ValueError, match="search candidate filters=8: filters must be"):
@@ -169,7 +169,7 @@ def test_ctrl_c_while_logging_a_finished_fit_says_what_happened(synthetic_dir, t
                                                                  monkeypatch, capsys):
     import mlflow
 
-    from pneumonia_cnn import serving
+    from pneumonia_cnn.tracking import _fit_logging as serving
     from pneumonia_cnn.cli import main
 
     def interrupted(*args, **kwargs):

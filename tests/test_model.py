@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from pneumonia_cnn.model import build_model, count_flops
+from pneumonia_cnn.network import build_model, count_flops
 
 
 def test_architecture_reads_as_configured():

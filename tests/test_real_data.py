@@ -35,9 +35,9 @@ def test_model_learns_on_unseen_patients(real_train_dir):
 
 def test_stress_and_site_calibration_on_real_films(real_train_dir):
     """Small budget: train on part of the patients, stress-test and calibrate on others."""
-    from pneumonia_cnn.calibration import calibrate
-    from pneumonia_cnn.evaluation import evaluate
-    from pneumonia_cnn.robustness import stress_test
+    from pneumonia_cnn.analysis import calibrate
+    from pneumonia_cnn.analysis import evaluate
+    from pneumonia_cnn.analysis import stress_test
 
     data = load_image_folder(real_train_dir, 64)
     tr, rest = grouped_split(data.y, data.groups, 0.3, random_state=1)
@@ -74,8 +74,8 @@ def test_label_free_adaptation_on_a_real_later_batch(real_train_dir):
     threshold keeps the sensitivity there."""
     import warnings
 
-    from pneumonia_cnn.adaptation import adapt
-    from pneumonia_cnn.batches import batch_masks
+    from pneumonia_cnn.analysis import adapt
+    from pneumonia_cnn.data import batch_masks
 
     data = load_image_folder(real_train_dir, 64)
     early, late = batch_masks(data.paths)

@@ -6,9 +6,9 @@ import pytest
 from conftest import TINY
 
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn.calibration import load_model
+from pneumonia_cnn.analysis import load_model
 from pneumonia_cnn.cli import main
-from pneumonia_cnn.registry import register
+from pneumonia_cnn.tracking import register
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_cli_registers_a_model_folder(three_fits, tmp_path, capsys, monkeypatch,
 
 
 def test_search_registers_its_refit_model(mlflow_server, synthetic_dir):
-    from pneumonia_cnn.search import search
+    from pneumonia_cnn.tracking import search
 
     url, _ = mlflow_server
     res = search(synthetic_dir, {"dropout": [0.0, 0.5]},
@@ -105,7 +105,7 @@ def test_search_registers_its_refit_model(mlflow_server, synthetic_dir):
 
 
 def test_register_without_refit_is_refused(synthetic_dir):
-    from pneumonia_cnn.search import search
+    from pneumonia_cnn.tracking import search
 
     with pytest.raises(ValueError, match="register= needs refit=True"):
         search(synthetic_dir, {"dropout": [0.0]}, refit=False, register="x", verbose=0)

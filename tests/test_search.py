@@ -8,8 +8,8 @@ import pytest
 
 from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn import search as search_mod
-from pneumonia_cnn.search import candidate_key, search
+from pneumonia_cnn.tracking import _search as search_mod
+from pneumonia_cnn.tracking import candidate_key, search
 
 GRID = {"filters": [(4,), (4, 8)], "augmentation": [None, "light"]}
 
@@ -86,7 +86,7 @@ def test_ranks_are_final_over_all_candidates():
     among those finished before it, so two candidates both read rank 1)."""
     import pandas as pd
 
-    from pneumonia_cnn.search import rank_candidates
+    from pneumonia_cnn.tracking import rank_candidates
 
     table = pd.DataFrame({"mean_test_roc_auc": [0.7, 0.9, float("nan"), 0.9, 0.8]})
     assert list(rank_candidates(table)["rank_test_roc_auc"]) == [4, 1, 5, 1, 3]

@@ -12,14 +12,9 @@ from sklearn.model_selection import GroupKFold, cross_validate
 
 from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn.augmentation import TTA_VIEWS, augmentation_factors, tta_views
-from pneumonia_cnn.preprocessing import normalize_intensity
-from pneumonia_cnn.robustness import (
-    PERTURBATIONS,
-    perturb,
-    stress_scoring,
-    stress_test,
-)
+from pneumonia_cnn.network import TTA_VIEWS, augmentation_factors, tta_views
+from pneumonia_cnn.network import normalize_intensity
+from pneumonia_cnn.analysis import PERTURBATIONS, perturb, stress_scoring, stress_test
 
 def _batch(n=4, size=96):
     """Film-like test images at the default input size: a grey ramp with texture."""
@@ -236,7 +231,7 @@ def test_format_1_model_folders_load_with_the_levers_off(fitted_tiny, synthetic_
 
 def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(synthetic_data):
     from pneumonia_cnn.data import grouped_split
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity, threshold_for_sensitivity_hd
+    from pneumonia_cnn.metrics import threshold_for_sensitivity, threshold_for_sensitivity_hd
 
     d = synthetic_data
     kw = {**TINY, "validation_fraction": 0.3}
@@ -262,7 +257,7 @@ def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(syn
 
 
 def test_threshold_for_sensitivity_by_hand():
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+    from pneumonia_cnn.metrics import threshold_for_sensitivity
 
     y = np.array(["PNEUMONIA"] * 4 + ["NORMAL"] * 3)
     s = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1])
@@ -276,7 +271,7 @@ def test_threshold_for_sensitivity_by_hand():
 def test_conformal_threshold_keeps_sensitivity_on_new_images():
     """Many simulated calibration sets of 20 positives: the sensitivity on new positives
     averages at least the target (it would fall short with the in-sample rule)."""
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+    from pneumonia_cnn.metrics import threshold_for_sensitivity
 
     rng = np.random.default_rng(0)
     y = np.array(["PNEUMONIA"] * 20 + ["NORMAL"] * 20)
@@ -321,7 +316,7 @@ def test_interrupted_ensemble_keeps_the_members_it_trained(synthetic_data):
 
 def test_ensemble_operating_point_is_chosen_on_the_shared_hold_out(synthetic_data):
     from pneumonia_cnn.data import grouped_split
-    from pneumonia_cnn.evaluation import threshold_for_sensitivity
+    from pneumonia_cnn.metrics import threshold_for_sensitivity
 
     d = synthetic_data
     clf = PneumoniaCNN(**{**TINY, "n_networks": 2, "validation_fraction": 0.3,

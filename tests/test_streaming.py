@@ -6,7 +6,8 @@ from conftest import TINY
 
 from pneumonia_cnn import PneumoniaCNN, load_image_folder
 from pneumonia_cnn import data as data_mod
-from pneumonia_cnn.streaming import ImageStream, iter_chunks
+from pneumonia_cnn.data import _decode as decode_mod
+from pneumonia_cnn.data import ImageStream, iter_chunks
 
 
 def test_a_stream_holds_the_same_images_and_indexes_lazily(synthetic_dir, tmp_path):
@@ -59,8 +60,8 @@ def test_training_and_prediction_from_a_stream(synthetic_dir, tmp_path):
 
 def test_an_interrupted_decode_resumes_where_it_stopped(synthetic_dir, tmp_path, monkeypatch):
     reference = load_image_folder(synthetic_dir, 32, cache=False)
-    monkeypatch.setattr(data_mod, "_DECODE_STEP", 8)
-    real = data_mod._decode_or_reason
+    monkeypatch.setattr(decode_mod, "_DECODE_STEP", 8)
+    real = decode_mod._decode_or_reason
     decoded = []
 
     def interrupted_after_20(path, size):
@@ -69,14 +70,14 @@ def test_an_interrupted_decode_resumes_where_it_stopped(synthetic_dir, tmp_path,
         decoded.append(path)
         return real(path, size)
 
-    monkeypatch.setattr(data_mod, "_decode_or_reason", interrupted_after_20)
+    monkeypatch.setattr(decode_mod, "_decode_or_reason", interrupted_after_20)
     with pytest.raises(KeyboardInterrupt):
         load_image_folder(synthetic_dir, 32, cache=tmp_path, n_jobs=1)
     (entry,) = tmp_path.glob("*/done.npy")
     assert np.load(entry).sum() == 16  # two finished steps of 8 were saved
 
     decoded.clear()
-    monkeypatch.setattr(data_mod, "_decode_or_reason", lambda p, s: (decoded.append(p),
+    monkeypatch.setattr(decode_mod, "_decode_or_reason", lambda p, s: (decoded.append(p),
                                                                       real(p, s))[1])
     resumed = load_image_folder(synthetic_dir, 32, cache=tmp_path, n_jobs=1)
     assert len(decoded) == 60 - 16  # only what was not decoded before
@@ -85,8 +86,8 @@ def test_an_interrupted_decode_resumes_where_it_stopped(synthetic_dir, tmp_path,
 
 
 def test_evaluation_and_search_take_a_stream(synthetic_dir, tmp_path):
-    from pneumonia_cnn.evaluation import evaluate
-    from pneumonia_cnn.search import search
+    from pneumonia_cnn.analysis import evaluate
+    from pneumonia_cnn.tracking import search
 
     st = load_image_folder(synthetic_dir, 32, cache=tmp_path, stream=True)
     mem = load_image_folder(synthetic_dir, 32, cache=tmp_path, stream=False)

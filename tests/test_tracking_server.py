@@ -4,7 +4,7 @@ import mlflow
 
 from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn.search import search
+from pneumonia_cnn.tracking import search
 
 
 def test_search_over_http(mlflow_server, synthetic_dir):

@@ -99,6 +99,13 @@ def analyse() -> dict:
                 if module is None or module == name:
                     continue
                 deps.add(module)
+                # importing a.b._c runs a.b's __init__ first: a dependency too, unless it is
+                # this module's own package (being imported already)
+                parent = module.rpartition(".")[0]
+                while parent.startswith(PACKAGE) and parent != PACKAGE:
+                    if not (name == parent or name.startswith(parent + ".")):
+                        deps.add(parent)
+                    parent = parent.rpartition(".")[0]
                 if attr and attr.startswith("_") and not attr.startswith("__"):
                     # a private name of a module in the same subpackage, re-exported by its
                     # own __init__, is that package's business; elsewhere it is a reach.
@@ -107,9 +114,25 @@ def analyse() -> dict:
                     report["inner_imports"].append(f"{name} -> {module}")
         lines = len(path.read_text(encoding="utf-8").splitlines())
         report["modules"][name] = {"lines": lines, "imports": sorted(deps)}
+    report["plugins"] = _plugins(known)
     report["cycles"] = _cycles({m: v["imports"] for m, v in report["modules"].items()})
     report["total_lines"] = sum(v["lines"] for v in report["modules"].values())
     return report
+
+
+def _plugins(known: dict) -> list:
+    """The references by name of ``utils/_plugins.py`` (late-bound, not imports)."""
+    path = ROOT / PACKAGE / "utils" / "_plugins.py"
+    if not path.is_file():
+        return []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found.append(f"{key.value}: {value.value}")
+    return found
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
@@ -169,8 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"private names imported across modules: {len(report['private'])}")
     for item in report["private"]:
         print("  " + item)
-    print(f"package imports inside functions: {len(report['inner_imports'])}")
-    for item in report["inner_imports"]:
+    inner = sorted(set(report["inner_imports"]))
+    print(f"package imports inside functions: {len(inner)} (module -> module)")
+    for item in inner:
+        print("  " + item)
+    print(f"plug-ins named in utils/_plugins.py (late-bound, not imports): "
+          f"{len(report['plugins'])}")
+    for item in report["plugins"]:
         print("  " + item)
     return 0
 

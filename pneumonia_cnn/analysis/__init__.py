@@ -26,7 +26,14 @@ from ._evaluate import (
     training_overlap,
     trust_warnings,
 )
-from ._explain import Explanation, error_gallery, explain, gradcam, last_conv_layer, write_overlays
+from ._explain import (
+    Explanation,
+    error_gallery,
+    explain,
+    gradcam,
+    last_conv_layer,
+    write_overlays,
+)
 from ._loading import load_model, load_model_folder
 from ._robustness import (
     PERTURBATIONS,

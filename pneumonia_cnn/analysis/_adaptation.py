@@ -36,10 +36,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import DataError
 from ..estimator import PneumoniaCNN
-from ..metrics import NEGATIVE, POSITIVE, decision_threshold
 from ..metrics import (
+    NEGATIVE,
+    POSITIVE,
     ClassShape,
     check_probabilities,
+    decision_threshold,
     logit,
     sigmoid,
     smooth_quantile,

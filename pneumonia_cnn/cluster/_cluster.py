@@ -16,8 +16,8 @@ candidate to MLflow when it returns.
 - a ``dask.distributed.Client``: used as it is (and left open).
 
 Every worker runs TensorFlow with both its thread pools sized to the worker's thread count
-(:class:`pneumonia_cnn.cluster.TensorFlowThreads`, loaded with ``distributed``), so that N single-threaded workers on
-N cores do not each start a pool per core.
+(:class:`pneumonia_cnn.cluster.TensorFlowThreads`, loaded with ``distributed``), so that N
+single-threaded workers on N cores do not each start a pool per core.
 """
 
 from __future__ import annotations

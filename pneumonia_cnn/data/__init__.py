@@ -79,6 +79,6 @@ __all__ = [
     "file_families", "find_class_folders", "grouped_split", "image_files",
     "image_fingerprints", "in_memory_limit", "is_data_file", "is_dicom", "is_path_list",
     "is_synthetic", "iter_chunks", "load_any", "load_csv", "load_data", "load_image_folder",
-    "load_image_folders", "load_images", "make_synthetic_dataset", "map_stream", "make_synthetic_xray",
-    "parse_source", "patient_id", "read_dicom", "release", "source_kind", "stream_batches",
+    "load_image_folders", "load_images", "make_synthetic_dataset", "make_synthetic_xray",
+    "map_stream", "parse_source", "patient_id", "read_dicom", "release", "source_kind", "stream_batches",
 ]

@@ -127,15 +127,14 @@ def patient_id(path: str | os.PathLike) -> str:
     ``NORMAL2-IM-0041-0001.jpeg``: the patient is the ``IM-NNNN`` part with its batch prefix
     (``IM-0511``, ``NORMAL2-IM-0041``), so that the two views ``IM-0511-0001-0001`` and
     ``IM-0511-0001-0002`` of one child stay on the same side of a split. Any other name is its
-    own patient (the file name without extension).
+    own patient (the file name without extension). A DICOM file's patient is its
+    ``PatientID`` tag, else its ``StudyInstanceUID`` (see :func:`read_dicom`), whatever the
+    file is called.
 
     Parameters
     ----------
     path : str or path-like
         File path or name.
-
-    A DICOM file's patient is its ``PatientID`` tag, else its ``StudyInstanceUID`` (see
-    :mod:`pneumonia_cnn.dicom`), whatever the file is called.
 
     Returns
     -------

@@ -31,6 +31,7 @@ ARCHITECTURES = {
 }
 SMALL_IMAGE = 64
 
+#: Every parameter of :class:`PneumoniaCNN` (scikit-learn's ``_parameter_constraints``).
 PARAMETER_CONSTRAINTS = {
     "image_size": [Interval(Integral, 8, None, closed="left")],
     "kernel_size": [Interval(Integral, 1, None, closed="left")],
@@ -48,6 +49,27 @@ PARAMETER_CONSTRAINTS = {
     "validation_fraction": [Interval(Real, 0, 0.5, closed="both")],
     "patience": [Interval(Integral, 1, None, closed="left"), None],
     "tracking": ["boolean"],
+    "tracking_uri": [str, None],
+    "experiment": [str],
+    "class_weight": [StrOptions({"balanced"}), dict, None],
+    "random_state": ["random_state"],
+    "metrics": [list, tuple, None],
+    "callbacks": [list, tuple, None],
+    "fit_hooks": [list, tuple, None],
+    "verbose": ["verbose"],
+    # checked by check_params / check_shift_params, whose messages say more (a tuple of
+    # positive ints per block, a known preset, a rule or a probability...)
+    "filters": ["no_validation"],
+    "augmentation": ["no_validation"],
+    "intensity_norm": ["no_validation"],
+    "label_smoothing": ["no_validation"],
+    "n_networks": ["no_validation"],
+    "tta": ["no_validation"],
+    "threshold": ["no_validation"],
+    "target_sensitivity": ["no_validation"],
+    # any Keras optimizer or loss (a name, a class or an object): Keras checks them
+    "optimizer": ["no_validation"],
+    "loss": ["no_validation"],
 }
 
 

@@ -9,7 +9,6 @@ import warnings
 
 import keras
 import numpy as np
-
 from sklearn.metrics import roc_auc_score
 
 from ..data import ImageStream, stream_batches

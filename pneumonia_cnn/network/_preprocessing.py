@@ -19,8 +19,9 @@ feature encoder (scikeras), so ``fit``, ``predict`` and saved models always agre
 from __future__ import annotations
 
 import numpy as np
-
 from sklearn.base import BaseEstimator, TransformerMixin
+
+from ..data import ImageStream, map_stream
 
 __all__ = ["INTENSITY_NORMS", "IntensityNormalizer", "normalize_intensity"]
 
@@ -75,7 +76,7 @@ def normalize_intensity(X, method=None) -> np.ndarray:
     -------
     ndarray of uint8, shape of X
     """
-    from ..data import ImageStream, map_stream
+
 
     check_intensity_norm(method)
     if method is None:

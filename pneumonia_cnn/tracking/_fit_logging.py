@@ -13,12 +13,17 @@ import tempfile
 import warnings
 from pathlib import Path
 
-
 from ..analysis import stress_hold_out
 from ..data import is_synthetic
 from ..estimator import FitHook
 from ..metrics import confidence_intervals, decision_threshold, metrics_from_scores
-from ._names import data_label, describe_changes, image_dataset, model_name, model_params
+from ._names import (
+    data_label,
+    describe_changes,
+    image_dataset,
+    model_name,
+    model_params,
+)
 from ._runs import MLflowLogger, TrackedRun
 from ._serving import log_model
 

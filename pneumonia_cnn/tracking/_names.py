@@ -13,7 +13,11 @@ import numpy as np
 from .. import __version__
 from ..data import iter_chunks
 
-__all__ = ["HEADLINE_METRICS", "PLUMBING_PARAMS", "changed_params", "data_fingerprint", "data_label", "describe_changes", "describe_params", "image_dataset", "library_versions", "model_name", "model_params", "param_value", "short_value"]
+__all__ = [
+    "HEADLINE_METRICS", "PLUMBING_PARAMS", "changed_params", "data_fingerprint", "data_label",
+    "describe_changes", "describe_params", "image_dataset", "library_versions", "model_name",
+    "model_params", "param_value", "short_value",
+]
 
 HEADLINE_METRICS = ("roc_auc", "accuracy", "sensitivity", "specificity", "precision", "f1",
                     "brier")
@@ -32,10 +36,10 @@ _ABBREVIATIONS = {"augmentation": "aug", "intensity_norm": "norm", "n_networks":
 
 def library_versions() -> dict:
     """Library versions (logged as ``environment.json`` of top-level runs)."""
+    import keras
     import mlflow
     import scikeras
     import sklearn
-    import keras
     import tensorflow as tf
     return {
         "pneumonia_cnn": __version__,

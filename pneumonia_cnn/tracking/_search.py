@@ -406,7 +406,9 @@ def _fit_inner(inner, X, y, groups, client, n_splits: int, verbose: int) -> None
     # array (over 1 kB) to one worker only, and a task whose inputs died with that worker
     # is cancelled instead of rerun.
     folds = [part for split in inner.cv for part in split]
-    from concurrent.futures import CancelledError  # distributed's FutureCancelledError too
+    from concurrent.futures import (
+        CancelledError,  # distributed's FutureCancelledError too
+    )
 
     from distributed import KilledWorker
 

@@ -8,7 +8,11 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULT_EXPERIMENT", "SHARED_VIEW", "TrackingError", "check_server", "experiment_id", "failure_reason", "get_client", "global_tracking_uri", "process_alive", "process_tags", "resolve_tracking_uri", "run_is_live", "sqlite_path", "ui_url"]
+__all__ = [
+    "DEFAULT_EXPERIMENT", "SHARED_VIEW", "TrackingError", "check_server", "experiment_id",
+    "failure_reason", "get_client", "global_tracking_uri", "process_alive", "process_tags",
+    "resolve_tracking_uri", "run_is_live", "sqlite_path", "ui_url",
+]
 
 
 DEFAULT_EXPERIMENT = "pneumonia-cnn"
