@@ -8,7 +8,7 @@ does not pay for importing TensorFlow.
 
 Subpackages, from the bottom up (each imports only those before it): ``utils``, ``data``,
 ``network``, ``metrics``, ``estimator``, ``analysis``, ``tracking`` (every MLflow import),
-``cluster`` (Dask) and ``cli``. Old module paths (``pneumonia_cnn.calibration``...) are
+``cluster`` (Dask) and ``cli``. Old module paths (``pneumonia_cnn.analysis``...) are
 answered by :mod:`pneumonia_cnn._compat`.
 """
 

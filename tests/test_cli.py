@@ -31,7 +31,7 @@ def test_every_hyperparameter_has_an_option():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions}
     params = set(inspect.signature(PneumoniaCNN.__init__).parameters) - {
-        "self", "kwargs", "callbacks", "metrics", "verbose"}
+        "self", "kwargs", "callbacks", "fit_hooks", "metrics", "verbose"}
     assert params <= dests
 
 

@@ -215,7 +215,7 @@ def test_signal_in_the_middle_of_a_store_write_is_held_until_it_is_done(tmp_path
 
 
 def test_second_signal_during_a_write_stops_at_once():
-    from pneumonia_cnn.tracking import deferred_interrupts
+    from pneumonia_cnn.utils import deferred_interrupts
 
     reached = []
     with pytest.raises(KeyboardInterrupt):

@@ -22,7 +22,7 @@ specificity collapses. :func:`adapt` looks at the new site's films, without any 
 The result, :class:`SiteAdaptedCNN`, predicts, evaluates, explains, saves, loads, calibrates
 and serves like any model. Its promises are estimates from a model of the scores, not
 measurements: evaluate it on labelled films of the site when you have them, and calibrate
-(:func:`pneumonia_cnn.calibration.calibrate`) when you have 20+ labelled films of each class.
+(:func:`pneumonia_cnn.analysis.calibrate`) when you have 20+ labelled films of each class.
 """
 
 from __future__ import annotations

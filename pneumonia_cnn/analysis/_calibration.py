@@ -11,7 +11,7 @@ small labelled set from the new site (tens of images) :func:`calibrate`
    draw of the calibration films, the sensitivity on the site's *next* films is at least
    the target (:func:`threshold_with_confidence`, a training-conditional conformal bound);
    with the site's unlabelled films too (``unlabelled=``), from the site's score
-   distributions (:func:`pneumonia_cnn.adaptation.estimate_site_mixture` with the labelled
+   distributions (:func:`pneumonia_cnn.analysis.estimate_site_mixture` with the labelled
    films as anchors); or a fixed ``threshold`` (scikit-learn's
    ``FixedThresholdClassifier``),
 
@@ -100,7 +100,7 @@ class SiteCalibratedCNN(NetworkWrapper):
         PNEUMONIA films cannot, and say so. With the site's unlabelled films too
         (``fit(..., unlabelled=)``), the threshold is the lower ``1 - confidence`` bootstrap
         quantile of the semi-supervised mixture's threshold
-        (:func:`pneumonia_cnn.adaptation.estimate_site_mixture`).
+        (:func:`pneumonia_cnn.analysis.estimate_site_mixture`).
 
     Attributes
     ----------
@@ -365,7 +365,7 @@ def calibrate(estimator, X, y=None, *, target_sensitivity: float = 0.95,
     y : array-like, default=None
     target_sensitivity : float, default=0.95
         The threshold keeps this sensitivity on the site's next films (split-conformal
-        rule, see :func:`pneumonia_cnn.evaluation.threshold_for_sensitivity`).
+        rule, see :func:`pneumonia_cnn.metrics.threshold_for_sensitivity`).
     threshold : float, default=None
         A fixed threshold instead.
     method : {None, "sigmoid", "isotonic", "temperature"}, default=None

@@ -197,7 +197,7 @@ def image_arrays(estimator, X, y=None):
     """Labelled images as arrays at the estimator's input size: ``(X, y, paths, groups)``.
 
     ``X`` is a data source (a folder, a split root -- its ``test`` split --, a MedMNIST
-    ``.npz``, a label CSV; see :func:`pneumonia_cnn.sources.load_data`), an
+    ``.npz``, a label CSV; see :func:`pneumonia_cnn.data.load_data`), an
     :class:`ImageData`, or an image array with labels ``y``; ``paths`` and ``groups``
     (patient ids) are None for arrays.
     """

@@ -119,7 +119,7 @@ def gradcam(model, images: np.ndarray, layer: str | None = None, *, sign: float 
     Parameters
     ----------
     model : keras.Model
-        A network built by :func:`pneumonia_cnn.model.build_model` (output layer
+        A network built by :func:`pneumonia_cnn.network.build_model` (output layer
         ``pneumonia``, one sigmoid unit), or an ensemble of them.
     images : ndarray, shape (n, h, w, 1)
         Network inputs (0-255).
@@ -308,7 +308,7 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
     X : ndarray (n_images, h, w, 1)
         The evaluated images, in the order of ``per_image``.
     per_image : pandas.DataFrame
-        :func:`pneumonia_cnn.evaluation.evaluate`'s table (``true``, ``probability``,
+        :func:`pneumonia_cnn.analysis.evaluate`'s table (``true``, ``probability``,
         ``path``).
     threshold : float
     """

@@ -193,7 +193,7 @@ def label_map(text: str) -> dict:
 
 def load_data_arg(args, image_size: int, role, verbose: int = 0, source=None):
     """The command's DATA (or ``source``), read with the data options as
-    :func:`pneumonia_cnn.sources.load_data` reads it; says which split(s) were used when
+    :func:`pneumonia_cnn.data.load_data` reads it; says which split(s) were used when
     the source has several."""
     from ..data import load_data
 

@@ -53,7 +53,7 @@ def decode_image(path: str | os.PathLike, image_size: int, notes: list | None = 
         if notes is not None:
             notes.append((kind, message))
 
-    if is_dicom(path):  # pydicom: modality and VOI LUTs, MONOCHROME1 (see pneumonia_cnn.dicom)
+    if is_dicom(path):  # pydicom: modality and VOI LUTs, MONOCHROME1 (see pneumonia_cnn.data)
         gray = Image.fromarray(read_dicom(path))
         return _to_square(gray, gray.size, image_size, note)
     with Image.open(path) as img:

@@ -93,6 +93,8 @@ def find_class_folders(root: str | os.PathLike, classes: Sequence[str] = CLASS_N
 
 
 def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (any depth, sorted; hidden files and folders,
+    archive debris and symbolic-link loops skipped; FIFOs and devices never opened)."""
     files, special = [], []
     top = os.path.realpath(folder)
     seen = {top}
@@ -201,9 +203,9 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 96, *,
     verbose : int, default=0
         If > 0, print a progress bar while decoding.
     stream : {"auto", True, False}, default="auto"
-        Return the images as an :class:`~pneumonia_cnn.streaming.ImageStream` over the
+        Return the images as an :class:`~pneumonia_cnn.data.ImageStream` over the
         memory-mapped cache instead of an array: "auto" does when they take more than
-        :func:`~pneumonia_cnn.streaming.in_memory_limit` (256 MiB by default).
+        :func:`~pneumonia_cnn.data.in_memory_limit` (256 MiB by default).
 
     Returns
     -------

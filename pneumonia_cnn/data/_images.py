@@ -38,7 +38,7 @@ class ImageData:
     Attributes
     ----------
     X : ndarray of uint8, shape (n_images, size, size, 1), or ImageStream
-        Grayscale pixel values 0-255; an :class:`~pneumonia_cnn.streaming.ImageStream` (the
+        Grayscale pixel values 0-255; an :class:`~pneumonia_cnn.data.ImageStream` (the
         same shape, read from disk in batches) when the data is too large for memory.
     y : ndarray of str, shape (n_images,)
         Class name of every image (``"NORMAL"`` or ``"PNEUMONIA"``); empty strings when the

@@ -377,7 +377,7 @@ def load_csv(path, image_size: int = 96, *, label_map=None, columns=None, image_
 
 def load_any(X, image_size: int, verbose: int = 0, role: str = "evaluate") -> ImageData | None:
     """Load ``X`` when it names images: an :class:`ImageData` as it is, a data source
-    (folder, split root, MedMNIST ``.npz``, label CSV; see :func:`pneumonia_cnn.sources.
+    (folder, split root, MedMNIST ``.npz``, label CSV; see :func:`pneumonia_cnn.data.
     load_data`, which reads the splits of ``role``), one image file or a list of image
     files. Returns None for anything else (image arrays)."""
     if isinstance(X, ImageData):

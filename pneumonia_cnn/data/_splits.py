@@ -11,7 +11,7 @@ every family, so a model can be trained on the middle and scored on batches acqu
 and after it, as a new acquisition batch at the same hospital would be.
 
 It is a real shift, but a mild one: on the record the default scored ROC AUC 0.992-0.997
-on these batches where the official test split gave 0.957 (see the README's "Which measure
+on these batches where the official test split gave 0.957 (see the docs' Results, "Which measure
 predicts a new site?"). It does not replace a labelled evaluation at the site.
 """
 

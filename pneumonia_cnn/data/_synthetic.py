@@ -104,7 +104,7 @@ def make_synthetic_dataset(root, n_normal: int = 40, n_pneumonia: int = 80, size
     (root / "NORMAL").mkdir(parents=True, exist_ok=True)
     (root / "PNEUMONIA").mkdir(parents=True, exist_ok=True)
     (root / SYNTHETIC_MARKER).write_text(
-        "SYNTHETIC images drawn by pneumonia_cnn.synthetic: not real radiographs.\n"
+        "SYNTHETIC images drawn by pneumonia_cnn.data: not real radiographs.\n"
         "Results on them say nothing about real chest X-rays.\n")
     for i in range(n_normal):
         name = f"IM-{i // images_per_patient + 1:04d}-{i % images_per_patient + 1:04d}.jpeg"

@@ -1,14 +1,8 @@
-"""``PneumoniaCNN``: the scikit-learn contract and the Keras plumbing of the classifier.
-
-Everything else has its own module in this package: parameters and their checks
-(``_params``), input checks (``_inputs``), Keras callbacks and input pipelines
-(``_training``), ensembles (``_ensemble``), saved folders (``_persistence``) and the side
-effects of ``fit`` (``_hooks``: MLflow tracking and the stress test plug in there).
-"""
+"""``PneumoniaCNN``: the scikit-learn contract and the Keras plumbing (the rest of the
+estimator has a module each in this package)."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -21,13 +15,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import (
     CHUNK,
-    ImageData,
     ImageStream,
     canonical_labels,
     grouped_split,
     image_fingerprints,
     iter_chunks,
-    load_any,
 )
 from ..metrics import RULES
 from ..network import IntensityNormalizer, tta_views
@@ -35,17 +27,15 @@ from ..utils import deferred_interrupts, plugin
 from . import _params, _persistence
 from ._ensemble import fit_ensemble
 from ._hooks import FitContext, fit_hooks, notify
-from ._inputs import training_data, validate_array
+from ._inputs import as_images, training_data, validate_array
 from ._training import (
-    BestWeights,
-    CosineSchedule,
-    HoldInterruptsWhileTracing,
     batched_fit,
     build_network,
     check_not_diverged,
     drop_fit_helpers,
     hold_out_threshold,
     learned_nothing,
+    own_callbacks,
     salvage,
 )
 
@@ -169,18 +159,15 @@ class PneumoniaCNN(KerasClassifier):
     train_fingerprints_ : list of str
         Pixel hashes of the training images (evaluation warns about overlap).
     stress_ : dict
-        The hold-out's shift-stress summary, when :class:`~pneumonia_cnn.analysis.StressOnFit`
-        ran.
+        The hold-out's stress summary, set by :class:`~pneumonia_cnn.analysis.StressOnFit`.
     mlflow_run_id_, mlflow_model_id_ : str or None
         The fit's MLflow run and logged model (None without tracking).
     interrupted_ : bool
-        True if Ctrl-C / SIGTERM stopped the fit; ``model_`` then holds the best weights of
-        the epochs that finished.
+        Ctrl-C / SIGTERM stopped the fit (``model_``: the best finished epoch's weights).
 
     Examples
     --------
-    >>> clf = PneumoniaCNN(epochs=10).fit("chest_xray/train")      # doctest: +SKIP
-    >>> clf.predict_proba("chest_xray/test")[:, 1]                 # doctest: +SKIP
+    >>> PneumoniaCNN().fit("chest_xray/train").predict_proba("chest_xray/test")  # doctest: +SKIP
     """
 
     #: scikit-learn parameter validation (checked at the start of ``fit``; the CLI checks the
@@ -227,9 +214,8 @@ class PneumoniaCNN(KerasClassifier):
         self.experiment = experiment
 
     def __sklearn_tags__(self):
-        # scikeras 0.13 lists BaseEstimator before ClassifierMixin, so with scikit-learn >= 1.6
-        # the mixin's tags never apply: no estimator type, is_classifier() is False and
-        # GridSearchCV(cv=5) silently uses unstratified KFold. Set the classifier tags here.
+        # scikeras 0.13's tags lack the classifier's with scikit-learn >= 1.6 (is_classifier()
+        # False: GridSearchCV(cv=5) silently unstratified): set them here
         tags = super().__sklearn_tags__()
         tags.estimator_type = "classifier"
         tags.classifier_tags = ClassifierTags(multi_class=False)
@@ -239,25 +225,6 @@ class PneumoniaCNN(KerasClassifier):
         tags.input_tags.string = True  # file paths
         tags.non_deterministic = self.random_state is None
         return tags
-
-    # -- inputs -------------------------------------------------------------------------------
-    def _load(self, X, y=None, role="evaluate") -> ImageData | None:
-        """The images ``X`` names (a data source, whose splits of ``role`` are read, an
-        :class:`ImageData` or image files), or None for an image array."""
-        if isinstance(X, (str, os.PathLike)) and y is not None:
-            raise ValueError("y must be None when X is a data folder: the labels come from "
-                             "its class sub-folders")
-        return load_any(X, self.image_size, verbose=int(self.verbose > 0), role=role)
-
-    def _as_images(self, X, y=None, groups=None):
-        """A data source, a list of files or an array as ``(X uint8, y, groups)`` (X is an
-        :class:`ImageStream` for data too large for memory)."""
-        data = self._load(X, y)
-        if data is None:
-            return self.prepare_images(X), y, groups
-        if data.y.size and y is None:
-            y = data.y
-        return data.X, y, data.groups if groups is None else groups
 
     def prepare_images(self, X) -> np.ndarray:
         """An image array as the network takes it: ``(n, image_size, image_size, 1)`` uint8
@@ -278,7 +245,6 @@ class PneumoniaCNN(KerasClassifier):
                              f"expecting X of shape {tuple(self.X_shape_[1:])}")
         return X, y
 
-    # -- scikeras hooks: the network ----------------------------------------------------------
     @property
     def feature_encoder(self):
         """scikeras' input transformer: per-image intensity normalisation (``intensity_norm``),
@@ -290,18 +256,8 @@ class PneumoniaCNN(KerasClassifier):
 
     def _initialize_callbacks(self):
         super()._initialize_callbacks()
-        own = [HoldInterruptsWhileTracing()]
-        if self.lr_schedule == "cosine":
-            own.append(CosineSchedule(self.epochs))
-        if getattr(self, "_validation", None) is not None:
-            own.append(keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max",
-                patience=self.patience if self.patience is not None else 10**9,
-                restore_best_weights=True, start_from_epoch=0, verbose=0))
-        self._recorder = BestWeights()
-        own += [self._recorder, *getattr(self, "_hook_callbacks", [])]
-        self._own_callbacks = own
-        self._fit_callbacks = own + self._fit_callbacks
+        self._own_callbacks = own_callbacks(self)
+        self._fit_callbacks = self._own_callbacks + self._fit_callbacks
 
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         if getattr(self, "_validation", None) is not None:
@@ -320,7 +276,6 @@ class PneumoniaCNN(KerasClassifier):
         if "a_u_c" in self.history_:
             self.history_["auc"] = self.history_.pop("a_u_c")
 
-    # -- fit ----------------------------------------------------------------------------------
     def fit(self, X, y=None, sample_weight=None, *, groups=None, **kwargs):
         """Train on a data folder, image files or an image array ``X`` with labels ``y``
         (none for a folder: its class sub-folders are the labels). ``groups``: patient ids
@@ -343,8 +298,7 @@ class PneumoniaCNN(KerasClassifier):
                 validation = self._fit_network(X, y, sample_weight, groups, hooks, context,
                                                **kwargs)
             self.history_ = dict(self.history_)
-            # predictions trace TensorFlow graphs, where an interrupt could be swallowed
-            # (training then ran on to the end): hold it until they are done
+            # predictions trace graphs, where an interrupt could be swallowed: hold it
             with deferred_interrupts():
                 self._check_not_diverged(X)
                 self.threshold_ = self._choose_threshold(*(validation or (None, None)))
@@ -363,8 +317,8 @@ class PneumoniaCNN(KerasClassifier):
         return self
 
     def _split_validation(self, y, groups, seed=None):
-        """Patient-grouped (train, validation) indices, or None without a hold-out. An
-        ensemble's members all use the ensemble's split (``_split_random_state``)."""
+        """Patient-grouped (train, validation) indices or None; an ensemble's members share
+        its split (``_split_random_state``)."""
         if not self.validation_fraction:
             return None
         if seed is None:
@@ -407,7 +361,6 @@ class PneumoniaCNN(KerasClassifier):
         kept, and saved: site adaptation starts from them)."""
         return hold_out_threshold(self, X_val, y_val)
 
-    # -- what a fitted model is and does --------------------------------------------------------
     def check_params(self) -> None:
         """Validate every parameter before any work, naming the parameter and what it must
         be (``fit`` calls it first; so does the CLI, before loading data)."""
@@ -428,7 +381,7 @@ class PneumoniaCNN(KerasClassifier):
         """Probabilities ``[P(NORMAL), P(PNEUMONIA)]`` of every image of ``X`` (as in
         :meth:`fit`; a folder's rows follow ``load_image_folder(X).paths``), shape (n, 2)."""
         check_is_fitted(self, "model_")
-        X, _, _ = self._as_images(X)
+        X, _, _ = as_images(self, X)
         if isinstance(X, ImageStream):  # from disk, a chunk at a time
             return np.concatenate([self.predict_proba(chunk, **kwargs)
                                    for chunk in iter_chunks(X, CHUNK)])
@@ -456,12 +409,11 @@ class PneumoniaCNN(KerasClassifier):
     def score(self, X, y=None, sample_weight=None):
         """Accuracy on a data folder, or on images and labels."""
         check_is_fitted(self, "model_")
-        X, y, _ = self._as_images(X, y)
+        X, y, _ = as_images(self, X, y)
         if y is None:
             raise ValueError("y is required when X is an array or a list of files")
         return accuracy_score(canonical_labels(y), self.predict(X), sample_weight=sample_weight)
 
-    # -- saving -------------------------------------------------------------------------------
     def save(self, path) -> Path:
         """Save the fitted estimator to a folder: ``model.keras`` (the network, in Keras'
         format) and ``pneumonia_cnn.json`` (format version, versions, classes, parameters,
@@ -484,10 +436,9 @@ class PneumoniaCNN(KerasClassifier):
         MLflow (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/MODEL_ID``,
         ``runs:/RUN_ID/NAME``, from ``tracking_uri``). ``safe_mode``: Keras' (no code
         from the file). See :func:`pneumonia_cnn.analysis.load_model` for any model."""
-        if not _persistence.is_model_uri(path):
-            with _persistence.local_model_folder(path) as (folder, info):
-                return _persistence.load_folder(cls, folder, safe_mode)
-        with plugin("model_folder")(path, tracking_uri) as (folder, info):
+        found = (plugin("model_folder")(path, tracking_uri) if _persistence.is_model_uri(path)
+                 else _persistence.local_model_folder(path))
+        with found as (folder, info):
             est = _persistence.load_folder(cls, folder, safe_mode)
         if info.get("model_id"):
             est.mlflow_model_id_ = info["model_id"]

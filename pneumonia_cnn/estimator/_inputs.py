@@ -12,9 +12,9 @@ import scipy.sparse as sp
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length
 
-from ..data import ImageData, ImageStream, canonical_labels
+from ..data import ImageData, ImageStream, canonical_labels, load_any
 
-__all__ = ["training_data", "validate_array", "validate_labels"]
+__all__ = ["as_images", "load_source", "training_data", "validate_array", "validate_labels"]
 
 
 def validate_array(X, image_size: int) -> np.ndarray:
@@ -94,8 +94,8 @@ def training_data(estimator, X, y, sample_weight, groups):
     its own patient when no patient ids are known."""
     if y is not None and not isinstance(X, (str, os.PathLike, ImageData)):
         y = validate_labels(y)  # labels first: their errors are the clearest
-    data = estimator._load(X, y, role="train")  # a source with splits: its training split(s)
-    X, y, groups = estimator._as_images(X if data is None else data, y, groups)
+    data = load_source(estimator, X, y, role="train")  # a source with splits: its training split(s)
+    X, y, groups = as_images(estimator, X if data is None else data, y, groups)
     if y is None:
         raise ValueError("y is required when X is an array or a list of files")
     y = validate_labels(y)
@@ -106,3 +106,22 @@ def training_data(estimator, X, y, sample_weight, groups):
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     check_consistent_length(y, groups)
     return getattr(data, "root", None), X, y, sample_weight, groups
+
+
+def load_source(estimator, X, y=None, role="evaluate"):
+    """The images ``X`` names (a data source, whose splits of ``role`` are read, an
+    :class:`ImageData` or image files), or None for an image array."""
+    if isinstance(X, (str, os.PathLike)) and y is not None:
+        raise ValueError("y must be None when X is a data folder: the labels come from "
+                         "its class sub-folders")
+    return load_any(X, estimator.image_size, verbose=int(estimator.verbose > 0), role=role)
+
+def as_images(estimator, X, y=None, groups=None):
+    """A data source, a list of files or an array as ``(X uint8, y, groups)`` (X is an
+    :class:`ImageStream` for data too large for memory)."""
+    data = load_source(estimator, X, y)
+    if data is None:
+        return estimator.prepare_images(X), y, groups
+    if data.y.size and y is None:
+        y = data.y
+    return data.X, y, data.groups if groups is None else groups

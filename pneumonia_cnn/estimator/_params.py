@@ -22,7 +22,7 @@ __all__ = ["ARCHITECTURES", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE", "architectur
 #: to 6 x 6, a flattened head); "small", below :data:`SMALL_IMAGE` px, keeps resolution
 #: for longer (3 halvings, two convolutions per block) and pools globally: at 28 px the
 #: standard network ends at 1 x 1 after four halvings. Chosen on PneumoniaMNIST's own
-#: train / val splits (README, "Small images").
+#: train / val splits (docs: Results, "Small images").
 ARCHITECTURES = {
     "standard": {"filters": (8, 16, 32, 64), "convs_per_block": 1, "global_pooling": False,
                  "dense_units": 64, "augmentation": "acquisition"},
@@ -59,17 +59,17 @@ PARAMETER_CONSTRAINTS = {
     "verbose": ["verbose"],
     # checked by check_params / check_shift_params, whose messages say more (a tuple of
     # positive ints per block, a known preset, a rule or a probability...)
-    "filters": ["no_validation"],
-    "augmentation": ["no_validation"],
-    "intensity_norm": ["no_validation"],
-    "label_smoothing": ["no_validation"],
-    "n_networks": ["no_validation"],
-    "tta": ["no_validation"],
-    "threshold": ["no_validation"],
-    "target_sensitivity": ["no_validation"],
+    "filters": "no_validation",
+    "augmentation": "no_validation",
+    "intensity_norm": "no_validation",
+    "label_smoothing": "no_validation",
+    "n_networks": "no_validation",
+    "tta": "no_validation",
+    "threshold": "no_validation",
+    "target_sensitivity": "no_validation",
     # any Keras optimizer or loss (a name, a class or an object): Keras checks them
-    "optimizer": ["no_validation"],
-    "loss": ["no_validation"],
+    "optimizer": "no_validation",
+    "loss": "no_validation",
 }
 
 

@@ -120,7 +120,7 @@ def atomic_model_folder(path):
 
 def write_files(estimator, path: Path) -> None:
     """Write the model's files into the (new, empty) folder ``path`` (``save`` does,
-    inside :func:`pneumonia_cnn.folders.atomic_model_folder`; wrappers add theirs)."""
+    inside :func:`pneumonia_cnn.estimator.atomic_model_folder`; wrappers add theirs)."""
     estimator.model_.save(path / MODEL_FILE)
     params, dropped = {}, []
     for k, v in estimator.get_params().items():

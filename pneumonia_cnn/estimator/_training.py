@@ -18,7 +18,7 @@ from ..utils import deferred_interrupts
 
 __all__ = ["BestWeights", "CosineSchedule", "HoldInterruptsWhileTracing", "batched_fit",
            "build_network", "check_not_diverged", "drop_fit_helpers", "hold_out_threshold",
-           "in_memory_batches", "learned_nothing", "member_seeds", "salvage"]
+           "in_memory_batches", "learned_nothing", "member_seeds", "own_callbacks", "salvage"]
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -278,3 +278,20 @@ def hold_out_threshold(estimator, X_val, y_val) -> float:
         return 0.5
     return choose_threshold(estimator.threshold, estimator.validation_labels_,
                             estimator.validation_scores_, estimator.target_sensitivity)
+
+
+def own_callbacks(estimator) -> list:
+    """The Keras callbacks every fit of one network uses, before the user's: held
+    interrupts, the cosine schedule, early stopping on the hold-out's ROC AUC (restoring the
+    best weights), the best-weights recorder (kept as ``estimator._recorder``), then the
+    fit hooks' callbacks."""
+    own = [HoldInterruptsWhileTracing()]
+    if estimator.lr_schedule == "cosine":
+        own.append(CosineSchedule(estimator.epochs))
+    if getattr(estimator, "_validation", None) is not None:
+        own.append(keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max",
+            patience=estimator.patience if estimator.patience is not None else 10**9,
+            restore_best_weights=True, start_from_epoch=0, verbose=0))
+    estimator._recorder = BestWeights()
+    return own + [estimator._recorder, *getattr(estimator, "_hook_callbacks", [])]

@@ -1,7 +1,7 @@
 """Figures and report text of a fit and an evaluation (matplotlib / seaborn /
 scikit-learn displays).
 
-Kept apart from :mod:`pneumonia_cnn.evaluation` (metrics) and
+Kept apart from :mod:`pneumonia_cnn.analysis` (metrics) and
 :mod:`pneumonia_cnn.tracking` (MLflow), which both draw them, so neither imports the other.
 """
 
@@ -144,7 +144,7 @@ def plot_reliability(y_true, y_score, pos_label=POSITIVE, n_bins: int = 10, capt
 
 
 def evaluation_figures(result: dict) -> dict:
-    """The figures of an :func:`pneumonia_cnn.evaluation.evaluate` result, name -> figure:
+    """The figures of an :func:`pneumonia_cnn.analysis.evaluate` result, name -> figure:
     confusion matrix, and with both classes ROC and precision-recall curves (operating point
     marked) and the reliability diagram. Titles say which data, how many images and which
     threshold. The caller closes them."""

@@ -1,6 +1,6 @@
 """Score distributions in logit space: one class's scores as a shape that can be moved (a
 kernel density), its quantiles and tail shares. Used by site adaptation
-(:mod:`pneumonia_cnn.adaptation`) and calibration with unlabelled films."""
+(:mod:`pneumonia_cnn.analysis`) and calibration with unlabelled films."""
 
 from __future__ import annotations
 
@@ -23,11 +23,13 @@ def check_probabilities(values, what: str) -> np.ndarray:
 
 
 def logit(p) -> np.ndarray:
+    """log(p / (1 - p)), with p kept in [1e-7, 1 - 1e-7] and the result in +-LOGIT_CLIP."""
     p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
     return np.clip(np.log(p) - np.log1p(-p), -LOGIT_CLIP, LOGIT_CLIP)
 
 
 def sigmoid(z) -> np.ndarray:
+    """1 / (1 + exp(-z)): the inverse of :func:`logit`."""
     return 1.0 / (1.0 + np.exp(-np.asarray(z, float)))
 
 

@@ -51,7 +51,7 @@ def build_model(
     dropout : float, default=0.3
         Dropout rate before the output unit.
     augmentation : None, str or dict, default=None
-        See :func:`pneumonia_cnn.augmentation.build_augmentation`.
+        See :func:`pneumonia_cnn.network.build_augmentation`.
     border_mask : float, default=0.0
         Share of the image side blanked on every edge (after augmentation, at training and
         prediction alike): side markers, labels and film corners are shortcuts that do not

@@ -97,7 +97,7 @@ def normalize_intensity(X, method=None) -> np.ndarray:
 class IntensityNormalizer(TransformerMixin, BaseEstimator):
     """:func:`normalize_intensity` as a stateless scikit-learn transformer (the estimator's
     scikeras ``feature_encoder``). Unlike ``FunctionTransformer`` it never converts its input
-    to an array, so an :class:`~pneumonia_cnn.streaming.ImageStream` stays on disk."""
+    to an array, so an :class:`~pneumonia_cnn.data.ImageStream` stays on disk."""
 
     def __init__(self, method=None):
         self.method = method

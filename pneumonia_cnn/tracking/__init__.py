@@ -5,7 +5,7 @@ Everything here works through an explicit :class:`mlflow.MlflowClient` and run i
 skorch's MLflow logger does), so that runs land where they belong even when several fits,
 processes or searches log at the same time.
 
-One naming scheme for every run (see the README, "MLflow: what is logged"):
+One naming scheme for every run (see the docs' MLflow page):
 
 - a run's **headline metrics** have the same name whatever the run is -- ``roc_auc``,
   ``accuracy``, ``sensitivity``, ``specificity``, ``precision``, ``f1``, ``brier``,

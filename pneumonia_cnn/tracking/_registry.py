@@ -10,7 +10,7 @@ run of the package.
 new version only when its hold-out ROC AUC beats the current champion's (the fit's
 patient-grouped validation hold-out, or a search's hold-out). That number is measured
 within distribution: look at the versions' ``stress_*`` metrics too, and calibrate at a new
-site (:mod:`pneumonia_cnn.calibration`) before trusting its operating point there.
+site (:mod:`pneumonia_cnn.analysis`) before trusting its operating point there.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ class TrackedRun:
 
     def log_evaluation(self, result: dict, extra_figures: dict | None = None, *,
                        model_id=None, dataset=None) -> None:
-        """Metrics and artifacts of :func:`pneumonia_cnn.evaluation.evaluate` (and extra
+        """Metrics and artifacts of :func:`pneumonia_cnn.analysis.evaluate` (and extra
         figures such as the error gallery, logged as ``evaluation/<name>.png``)."""
         import matplotlib.pyplot as plt
         self.log_headline(result, model_id=model_id, dataset=dataset)

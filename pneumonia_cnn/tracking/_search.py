@@ -244,7 +244,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         Folds of ``StratifiedGroupKFold`` (shuffled with ``random_state``).
     scoring : dict, callable or "stress", default=None
         Scorers; default :func:`default_scoring`. ``"stress"`` uses
-        :func:`pneumonia_cnn.robustness.stress_scoring`: the same four scores plus
+        :func:`pneumonia_cnn.analysis.stress_scoring`: the same four scores plus
         ``stress_roc_auc``, ``stress_sensitivity``, ``stress_specificity`` and
         ``stress_normal_shift`` of every fold under acquisition-like perturbations.
         ``roc_auc`` selects the best candidate.
@@ -270,7 +270,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
     register : str, default=None
         Register the refit best model as a new version of this registered model; the alias
         ``champion`` moves to it only if its hold-out ROC AUC beats the current champion's
-        (see :func:`pneumonia_cnn.registry.register`). Needs ``refit=True``.
+        (see :func:`pneumonia_cnn.tracking.register`). Needs ``refit=True``.
     cluster : str or dask.distributed.Client, default=None
         Run the fold fits on a Dask cluster (:mod:`pneumonia_cnn.cluster`): a scheduler
         address ``"tcp://host:8786"``, ``"local"`` / ``"local:N"`` (a LocalCluster of N

@@ -3,16 +3,16 @@
 A fitted model is logged **once**, as an MLflow pyfunc model whose artifact ``model/`` is
 the package's own model folder (:meth:`PneumoniaCNN.save`). ``mlflow.pyfunc.load_model``
 and ``mlflow models serve`` use :class:`PneumoniaPyfunc`; ``PneumoniaCNN.load``,
-:func:`pneumonia_cnn.calibration.load_model` and every CLI command that takes a MODEL read
+:func:`pneumonia_cnn.analysis.load_model` and every CLI command that takes a MODEL read
 the same files (a folder, or a ``runs:/``, ``models:/`` URI; see
-:mod:`pneumonia_cnn.registry`).
+:mod:`pneumonia_cnn.tracking`).
 
 What the served model answers
 -----------------------------
 ``POST /invocations`` takes images as
 
 - encoded image files (PNG, JPEG, TIFF... any Pillow reads, 8 or 16 bit; DICOM files too,
-  read as in :mod:`pneumonia_cnn.dicom`): a DataFrame column
+  read as in :mod:`pneumonia_cnn.data`): a DataFrame column
   ``image`` holding the file bytes -- base64 in JSON, as MLflow documents for binary
   columns: ``{"dataframe_split": {"columns": ["image"], "data": [["iVBORw0..."]]}}`` -- or a
   list of base64 strings, ``{"inputs": {"image": ["iVBORw0...", ...]}}``;
@@ -230,7 +230,7 @@ def log_model(run, estimator, name: str) -> str:
 
 def start_server(model_uri: str, port: int, *, tracking_uri: str | None = None,
                  host: str = "127.0.0.1", log_file=None):
-    """Start ``mlflow models serve -m MODEL_URI --env-manager local`` (the README's command)
+    """Start ``mlflow models serve -m MODEL_URI --env-manager local`` (the docs' command)
     as a child process in its own session; returns the :class:`subprocess.Popen`. Wait for
     ``GET /ping`` before sending requests; stop it with ``os.killpg(proc.pid, SIGTERM)``.
 

@@ -85,6 +85,8 @@ def log_site_run(model, *, kind: str, verb: str, source, X, y, groups, params: d
 
 
 def log_calibration_run(model, source, X, y, groups) -> str:
+    """The run of a site calibration (``kind`` calibration): its sensitivity and
+    specificity on the calibration films with intervals, the threshold; returns its id."""
     c = model.calibration_
 
     def results(run, model_id, dataset):
@@ -103,6 +105,8 @@ def log_calibration_run(model, source, X, y, groups) -> str:
 
 
 def log_adaptation_run(model, source, X, groups) -> str:
+    """The run of a site adaptation (``kind`` adaptation): the estimated prevalence, the
+    threshold and the expected sensitivity / specificity; returns its id."""
     a = model.adaptation_
 
     def results(run, model_id, dataset):

@@ -160,7 +160,7 @@ def experiment_id(client, name: str) -> str:
         if tags.get("mlflow.experimentKind") != "custom_model_development":
             client.set_experiment_tag(exp_id, "mlflow.experimentKind",
                                       "custom_model_development")
-        # the runs table as the README describes it, opened by ...?viewStateShareKey=<name>
+        # the runs table as the docs' MLflow page describes it, opened by ...?viewStateShareKey=<name>
         if f"{_SHARED_VIEW_TAG}{SHARED_VIEW}" not in tags:
             client.set_experiment_tag(exp_id, f"{_SHARED_VIEW_TAG}{SHARED_VIEW}",
                                       json.dumps(_SHARED_VIEW_STATE))
@@ -170,7 +170,7 @@ def experiment_id(client, name: str) -> str:
 
 def ui_url(exp_id: str, host: str = "http://127.0.0.1:5000") -> str:
     """The ``mlflow ui`` address that opens an experiment's runs table in model-training
-    mode with the README's columns, sorted by ``roc_auc``."""
+    mode with the docs' columns, sorted by ``roc_auc``."""
     return (f"{host}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
             f"&viewStateShareKey={SHARED_VIEW}")
 
