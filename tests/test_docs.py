@@ -34,3 +34,15 @@ def test_every_public_name_has_a_docstring(name):
         if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj):
             missing.append(attr)
     assert not missing, f"pneumonia_cnn.{name}: no docstring for {missing}"
+
+
+def test_docs_commands_use_the_environment_and_name_scripts_that_exist():
+    """What the README's test checks for it, for the guides the README's sections moved to."""
+    import re
+
+    for page in (ROOT / "docs").glob("*.md"):
+        text = page.read_text()
+        assert not re.findall(r"(?m)^(?:python|mlflow) ", text), page
+        for script in re.findall(r"\.venv/bin/python ((?:experiments|benchmarks)/\w+\.py)",
+                                 text):
+            assert (ROOT / script).is_file(), (page, script)

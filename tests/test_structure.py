@@ -105,3 +105,17 @@ def test_old_import_paths_still_answer():
 
     with pytest.raises(AttributeError, match="moved to pneumonia_cnn.analysis"):
         old.no_such_name
+
+
+def test_a_pyfunc_model_pickled_under_the_old_module_path_loads():
+    """MLflow pickles the pyfunc class by its module path; models logged before the
+    subpackages say ``pneumonia_cnn.serving`` (checked by hand on such a model: it loads and
+    predicts)."""
+    import pickle
+
+    from pneumonia_cnn.tracking import PneumoniaPyfunc
+
+    raw = pickle.dumps(PneumoniaPyfunc(), protocol=0)
+    old = raw.replace(PneumoniaPyfunc.__module__.encode(), b"pneumonia_cnn.serving")
+    assert old != raw
+    assert isinstance(pickle.loads(old), PneumoniaPyfunc)
