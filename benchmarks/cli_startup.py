@@ -1,10 +1,12 @@
-"""How long the command line takes to answer --help (target: under 1 s).
+"""How long the command line takes to answer --help and to refuse bad input (target: under 1 s).
 
     python benchmarks/cli_startup.py [--repeats 5]
 
 Times, in the same process and machine, the baseline ``python -c pass`` and
-``pneumonia-cnn --help``, ``--version`` and ``train --help`` (each a fresh process; median of
-``--repeats``), and, for scale, ``python -c "import tensorflow"``. Prints JSON.
+``pneumonia-cnn --help``, ``--version`` and ``train --help``, and four refusals (a missing
+model, a missing data folder behind a model folder, a missing training folder, a missing
+model folder to register: each must exit 2 with a one-line error), each a fresh process,
+median of ``--repeats``; and, for scale, ``python -c "import tensorflow"``. Prints JSON.
 """
 
 import argparse
@@ -13,18 +15,22 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine  # noqa: E402
 
 
-def median_time(cmd, repeats):
+def median_time(cmd, repeats, code=0):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append(time.perf_counter() - start)
+        if done.returncode != code:
+            raise SystemExit(f"{cmd} exited {done.returncode}, expected {code}")
     return round(statistics.median(times), 3)
 
 
@@ -40,8 +46,22 @@ def main(argv=None):
     for label, extra in (("help_s", ["--help"]), ("version_s", ["--version"]),
                          ("train_help_s", ["train", "--help"])):
         out[label] = median_time([exe, *extra], args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = Path(tmp) / "model"  # passes the model check; the data check then refuses
+        fake.mkdir()
+        (fake / "model.keras").write_bytes(b"")
+        (fake / "pneumonia_cnn.json").write_text("{}")
+        for label, extra in (
+                ("error_missing_model_s", ["evaluate", f"{tmp}/none", tmp]),
+                ("error_missing_data_s", ["evaluate", str(fake), f"{tmp}/none"]),
+                ("error_missing_train_data_s", ["train", f"{tmp}/none", "--model-out",
+                                                f"{tmp}/m"]),
+                ("error_register_missing_folder_s", ["register", f"{tmp}/none", "x"])):
+            out[label] = median_time([exe, *extra], args.repeats, code=2)
     out["import_tensorflow_s"] = median_time([sys.executable, "-c", "import tensorflow"], 1)
     out["train_help_over_python"] = round(out["train_help_s"] / out["python_pass_s"], 1)
+    out["slowest_error_over_python"] = round(max(
+        v for k, v in out.items() if k.startswith("error_")) / out["python_pass_s"], 1)
     print(json.dumps(out, indent=1))
 
 

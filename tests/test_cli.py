@@ -221,3 +221,33 @@ def test_predict_quotes_file_names_that_hold_tabs_or_newlines(fitted_tiny, synth
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out), delimiter="\t"))
     assert len(rows) == 2 and rows[0][0] == str(odd) and rows[1][0] == str(one)
     assert all(len(r) == 3 for r in rows)
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "{tmp}/no-model", "{tmp}"],
+    ["evaluate", "{fake}", "{tmp}/no-data"],
+    ["evaluate", "{fake}", "{tmp}:test"],
+    ["train", "{tmp}/no-data", "--model-out", "{tmp}/m"],
+    ["calibrate", "{tmp}/no-model", "{tmp}", "--model-out", "{tmp}/c"],
+    ["adapt", "{fake}", "{tmp}/no-site", "--model-out", "{tmp}/a"],
+    ["predict", "{fake}", "{tmp}/no-image.png"],
+    ["register", "{tmp}/no-model", "name"],
+    ["run", "{tmp}/no-data"],
+])
+def test_errors_come_before_tensorflow_and_mlflow_load(argv, tmp_path):
+    """Bad paths are refused in a fraction of a second: before TensorFlow (4 s) or MLflow
+    load (issue 20/21; times in benchmarks/cli_startup.py)."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "model"  # passes the model check: the data check must refuse
+    fake.mkdir()
+    (fake / "model.keras").write_bytes(b"")
+    (fake / "pneumonia_cnn.json").write_text("{}")
+    args = [a.format(tmp=tmp_path, fake=fake) for a in argv]
+    code = ("import sys; from pneumonia_cnn.cli import main; c = main(sys.argv[1:]); "
+            "print(c, 'tensorflow' in sys.modules, 'mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["2", "False", "False"], out.stdout + out.stderr
+    assert "error:" in out.stderr and "Traceback" not in out.stderr

@@ -9,6 +9,7 @@ from ._common import (
     MODEL_HELP,
     CLIError,
     add_tracking_options,
+    check_model_arg,
     check_model_out,
     print_saved_json,
     set_tracking_uri,
@@ -55,6 +56,7 @@ def run(args) -> int:
     site = Path(args.site_dir)
     if not site.is_dir():
         raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
+    check_model_arg(args.model)
     from ..analysis import adapt, load_model
 
     clf = load_model(args.model, tracking_uri=args.tracking_uri)

@@ -9,6 +9,8 @@ from ._common import (
     CLIError,
     add_data_options,
     add_tracking_options,
+    check_data_arg,
+    check_model_arg,
     check_model_out,
     load_data_arg,
     print_saved_json,
@@ -62,9 +64,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_model_out(args.model_out, args.overwrite)
+    check_model_arg(args.model)  # checked before TensorFlow loads: errors at once
+    check_data_arg(args, None)
     from ..analysis import calibrate, load_model
 
-    check_model_out(args.model_out, args.overwrite)
     # an adapted model is calibrated with its adaptation; a calibrated one is refused
     clf = load_model(args.model, tracking_uri=args.tracking_uri)
     set_tracking_uri(clf, args.tracking_uri)

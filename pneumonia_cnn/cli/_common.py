@@ -13,9 +13,6 @@ from pathlib import Path
 PROG = "pneumonia-cnn"
 
 
-PROG = "pneumonia-cnn"
-
-
 NO_OPTION = {"callbacks", "fit_hooks", "metrics", "verbose"}
 
 
@@ -240,7 +237,7 @@ def check_model_out(path, overwrite: bool = False) -> None:
     place that cannot be written."""
     import tempfile
 
-    from ..estimator import META_FILE
+    from ..utils import META_FILE
 
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -270,9 +267,15 @@ def register_model(model_uri: str, name: str, tracking_uri) -> None:
 def logged_model_uri(model: str) -> str:
     """A model folder written by train / calibrate / adapt as the URI of the model it
     logged to MLflow (``models:/<id>``, recorded in the folder); anything else as given."""
+    import re
+
     folder = Path(model)
     if not folder.is_dir():
-        return model
+        if re.fullmatch(r"[0-9a-f]{32}", model) or model.startswith(("models:/", "runs:/")):
+            return model  # a run id or a URI: MLflow says whether it exists
+        raise CLIError(f"{model}: no such model folder, and not a run id or a model URI: give "
+                       "a model folder (written by train, calibrate or adapt), a models:/ or "
+                       "runs:/ URI, or a run id")
     # the outermost step first: a calibrated (adapted) folder is that model, not its network
     for name, key in (("site_calibration.json", "mlflow_model_id"),
                       ("site_adaptation.json", "mlflow_model_id"),
@@ -409,3 +412,38 @@ def read_inputs(inputs, image_size: int):
     if len(data) == 0:
         raise CLIError("none of the images could be read")
     return data
+
+
+def check_model_arg(path) -> None:
+    """Refuse a MODEL that is no saved model folder, before anything heavy is imported (a
+    model URI is checked when it is fetched)."""
+    from ..utils import META_FILE, MODEL_FILE, is_model_uri
+
+    if is_model_uri(path):
+        return
+    folder = Path(path)
+    if (folder / "MLmodel").is_file():  # a pyfunc model folder logged by this package
+        folder = folder / "artifacts" / "model"
+    if not (folder / META_FILE).is_file() or not (folder / MODEL_FILE).is_file():
+        raise CLIError(f"{path} is not a saved PneumoniaCNN: expected a folder with "
+                       f"{MODEL_FILE} and {META_FILE} (written by PneumoniaCNN.save or "
+                       "`pneumonia-cnn train --model-out`), or an MLflow model URI "
+                       "(models:/NAME@champion, runs:/RUN_ID/NAME)")
+
+
+def check_data_arg(args, role, source=None) -> None:
+    """Refuse a DATA source that :func:`load_data_arg` would refuse (missing folder, split
+    or class folders; CSV options without a CSV), without reading an image or importing
+    TensorFlow."""
+    from ..data import check_source
+
+    check_source(args.data_dir if source is None else source, role,
+                 label_map=args.label_map, columns=args.columns, image_root=args.image_root)
+
+
+def check_inputs_exist(inputs) -> None:
+    """Every image file or folder named on the command line exists."""
+    missing = [str(i) for i in inputs if not Path(i).exists()]
+    if missing:
+        raise CLIError(f"{len(missing)} input(s) do not exist, first: {missing[0]}; pass "
+                       "image files or folders of images")

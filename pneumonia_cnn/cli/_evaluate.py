@@ -9,6 +9,8 @@ from ._common import (
     MODEL_HELP,
     add_data_options,
     add_tracking_options,
+    check_data_arg,
+    check_model_arg,
     fmt,
     fmt_ci,
     load_data_arg,
@@ -33,6 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_model_arg(args.model)  # both checked before TensorFlow loads: errors at once
+    check_data_arg(args, "evaluate")
     from ..analysis import evaluate, load_model
     from ..metrics import public_metrics
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import MODEL_HELP, read_inputs
+from ._common import MODEL_HELP, check_inputs_exist, check_model_arg, read_inputs
 
 
 def add_parser(sub) -> None:
@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_model_arg(args.model)
+    check_inputs_exist(args.inputs)
     from ..analysis import explain, load_model
 
     clf = load_model(args.model)

@@ -47,20 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors shown as one line (what is wrong and what to do), by module and class name: the
+#: modules are not imported for this (TensorFlow and MLflow would load before every error);
+#: an error of a module that was never imported cannot have been raised.
+USER_ERRORS = (("pneumonia_cnn.data._images", "DataError"),
+               ("pneumonia_cnn.tracking._store", "TrackingError"),
+               ("pneumonia_cnn.cluster._cluster", "ClusterError"),
+               ("mlflow.exceptions", "MlflowException"))
+
+
+def _user_error(exc: BaseException) -> bool:
+    if isinstance(exc, (CLIError, ValueError, OSError)):
+        return True
+    return any(isinstance(exc, getattr(sys.modules[m], name)) for m, name in USER_ERRORS
+               if m in sys.modules)
+
+
 def main(argv=None) -> int:
     """Entry point of ``pneumonia-cnn``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     import signal
-
-    from ..cluster import ClusterError
-    from ..data import DataError
-    from ..tracking import TrackingError
-
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover
-        MlflowException = TrackingError
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         if "Add type hints to the `predict` method" in str(message):
@@ -77,8 +84,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         return COMMANDS[args.command].run(args)
-    except (CLIError, DataError, TrackingError, MlflowException, ValueError, OSError,
-            ClusterError) as exc:
+    except Exception as exc:
+        if not _user_error(exc):
+            raise
         msg = str(exc).strip() or type(exc).__name__
         print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
         return 2

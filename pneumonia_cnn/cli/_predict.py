@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import MODEL_HELP, read_inputs
+from ._common import MODEL_HELP, check_inputs_exist, check_model_arg, read_inputs
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_model_arg(args.model)
+    check_inputs_exist(args.inputs)
     from ..analysis import load_model
 
     clf = load_model(args.model)

@@ -8,6 +8,7 @@ from ._common import (
     DATA_HELP,
     add_data_options,
     add_estimator_options,
+    check_data_arg,
     fmt,
     fmt_ci,
     load_data_arg,
@@ -33,6 +34,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.data_dir is not None:
+        check_data_arg(args, "train")  # before TensorFlow loads: errors at once
     from ..analysis import evaluate
     from ..data import evaluation_split, grouped_split, make_synthetic_dataset
     from ..metrics import public_metrics

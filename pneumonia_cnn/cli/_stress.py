@@ -9,6 +9,8 @@ from ._common import (
     MODEL_HELP,
     CLIError,
     add_data_options,
+    check_data_arg,
+    check_model_arg,
     int_tuple,
     load_data_arg,
 )
@@ -36,6 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    check_model_arg(args.model)
+    check_data_arg(args, "evaluate")
     from ..analysis import PERTURBATIONS, SEVERITIES, load_model, stress_test
 
     names = args.perturbations.split(",") if args.perturbations else None

@@ -10,6 +10,7 @@ from ._common import (
     CLIError,
     add_data_options,
     add_estimator_options,
+    check_data_arg,
     check_model_out,
     load_data_arg,
     make_estimator,
@@ -43,6 +44,7 @@ def run(args) -> int:
     import numpy as np
 
     check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
+    check_data_arg(args, "train")  # before TensorFlow loads: errors at once
     clf = make_estimator(args)
     data = load_data_arg(args, clf.image_size, "train", verbose=int(not args.quiet))
     print(f"Training on {len(data)} images {data.class_counts()} from {data.root}",

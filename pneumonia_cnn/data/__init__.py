@@ -46,6 +46,7 @@ from ._images import (
 from ._limits import MAX_PIXELS, check_pixel_budget
 from ._sources import (
     SPLITS,
+    check_source,
     evaluation_split,
     is_data_file,
     load_any,
@@ -74,7 +75,7 @@ from ._synthetic import (
 __all__ = [
     "CHUNK", "CLASS_NAMES", "DICOM_EXTENSIONS", "DataError", "IMAGE_EXTENSIONS", "ImageData",
     "ImageStream", "MAX_PIXELS", "SPLITS", "SYNTHETIC_MARKER", "UnreadableImageWarning",
-    "batch_masks", "canonical_labels", "check_pixel_budget", "decode_image",
+    "batch_masks", "canonical_labels", "check_pixel_budget", "check_source", "decode_image",
     "default_cache_dir", "dicom_patient_id", "display_path", "evaluation_split",
     "file_families", "find_class_folders", "grouped_split", "image_files",
     "image_fingerprints", "in_memory_limit", "is_data_file", "is_dicom", "is_path_list",

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._folders import (
+    find_class_folders,
     load_files,
     load_image_folder,
     load_image_folders,
@@ -35,7 +36,7 @@ from ._folders import (
 from ._images import CLASS_NAMES, DataError, ImageData, canonical_labels, is_path_list
 
 __all__ = ["SPLITS", "is_data_file", "load_csv", "load_data", "parse_source", "source_kind",
-           "evaluation_split", "load_any"]
+           "evaluation_split", "load_any", "check_source"]
 
 #: Split names of split roots and MedMNIST files.
 SPLITS = ("train", "val", "test")
@@ -83,6 +84,55 @@ def source_kind(path: Path) -> str:
     return "splits" if _is_split_root(path) else "folder"
 
 
+def check_source(source, role: str | None = "train", *, label_map=None, columns=None,
+                 image_root=None) -> tuple:
+    """Check a data source as :func:`load_data` reads it, without reading an image: it
+    exists, its split(s) for ``role`` exist, CSV-only options go with a CSV, a class folder
+    has its class sub-folders. Fast: the command line calls it before loading TensorFlow.
+
+    Returns
+    -------
+    (pathlib.Path, str, tuple)
+        The path, its kind (:func:`source_kind`) and the split(s) to read (empty for a
+        folder or a CSV).
+
+    Raises
+    ------
+    DataError
+        What :func:`load_data` would raise for these reasons, with what to pass instead.
+    """
+    path, splits = parse_source(source)
+    if not path.exists():
+        raise DataError(f"{path} does not exist: pass a class folder (NORMAL/, PNEUMONIA/), "
+                        "a split root (train/, test/), a MedMNIST .npz or a CSV of labels")
+    kind = source_kind(path)
+    if kind in ("folder", "csv") and splits:
+        raise DataError(f"{source}: only a split root (train/, val/, test/ folders) or a "
+                        f"MedMNIST .npz has splits; pass {path} without ':{'+'.join(splits)}'")
+    csv_only = {"label_map (--label-map)": label_map, "columns (--columns)": columns,
+                "image_root (--image-root)": image_root}
+    unused = [name for name, value in csv_only.items() if value is not None]
+    if kind != "csv" and unused:  # ignoring them would read the data another way than asked
+        raise DataError(f"{', '.join(unused)} apply to CSV label files only, and {path} is "
+                        "not one: drop them, or pass the CSV")
+    if kind == "folder":
+        find_class_folders(path)
+        return path, kind, ()
+    if kind == "csv":
+        return path, kind, ()
+    available = _available_splits(path, kind)
+    splits = splits or _role_splits(path, role, available)
+    missing = [s for s in splits if s not in available]
+    if missing:
+        raise DataError(f"{path} has no {' or '.join(missing)} split (it has "
+                        f"{', '.join(available) or 'none'}): name one, e.g. {path}:"
+                        f"{available[0] if available else 'train'}")
+    if kind == "splits":
+        for s in splits:
+            find_class_folders(path / _split_dir(path, s))
+    return path, kind, tuple(splits)
+
+
 def load_data(source, image_size: int = 96, *, role: str | None = "train", label_map=None,
               columns=None, image_root=None, cache=True, n_jobs=None, strict: bool = False,
               verbose: int = 0, stream="auto") -> ImageData:
@@ -124,34 +174,15 @@ def load_data(source, image_size: int = 96, *, role: str | None = "train", label
         The source does not exist, lacks the split, or its labels cannot be read; the
         message says what to pass instead.
     """
-    path, splits = parse_source(source)
-    if not path.exists():
-        raise DataError(f"{path} does not exist: pass a class folder (NORMAL/, PNEUMONIA/), "
-                        "a split root (train/, test/), a MedMNIST .npz or a CSV of labels")
-    kind = source_kind(path)
+    path, kind, splits = check_source(source, role, label_map=label_map, columns=columns,
+                                      image_root=image_root)
     loader_args = dict(cache=cache, n_jobs=n_jobs, strict=strict, verbose=verbose,
                        stream=stream)
-    if kind in ("folder", "csv") and splits:
-        raise DataError(f"{source}: only a split root (train/, val/, test/ folders) or a "
-                        f"MedMNIST .npz has splits; pass {path} without ':{'+'.join(splits)}'")
-    csv_only = {"label_map (--label-map)": label_map, "columns (--columns)": columns,
-                "image_root (--image-root)": image_root}
-    unused = [name for name, value in csv_only.items() if value is not None]
-    if kind != "csv" and unused:  # ignoring them would read the data another way than asked
-        raise DataError(f"{', '.join(unused)} apply to CSV label files only, and {path} is "
-                        "not one: drop them, or pass the CSV")
     if kind == "folder":
         return load_image_folder(path, image_size, **loader_args)
     if kind == "csv":
         return load_csv(path, image_size, label_map=label_map, columns=columns,
                         image_root=image_root, **loader_args)
-    available = _available_splits(path, kind)
-    splits = splits or _role_splits(path, role, available)
-    missing = [s for s in splits if s not in available]
-    if missing:
-        raise DataError(f"{path} has no {' or '.join(missing)} split (it has "
-                        f"{', '.join(available) or 'none'}): name one, e.g. {path}:"
-                        f"{available[0] if available else 'train'}")
     if kind == "splits":
         return load_image_folders([path / _split_dir(path, s) for s in splits], image_size,
                                   root=str(path / "+".join(splits)), **loader_args)

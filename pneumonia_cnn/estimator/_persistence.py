@@ -15,6 +15,13 @@ import numpy as np
 from .. import __version__
 from ..data import DataError
 from ..metrics import check_probabilities
+from ..utils import (
+    META_FILE,
+    MODEL_FILE,
+    MODEL_URI_SCHEMES,
+    WRAPPER_FILES,
+    is_model_uri,
+)
 from ._params import check_shift_params
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "MODEL_FILE", "MODEL_URI_SCHEMES", "READABLE_FORMATS",
@@ -34,17 +41,6 @@ _FORMAT1_VALUES.update({"filters": (8, 16, 32, 64), "convs_per_block": 1,
                         "global_pooling": False, "dense_units": 64,
                         "augmentation": "acquisition"})
 
-#: Model URIs that MLflow resolves (``models:/NAME@ALIAS``, ``runs:/RUN_ID/NAME``...).
-MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-MODEL_FILE = "model.keras"
-META_FILE = "pneumonia_cnn.json"
-#: Files that post-fit wrappers (site calibration, site adaptation) add to a model folder.
-WRAPPER_FILES = ("site_calibration.json", "site_adaptation.json")
-
-
-def is_model_uri(path) -> bool:
-    """True for ``models:/...``, ``runs:/...`` and ``mlflow-artifacts:/...`` strings."""
-    return isinstance(path, str) and path.startswith(MODEL_URI_SCHEMES)
 
 
 @contextlib.contextmanager

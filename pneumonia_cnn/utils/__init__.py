@@ -1,11 +1,21 @@
 """Small helpers every layer may use: quiet TensorFlow start-up, holding interrupts, plug-ins.
 
 Modules (private, re-exported here): ``_quiet``, ``_interrupts``, ``_plugins`` (side
-effects that lower layers switch on by name).
+effects that lower layers switch on by name), ``_model_paths`` (a saved model's file
+names and the model URI schemes).
 """
 
 from ._interrupts import deferred_interrupts
+from ._model_paths import (
+    META_FILE,
+    MODEL_FILE,
+    MODEL_URI_SCHEMES,
+    WRAPPER_FILES,
+    is_model_uri,
+)
 from ._plugins import PLUGINS, plugin
 from ._quiet import filter_native_stderr, quiet_tensorflow
 
-__all__ = ["PLUGINS", "deferred_interrupts", "filter_native_stderr", "plugin", "quiet_tensorflow"]
+__all__ = ["META_FILE", "MODEL_FILE", "MODEL_URI_SCHEMES", "PLUGINS", "WRAPPER_FILES",
+           "deferred_interrupts", "filter_native_stderr", "is_model_uri", "plugin",
+           "quiet_tensorflow"]
