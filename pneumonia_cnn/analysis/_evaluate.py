@@ -111,14 +111,16 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         warnings.warn(message, UserWarning, stacklevel=2)
     extra = {}
     if gallery and hasattr(getattr(estimator, "estimator", estimator), "model_"):
-        fig = error_gallery(estimator, X, result["per_image"], threshold)
+        fig = error_gallery(estimator, X, result["per_image"], threshold,
+                            data=result["data"], synthetic=synthetic)
         if fig is not None:
             extra["error_gallery"] = fig
     net = getattr(estimator, "estimator", estimator)
     try:
         if out_dir is not None:
             save_evaluation(result, out_dir, history=getattr(net, "history_", None),
-                            extra_figures=extra, best_epoch=getattr(net, "best_epoch_", None))
+                            extra_figures=extra, best_epoch=getattr(net, "best_epoch_", None),
+                            n_networks=len(getattr(net, "member_histories_", None) or [1]))
         if track is None:
             track = bool(getattr(estimator, "tracking", False))
         if track:
@@ -216,17 +218,20 @@ def image_arrays(estimator, X, y=None):
 
 
 def save_evaluation(result: dict, out_dir, history: dict | None = None,
-                    extra_figures: dict | None = None, best_epoch: int | None = None) -> dict:
+                    extra_figures: dict | None = None, best_epoch: int | None = None,
+                    n_networks: int = 1) -> dict:
     """Write the figures, ``metrics.json``, ``per_image.csv`` and
     ``classification_report.txt`` of an :func:`evaluate` result to ``out_dir``; adds and
-    returns ``result["figures"]``."""
+    returns ``result["figures"]``. ``n_networks``: the ensemble's size (the history shown is
+    its first network's, and says so)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {}
     drawn = evaluation_figures(result)
     if history:
         drawn["history"] = plot_history(history, best_epoch=best_epoch,
-                                        synthetic=bool(result.get("synthetic")))
+                                        synthetic=bool(result.get("synthetic")),
+                                        n_networks=n_networks)
     close = set(drawn)
     drawn.update(extra_figures or {})
     for name, fig in drawn.items():

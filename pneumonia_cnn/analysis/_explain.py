@@ -294,7 +294,8 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
     return files
 
 
-def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
+def error_gallery(estimator, X, per_image, threshold: float, n: int = 4, *,
+                  data: str | None = None, synthetic: bool = False):
     """One figure of the most confident mistakes, with their PNEUMONIA-evidence maps.
 
     Rows: false positives (NORMAL films with the highest P(PNEUMONIA)), false negatives
@@ -311,6 +312,12 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
         :func:`pneumonia_cnn.analysis.evaluate`'s table (``true``, ``probability``,
         ``path``).
     threshold : float
+    n : int, default=4
+        Films a row.
+    data : str, default=None
+        Name of the evaluated data, for the title.
+    synthetic : bool, default=False
+        The built-in synthetic set: the title says SYNTHETIC DATA.
     """
     p = per_image["probability"].to_numpy()
     true = per_image["true"].to_numpy()
@@ -348,7 +355,12 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4):
                          fontsize=7)
         axes[r, 0].text(-0.08, 0.5, title, transform=axes[r, 0].transAxes, rotation=90,
                         ha="right", va="center", fontsize=8)
-    fig.suptitle(f"Error gallery at threshold {threshold:.3f}: heat maps show PNEUMONIA "
-                 "evidence (HiResCAM)", fontsize=10)
-    fig.tight_layout()
+    head = "SYNTHETIC DATA (drawn images, not radiographs) - " if synthetic else ""
+    where = f"{_shorten(display_path(data), 60)}, " if data else ""
+    fig.suptitle(f"{head}Error gallery: {where}{len(p)} films, threshold {threshold:.3f}\n"
+                 f"heat maps: PNEUMONIA evidence ({_METHOD_NAMES['hirescam']})", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    scale = fig.add_axes((0.945, 0.25, 0.012, 0.5))
+    fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), cax=scale,
+                 label="PNEUMONIA evidence (each map scaled to its maximum)")
     return fig

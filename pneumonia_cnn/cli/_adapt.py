@@ -11,9 +11,12 @@ from ._common import (
     add_tracking_options,
     check_model_arg,
     check_model_out,
+    evaluate_site_part,
     print_saved_json,
+    print_site_evaluation,
     set_tracking_uri,
     site_films,
+    split_by_patient,
 )
 
 
@@ -45,6 +48,14 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate batch-normalisation statistics on the site's films "
                         "[on]")
+    p.add_argument("--evaluate-fraction", type=float, metavar="F",
+                   help="SITE_DIR with NORMAL/ and PNEUMONIA/: hold out this fraction of its "
+                        "patients (patient-grouped, stratified; at most 0.5), adapt on the "
+                        "rest (labels unused) and evaluate the adapted model and the network "
+                        "before it on the held-out films, with their labels [off]")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="with --evaluate-fraction: write the evaluation's plots and metrics "
+                        "here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_tracking_options(p, default_help="[the model's setting]")
 
@@ -57,17 +68,29 @@ def run(args) -> int:
     if not site.is_dir():
         raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
     check_model_arg(args.model)
+    fraction = args.evaluate_fraction
+    if fraction is not None and not 0 < fraction <= 0.5:
+        raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}")
     from ..analysis import adapt, load_model
 
     clf = load_model(args.model, tracking_uri=args.tracking_uri)
     set_tracking_uri(clf, args.tracking_uri)
-    data = site_films(site, clf.image_size)
+    held, name = None, str(site)
+    if fraction is None:
+        data = site_films(site, clf.image_size)
+    else:  # labels to evaluate with: NORMAL/ and PNEUMONIA/ (adapt itself never reads them)
+        from ..data import load_data
+
+        data, held = split_by_patient(load_data(site, clf.image_size, role=None), fraction)
+        name = f"{site} (adaptation part)"
     model = adapt(clf, data, target_sensitivity=args.target_sensitivity,
-                  batch_norm=args.batch_norm, track=args.tracking, data_name=str(site))
+                  batch_norm=args.batch_norm, track=args.tracking, data_name=name)
     path = model.save(args.model_out)
     a = model.adaptation_
+    site_eval = evaluate_site_part(model, clf, held, args) if held is not None else None
     if args.json:
-        return print_saved_json(a, path, model)
+        return print_saved_json({**a, **({"evaluation": site_eval} if site_eval else {})},
+                                path, model)
 
     def ci(key):
         if a[key] is None:
@@ -87,6 +110,8 @@ def run(args) -> int:
           f"specificity {ci('expected_specificity')}")
     print("These are estimates from the films' score distribution, not measurements: "
           "evaluate on labelled films of the site, or calibrate on 20+ of each class")
+    if site_eval:
+        print_site_evaluation(site_eval)
     print(f"Adapted model saved to {path}"
           + (f"; MLflow run {model.mlflow_run_id_}, logged model "
              f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))

@@ -12,10 +12,13 @@ from ._common import (
     check_data_arg,
     check_model_arg,
     check_model_out,
+    evaluate_site_part,
     load_data_arg,
     print_saved_json,
+    print_site_evaluation,
     set_tracking_uri,
     site_films,
+    split_by_patient,
 )
 
 
@@ -58,6 +61,15 @@ def add_parser(sub) -> None:
                    help="more films of the site without labels (searched recursively): the "
                         "threshold then comes from the site's score distributions, anchored "
                         "by the labelled films")
+    p.add_argument("--evaluate-fraction", type=float, metavar="F",
+                   help="hold out this fraction of DATA's patients (patient-grouped, "
+                        "stratified; at most 0.5): calibrate on the rest, then evaluate the "
+                        "calibrated model and the network before it on the held-out films, "
+                        "which the calibration never saw. With tracking, `register` then "
+                        "ranks the calibrated model on them [off]")
+    p.add_argument("--report-dir", metavar="DIR",
+                   help="with --evaluate-fraction: write the evaluation's plots and metrics "
+                        "here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_data_options(p)
     add_tracking_options(p, default_help="[the model's setting]")
@@ -67,6 +79,10 @@ def run(args) -> int:
     check_model_out(args.model_out, args.overwrite)
     check_model_arg(args.model)  # checked before TensorFlow loads: errors at once
     check_data_arg(args, None)
+    fraction = args.evaluate_fraction
+    if fraction is not None and not 0 < fraction <= 0.5:
+        raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}: the part "
+                       "kept for calibrating needs at least half of the films")
     from ..analysis import calibrate, load_model
 
     # an adapted model is calibrated with its adaptation; a calibrated one is refused
@@ -79,17 +95,21 @@ def run(args) -> int:
     if args.unlabelled is not None and not Path(args.unlabelled).is_dir():
         raise CLIError(f"--unlabelled {args.unlabelled}: no such folder")
     data = load_data_arg(args, clf.image_size, None)  # a source with splits: name the one
+    held, name = None, str(data.root)
+    if fraction is not None:
+        data, held = split_by_patient(data, fraction)
+        name = f"{data.root} (calibration part)"
     unlabelled = site_films(args.unlabelled, clf.image_size) if args.unlabelled else None
     model = calibrate(clf, data, target_sensitivity=args.target_sensitivity,
                       threshold=args.threshold, method=args.method, track=args.tracking,
-                      confidence=args.confidence, unlabelled=unlabelled,
-                      data_name=str(data.root))
+                      confidence=args.confidence, unlabelled=unlabelled, data_name=name)
     path = model.save(args.model_out)
     c = model.calibration_
+    site = evaluate_site_part(model, clf, held, args) if held is not None else None
     if args.json:
-        return print_saved_json(c, path, model)
+        return print_saved_json({**c, **({"evaluation": site} if site else {})}, path, model)
     print(f"Calibrated on {c['n_NORMAL']} NORMAL and {c['n_PNEUMONIA']} PNEUMONIA images of "
-          f"{args.data_dir}" + (f" (probabilities: {args.method})" if args.method else ""))
+          f"{name}" + (f" (probabilities: {args.method})" if args.method else ""))
     print(f"Threshold {c['threshold']:.4f} (was {c['base_threshold']:.4f})"
           + (f", chosen for sensitivity >= {c['target_sensitivity']:g}"
              if c["target_sensitivity"] is not None else ""))
@@ -106,6 +126,8 @@ def run(args) -> int:
     print(f"On the calibration set: sensitivity {c['sensitivity']:.3f} (95% CI {lo:.3f}-"
           f"{hi:.3f}), specificity {c['specificity']:.3f} (95% CI "
           f"{c['specificity_ci95'][0]:.3f}-{c['specificity_ci95'][1]:.3f})")
+    if site:
+        print_site_evaluation(site)
     print(f"Calibrated model saved to {path}"
           + (f"; MLflow run {model.mlflow_run_id_}, logged model "
              f"models:/{model.mlflow_model_id_}" if model.mlflow_run_id_ else ""))

@@ -447,3 +447,54 @@ def check_inputs_exist(inputs) -> None:
     if missing:
         raise CLIError(f"{len(missing)} input(s) do not exist, first: {missing[0]}; pass "
                        "image files or folders of images")
+
+
+def split_by_patient(data, fraction: float, random_state: int = 0) -> tuple:
+    """``data`` as (the part to calibrate or adapt on, the part to evaluate on): a
+    patient-grouped, class-stratified split holding out ``fraction`` of the patients."""
+    from ..data import grouped_split
+
+    keep, held = grouped_split(data.y, data.groups, fraction, random_state=random_state)
+    first, second = data.subset(keep), data.subset(held)
+    print(f"Split {len(data)} films of {len(set(data.groups))} patients by patient: "
+          f"{len(first)} {first.class_counts()} to fit the operating point on, "
+          f"{len(second)} {second.class_counts()} ({len(set(second.groups))} patients) to "
+          "evaluate it on", flush=True)
+    return first, second
+
+
+def evaluate_site_part(model, network, held, args) -> dict:
+    """Evaluate the calibrated (adapted) ``model`` and the ``network`` before it on the
+    held-out part of the site's films; with tracking, the evaluation is a run under the
+    model's run and both scores are logged to the model's run, where `register` finds them.
+    Returns the summary printed by :func:`print_site_evaluation`."""
+    from ..analysis import evaluate
+    from ..metrics import public_metrics
+
+    name = f"{held.root} (evaluation part)"
+    after = public_metrics(evaluate(model, held, out_dir=getattr(args, "report_dir", None),
+                                    track=args.tracking, data_name=name))
+    before = public_metrics(evaluate(network, held, track=False, gallery=False,
+                                     data_name=name))
+    site = {"data": name, "n_images": after["n_images"], "model": after, "network": before}
+    if getattr(model, "mlflow_run_id_", None):
+        from ..tracking import log_site_evaluation
+
+        log_site_evaluation(model, site)
+    for part in ("model", "network"):
+        site[part] = {k: site[part][k] for k in ("roc_auc", "sensitivity", "specificity",
+                                                 "threshold", "ci95")}
+    return site
+
+
+def print_site_evaluation(site: dict) -> None:
+    """Print :func:`evaluate_site_part`'s summary: before and after, with intervals."""
+    print(f"Evaluated on {site['n_images']} films the operating point never saw "
+          f"({site['data']}):")
+    for label, part in (("after ", site["model"]), ("before", site["network"])):
+        ci = part["ci95"]
+        print(f"  {label}: threshold {part['threshold']:.3f}  sensitivity "
+              f"{part['sensitivity']:.3f} ({ci['sensitivity'][0]:.3f}-"
+              f"{ci['sensitivity'][1]:.3f})  specificity {part['specificity']:.3f} "
+              f"({ci['specificity'][0]:.3f}-{ci['specificity'][1]:.3f})  ROC AUC "
+              f"{part['roc_auc']:.3f}")

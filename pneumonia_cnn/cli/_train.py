@@ -87,7 +87,7 @@ def run(args) -> int:
         from ..metrics import plot_history
 
         Path(args.report_dir).mkdir(parents=True, exist_ok=True)
-        fig = plot_history(hist, best_epoch=clf.best_epoch_)
+        fig = plot_history(hist, best_epoch=clf.best_epoch_, n_networks=len(histories))
         fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
     print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")
     model_id = getattr(clf, "mlflow_model_id_", None)

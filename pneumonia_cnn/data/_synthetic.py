@@ -20,7 +20,8 @@ SYNTHETIC_MARKER = "SYNTHETIC_DATA_README.txt"
 
 
 def make_synthetic_xray(rng: np.random.Generator, size: int = 128,
-                        pneumonia: bool = False, return_mask: bool = False):
+                        pneumonia: bool = False, return_mask: bool = False,
+                        opacity: float = 0.25):
     """Draw one synthetic chest-X-ray-like image.
 
     Parameters
@@ -32,6 +33,8 @@ def make_synthetic_xray(rng: np.random.Generator, size: int = 128,
     pneumonia : bool, default=False
         Add 1-3 opacities inside the lung fields.
 
+    opacity : float, default=0.25
+        Peak brightness the opacities add (0-1 scale; the lung fields are about 0.22).
     return_mask : bool, default=False
         Also return where the opacities are: a boolean mask (empty for NORMAL) of the pixels
         where they add more than a fifth of their peak brightness, to check where an
@@ -57,24 +60,25 @@ def make_synthetic_xray(rng: np.random.Generator, size: int = 128,
     ribs = 0.05 * (np.sin(yy * 2 * np.pi * 9 + rng.uniform(0, 6)) > 0.6)
     img += ribs * lungs
     img[np.abs(xx - cx) < 0.035] += 0.25  # spine / mediastinum
-    opacity = np.zeros_like(img)
+    lesion = np.zeros_like(img)
     if pneumonia:
         ly, lx = np.nonzero(lungs)
         for _ in range(rng.integers(1, 4)):
             k = rng.integers(len(ly))
             oy, ox = ly[k] / size, lx[k] / size
             r = rng.uniform(0.05, 0.11)
-            opacity += 0.25 * np.exp(-(((xx - ox) ** 2 + (yy - oy) ** 2) / (2 * r * r))) * lungs
-    img += opacity
+            lesion += opacity * np.exp(-(((xx - ox) ** 2 + (yy - oy) ** 2) / (2 * r * r))) * lungs
+    img += lesion
     img += rng.normal(0, 0.03, img.shape)
     out = (np.clip(img, 0, 1) * 255).astype(np.uint8)
     if return_mask:
-        return out, opacity > 0.05
+        return out, lesion > 0.05
     return out
 
 
 def make_synthetic_dataset(root, n_normal: int = 40, n_pneumonia: int = 80, size: int = 128,
-                           random_state: int = 0, images_per_patient: int = 2) -> Path:
+                           random_state: int = 0, images_per_patient: int = 2,
+                           opacity: float = 0.25) -> Path:
     """Write a synthetic data set in Kaggle's layout: ``root/NORMAL``, ``root/PNEUMONIA``.
 
     File names follow Kaggle's patterns (``IM-0001-0001.jpeg``,
@@ -93,6 +97,9 @@ def make_synthetic_dataset(root, n_normal: int = 40, n_pneumonia: int = 80, size
         Seed.
     images_per_patient : int, default=2
         Consecutive images share a patient id.
+    opacity : float, default=0.25
+        Peak brightness of the PNEUMONIA opacities (see :func:`make_synthetic_xray`): the
+        demo of ``pneumonia-cnn run`` draws them brighter, so that it learns them quickly.
 
     Returns
     -------
@@ -113,8 +120,8 @@ def make_synthetic_dataset(root, n_normal: int = 40, n_pneumonia: int = 80, size
     for i in range(n_pneumonia):
         kind = "bacteria" if i % 3 else "virus"
         name = f"person{i // images_per_patient + 1}_{kind}_{i + 1}.jpeg"
-        Image.fromarray(make_synthetic_xray(rng, size, True)).save(root / "PNEUMONIA" / name,
-                                                                    quality=92)
+        image = make_synthetic_xray(rng, size, True, opacity=opacity)
+        Image.fromarray(image).save(root / "PNEUMONIA" / name, quality=92)
     return root
 
 

@@ -164,11 +164,13 @@ def evaluation_figures(result: dict) -> dict:
     return figs
 
 
-def plot_history(history: dict, best_epoch: int | None = None, synthetic: bool = False):
+def plot_history(history: dict, best_epoch: int | None = None, synthetic: bool = False,
+                 n_networks: int = 1):
     """Loss (log scale), accuracy and ROC AUC per epoch, training vs the internal
     validation hold-out, with the epoch whose weights were kept marked. The accuracy and
     AUC axes are limited by the epochs after the first, so one bad first epoch does not
-    flatten the rest."""
+    flatten the rest. For an ensemble (``n_networks`` > 1) the history is its first
+    network's, and the figure says so."""
     panels = [m for m in ("loss", "accuracy", "auc") if m in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     if best_epoch is None and history.get("val_auc"):
@@ -197,5 +199,8 @@ def plot_history(history: dict, best_epoch: int | None = None, synthetic: bool =
                      + {"auc": "ROC AUC", "loss": "loss (log scale)"}.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    if n_networks > 1:
+        fig.suptitle(f"Network 1 of the ensemble's {n_networks} (each network's history: "
+                     "member_histories_; they are averaged for predictions)", fontsize=9)
     fig.tight_layout()
     return fig

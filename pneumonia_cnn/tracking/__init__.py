@@ -75,6 +75,7 @@ from ._site_runs import (
     log_adaptation_run,
     log_calibration_run,
     log_evaluation_run,
+    log_site_evaluation,
     log_site_run,
 )
 from ._store import (
@@ -99,7 +100,7 @@ __all__ = [
     "decode_request", "default_scoring", "describe_changes", "describe_params", "get_client",
     "global_tracking_uri", "image_dataset", "is_model_uri", "library_versions",
     "log_adaptation_run", "log_calibration_run", "log_evaluation_run", "log_model",
-    "log_site_run", "log_stress", "model_folder", "model_name", "model_params",
+    "log_site_evaluation", "log_site_run", "log_stress", "model_folder", "model_name", "model_params",
     "plot_search", "quiet_run_links", "rank_candidates", "read_candidates", "register",
     "resolve_tracking_uri", "run_is_live", "run_name", "search", "short_value",
     "sqlite_path", "start_server", "ui_url",

@@ -89,8 +89,9 @@ class RegistrationResult:
 
 
 def _holdout_auc(client, run_id: str | None):
-    """The hold-out ROC AUC of the run that logged a model: a fit's validation hold-out or a
-    refit's search hold-out; a site calibration inherits its network's."""
+    """The hold-out ROC AUC of the network behind a logged model (a fit's validation hold-out
+    or a refit's search hold-out; a site calibration or adaptation: its network's) and the
+    data it was trained on."""
     seen = set()
     while run_id and run_id not in seen:
         seen.add(run_id)
@@ -98,8 +99,53 @@ def _holdout_auc(client, run_id: str | None):
         kind = run.data.tags.get("kind")
         if kind in ("fit", "refit"):
             return run.data.metrics.get("roc_auc"), run.data.params.get("data")
-        run_id = run.data.tags.get("model_run_id") if kind == "calibration" else None
+        run_id = (run.data.tags.get("model_run_id") if kind in ("calibration", "adaptation")
+                  else None)
     return None, None
+
+
+def _site_score(client, run_id: str | None) -> dict | None:
+    """How a calibrated or adapted model did on the held-out part of its site's films (its
+    balanced accuracy there, and its network's before it), or None when it was not
+    evaluated so (``calibrate --evaluate-fraction``)."""
+    if not run_id:
+        return None
+    run = client.get_run(run_id)
+    m, tags = run.data.metrics, run.data.tags
+    if tags.get("kind") not in ("calibration", "adaptation") or \
+            "site_balanced_accuracy" not in m:
+        return None
+    return {"value": m["site_balanced_accuracy"], "base": m.get("base_site_balanced_accuracy"),
+            "data": tags.get("site_eval_on"), "network_run": tags.get("model_run_id"),
+            "kind": tags["kind"], "fitted_on": run.data.params.get("data")}
+
+
+def _site_decision(alias, site, current, current_run, new, old_txt) -> tuple:
+    """Whether a site-calibrated (adapted) version takes ``alias`` from ``current``: when
+    ``current`` is the very network it was calibrated from, and its operating point scores
+    better than the network's on the site's held-out films; when ``current`` is itself
+    scored on the same films, the higher balanced accuracy. Other pairs are not compared:
+    their numbers are measured on different films."""
+    if current_run and current_run == site["network_run"] and site["base"] is not None:
+        if site["value"] > site["base"]:
+            return True, (f"{alias} moves from {old_txt} to {new}: on {site['data']} (films "
+                          f"the {site['kind']} never saw) its operating point has balanced "
+                          f"accuracy {site['value']:.4f} against its network's "
+                          f"{site['base']:.4f}")
+        return False, (f"{alias} stays on {old_txt}: on {site['data']} the {site['kind']} "
+                       f"does not beat its network ({site['value']:.4f} against "
+                       f"{site['base']:.4f})")
+    current_tags = current.tags
+    if current_tags.get("eval_on") == site["data"] and current_tags.get("score"):
+        old = float(current_tags["score"])
+        if site["value"] > old:
+            return True, (f"{alias} moves from {old_txt} to {new}: balanced accuracy "
+                          f"{site['value']:.4f} against {old:.4f} on {site['data']}")
+        return False, f"{alias} stays on {old_txt}: {new} does not beat it on {site['data']}"
+    return False, (f"{alias} stays on {old_txt}: {new} is scored on {site['data']}, "
+                   f"{old_txt} on other films, and numbers of different films are not "
+                   "compared; evaluate both on one set (`pneumonia-cnn evaluate`) and move "
+                   "the alias by hand if you choose the new one")
 
 
 def register(model_uri: str, name: str, *, tracking_uri: str | None = None,
@@ -148,10 +194,15 @@ def register(model_uri: str, name: str, *, tracking_uri: str | None = None,
         raise DataError(f"could not register {model_uri} as {name!r} in {uri} ({exc}); check "
                         "the URI (runs:/RUN_ID/MODEL_NAME or models:/MODEL_ID)") from None
     auc, data = _holdout_auc(client, mv.run_id)
-    if auc is not None:
-        client.set_model_version_tag(name, mv.version, "holdout_roc_auc", f"{auc:.6f}")
-    if data:
-        client.set_model_version_tag(name, mv.version, "data", data)
+    site = _site_score(client, mv.run_id)
+    tags = {"holdout_roc_auc": None if auc is None else f"{auc:.6f}", "data": data}
+    if site is not None:  # what it was fitted on, and where it is scored
+        tags.update({"kind": site["kind"], f"{site['kind']}_data": site["fitted_on"],
+                     "eval_on": site["data"], "score": f"{site['value']:.6f}",
+                     "score_metric": "site balanced accuracy"})
+    for key, value in tags.items():
+        if value:
+            client.set_model_version_tag(name, mv.version, key, value)
 
     current = None
     try:
@@ -160,7 +211,7 @@ def register(model_uri: str, name: str, *, tracking_uri: str | None = None,
         pass
     new = f"v{mv.version}" + (f" (hold-out ROC AUC {auc:.4f})" if auc is not None else "")
     if current is None:
-        moved = auc is not None
+        moved = auc is not None or site is not None
         message = (f"{alias} -> {new}: the first version with a hold-out score" if moved else
                    f"{alias} not set: {new} has no hold-out ROC AUC (fit with "
                    "validation_fraction > 0 or search with holdout > 0)")
@@ -168,7 +219,11 @@ def register(model_uri: str, name: str, *, tracking_uri: str | None = None,
         old_tag = current.tags.get("holdout_roc_auc")
         old = float(old_tag) if old_tag else None
         old_txt = f"v{current.version}" + (f" ({old:.4f})" if old is not None else "")
-        if auc is None:
+        if site is not None:
+            new = f"v{mv.version}"
+            moved, message = _site_decision(alias, site, current, current.run_id, new,
+                                            f"v{current.version}")
+        elif auc is None:
             moved, message = False, f"{alias} stays on {old_txt}: {new} has no hold-out ROC AUC"
         elif old is None or auc > old:
             moved = True

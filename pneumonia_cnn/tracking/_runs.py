@@ -197,7 +197,8 @@ class TrackedRun:
         if hist:
             import matplotlib.pyplot as plt
 
-            fig = plot_history(hist, best_epoch=estimator.best_epoch_)
+            fig = plot_history(hist, best_epoch=estimator.best_epoch_, n_networks=len(
+                getattr(estimator, "member_histories_", None) or [1]))
             self.log_figure(fig, "plots/training_history.png")
             plt.close(fig)
 

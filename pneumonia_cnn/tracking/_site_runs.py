@@ -12,7 +12,8 @@ from ._runs import TrackedRun
 from ._serving import log_model
 from ._store import DEFAULT_EXPERIMENT, get_client
 
-__all__ = ["log_adaptation_run", "log_calibration_run", "log_evaluation_run", "log_site_run"]
+__all__ = ["log_adaptation_run", "log_calibration_run", "log_evaluation_run",
+           "log_site_evaluation", "log_site_run"]
 
 
 def log_evaluation_run(estimator, result: dict, source, X, y, groups,
@@ -121,3 +122,25 @@ def log_adaptation_run(model, source, X, groups) -> str:
                         params={"target_sensitivity": str(a["target_sensitivity"]),
                                 "batch_norm": str(a["batch_norm_recalibrated"])},
                         summary=a, log_results=results)
+
+
+def log_site_evaluation(model, site: dict) -> None:
+    """Log, to the run of a calibrated or adapted ``model``, how it and the network before
+    it did on the held-out part of the site's films (``site`` as the command line's
+    ``--evaluate-fraction`` builds it): ``site_<metric>`` and ``base_site_<metric>``, with
+    ``site_balanced_accuracy`` (the mean of sensitivity and specificity at each one's
+    threshold), and the tag ``site_eval_on``. :func:`~pneumonia_cnn.tracking.register`
+    ranks the model on them."""
+    client = get_client(model.tracking_uri)
+    metrics = {}
+    for prefix, part in (("site_", site["model"]), ("base_site_", site["network"])):
+        for key in ("roc_auc", "sensitivity", "specificity"):
+            if part.get(key) is not None:
+                metrics[prefix + key] = float(part[key])
+        if part.get("sensitivity") is not None and part.get("specificity") is not None:
+            metrics[prefix + "balanced_accuracy"] = (part["sensitivity"]
+                                                     + part["specificity"]) / 2
+    metrics["site_n_images"] = float(site["n_images"])
+    run = TrackedRun(client, model.mlflow_run_id_)
+    run.log_metrics(metrics)
+    client.set_tag(model.mlflow_run_id_, "site_eval_on", site["data"])

@@ -1,0 +1,107 @@
+"""The README's path walked as a user would, on a small real subset, checking what every step
+prints and writes: ``run`` -> ``register`` (the model folder) -> ``calibrate
+--evaluate-fraction`` (on another site's films) -> ``register`` the calibrated model ->
+``evaluate models:/...@champion`` -> ``mlflow models serve`` answering a JPEG.
+
+Real data: skipped without ``PNEUMONIA_CNN_DATA`` (CI sets it)."""
+
+import base64
+import json
+import re
+import shutil
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import free_port, stop_process, wait_for_http
+
+from pneumonia_cnn.cli import main
+
+SMALL = ["--image-size", "32", "--epochs", "4", "--n-networks", "1", "--quiet",
+         "--augmentation", "none"]
+
+
+def _subset(src, dst, patients, per_class):
+    """Copy the films of the patients ranked in ``patients`` (a slice of the sorted patient
+    ids of each class) into ``dst/NORMAL`` and ``dst/PNEUMONIA``, at most ``per_class``."""
+    from pneumonia_cnn.data import patient_id
+
+    for cls in ("NORMAL", "PNEUMONIA"):
+        files = sorted((src / cls).glob("*.jpeg"))
+        ids = sorted({patient_id(f) for f in files})[patients]
+        keep = [f for f in files if patient_id(f) in set(ids)][:per_class]
+        (dst / cls).mkdir(parents=True)
+        for f in keep:
+            shutil.copy(f, dst / cls / f.name)
+    return dst
+
+
+def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    from pneumonia_cnn.analysis import load_model
+    from pneumonia_cnn.tracking import start_server
+
+    train = _subset(real_train_dir, tmp_path / "train", slice(0, 200), 70)
+    site = _subset(real_train_dir, tmp_path / "site", slice(-60, None), 40)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+
+    # 1. run: trains, evaluates on held-out patients, saves, says where and how to register
+    assert main(["run", str(train), "--out", "out", "--random-state", "0", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluation on" in out and (tmp_path / "out" / "model" / "model.keras").is_file()
+    assert (tmp_path / "out" / "evaluation" / "metrics.json").is_file()
+    run_id = re.search(r"MLflow:  run ([0-9a-f]{32}); logged model models:/(m-[0-9a-f]+)", out)
+    assert run_id, out
+    assert "pneumonia-cnn register out/model NAME" in out
+
+    # 2. register the folder `run` wrote: the first version is the champion
+    assert main(["register", "out/model", "pcnn"]) == 0
+    assert "champion -> v1" in capsys.readouterr().out
+
+    # 3. calibrate the champion on the site, holding out half of its patients to evaluate
+    assert main(["calibrate", "models:/pcnn@champion", str(site), "--model-out", "cal",
+                 "--evaluate-fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Split \d+ films of \d+ patients by patient", out)
+    assert re.search(r"Evaluated on \d+ films the operating point never saw", out)
+    assert "after :" in out and "before:" in out
+    assert re.search(r"MLflow run [0-9a-f]{32}, logged model models:/m-", out)
+
+    # 4. register the calibrated model: ranked on the site's held-out films, and says so
+    assert main(["register", "cal", "pcnn"]) == 0
+    out = capsys.readouterr().out
+    assert "version 2" in out and "site (evaluation part)" in out.replace(str(site), "site")
+    import mlflow
+
+    version = mlflow.MlflowClient(uri).get_model_version("pcnn", "2")
+    assert version.tags["kind"] == "calibration"
+    assert version.tags["eval_on"].endswith("(evaluation part)")
+    assert version.tags["calibration_data"].endswith("(calibration part)")
+
+    # 5. evaluate whatever the champion is now, by its URI
+    assert main(["evaluate", "models:/pcnn@champion", str(site), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["n_images"] == 80 and 0 <= metrics["roc_auc"] <= 1
+
+    # 6. serve the champion and send it a JPEG of the site
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start_server("models:/pcnn@champion", port, tracking_uri=uri, log_file=log)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", proc, log, "mlflow models serve",
+                      timeout=180)
+        film = sorted((site / "PNEUMONIA").iterdir())[0]
+        body = json.dumps({"inputs": {"image": [base64.b64encode(film.read_bytes())
+                                                 .decode()]}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answer = json.loads(r.read())["predictions"][0]
+    finally:
+        stop_process(proc)
+    champion = load_model("models:/pcnn@champion", tracking_uri=uri)
+    expected = champion.predict_proba([str(film)])[0, 1]
+    assert answer["label"] in ("NORMAL", "PNEUMONIA")
+    np.testing.assert_allclose(answer["probability"], expected, rtol=1e-5)
