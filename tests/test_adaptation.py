@@ -9,12 +9,20 @@ import pytest
 from conftest import TINY
 
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn.analysis import ADAPTATION_FILE, MIN_SITE_FILMS, SiteAdaptedCNN, adapt, estimate_site_mixture, recalibrate_batch_norm
-from pneumonia_cnn.analysis import SiteCalibratedCNN, calibrate, load_model
+from pneumonia_cnn.analysis import (
+    ADAPTATION_FILE,
+    MIN_SITE_FILMS,
+    SiteAdaptedCNN,
+    SiteCalibratedCNN,
+    adapt,
+    calibrate,
+    estimate_site_mixture,
+    load_model,
+    recalibrate_batch_norm,
+)
 from pneumonia_cnn.cli import main
-from pneumonia_cnn.data import DataError, load_image_folder
+from pneumonia_cnn.data import DataError, load_image_folder, make_synthetic_dataset
 from pneumonia_cnn.metrics import threshold_for_sensitivity
-from pneumonia_cnn.data import make_synthetic_dataset
 
 
 def _sigmoid(z):

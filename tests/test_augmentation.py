@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from pneumonia_cnn.network import AUGMENTATION_PRESETS, augmentation_factors, build_augmentation
+from pneumonia_cnn.network import (
+    AUGMENTATION_PRESETS,
+    augmentation_factors,
+    build_augmentation,
+)
 
 
 def test_none_means_no_layers():

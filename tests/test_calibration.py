@@ -7,12 +7,16 @@ import mlflow
 import numpy as np
 import pytest
 
-from pneumonia_cnn.analysis import CALIBRATION_FILE, SiteCalibratedCNN, calibrate, load_model
+from pneumonia_cnn.analysis import (
+    CALIBRATION_FILE,
+    SiteCalibratedCNN,
+    calibrate,
+    evaluate,
+    load_model,
+)
 from pneumonia_cnn.cli import main
-from pneumonia_cnn.data import DataError, load_image_folder
+from pneumonia_cnn.data import DataError, load_image_folder, make_synthetic_dataset
 from pneumonia_cnn.metrics import confidence_intervals, wilson_interval
-from pneumonia_cnn.analysis import evaluate
-from pneumonia_cnn.data import make_synthetic_dataset
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +123,7 @@ def test_saves_loads_and_evaluates_at_the_new_operating_point(fitted_tiny, site,
 
 def test_calibration_run_is_nested_under_the_fit_run(synthetic_data, site):
     from conftest import TINY
+
     from pneumonia_cnn import PneumoniaCNN
 
     clf = PneumoniaCNN(**{**TINY, "tracking": True}).fit(synthetic_data)

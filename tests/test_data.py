@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumonia_cnn import data as data_mod
-from pneumonia_cnn.data import _cache as cache_mod
 from pneumonia_cnn.data import (
     DataError,
     UnreadableImageWarning,
@@ -17,6 +15,7 @@ from pneumonia_cnn.data import (
     load_images,
     patient_id,
 )
+from pneumonia_cnn.data import _cache as cache_mod
 
 
 def _write(path: Path, arr, **kw):

@@ -8,10 +8,10 @@ from PIL import Image
 
 pydicom = pytest.importorskip("pydicom")
 
+from conftest import TINY  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid  # noqa: E402
 
-from conftest import TINY  # noqa: E402
 from pneumonia_cnn import PneumoniaCNN, load_image_folder  # noqa: E402
 from pneumonia_cnn.data import decode_image, load_images  # noqa: E402
 
@@ -130,8 +130,7 @@ def test_a_mixed_folder_trains_predicts_and_groups_dicom_by_patient_tag(film, tm
                                                     "PNEUMONIA-patient-1"}
     clf = PneumoniaCNN(**TINY).fit(root)
     assert clf.predict(list(data.paths)).shape == (12,)
-    from pneumonia_cnn.analysis import evaluate
-    from pneumonia_cnn.analysis import explain
+    from pneumonia_cnn.analysis import evaluate, explain
 
     result = evaluate(clf, root, out_dir=tmp_path / "eval", track=False)
     assert result["n_images"] == 12 and (tmp_path / "eval" / "metrics.json").is_file()

@@ -5,13 +5,13 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import TINY
 from sklearn.base import clone, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, check_cv
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.data import DataError
 

@@ -4,13 +4,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY as TINY_PARAMS
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from conftest import TINY as TINY_PARAMS
-
 from pneumonia_cnn.analysis import FIGURE_FILES, evaluate
-
-from pneumonia_cnn.metrics import confidence_intervals, metrics_from_scores, plot_confusion_matrix
+from pneumonia_cnn.metrics import (
+    confidence_intervals,
+    metrics_from_scores,
+    plot_confusion_matrix,
+)
 
 
 def test_metrics_by_hand_example():
@@ -154,7 +156,10 @@ def test_harrell_davis_threshold_is_steadier_than_the_order_statistic():
     Harrell-Davis estimate varies less (the rule behind threshold="target")."""
     from scipy.stats import beta
 
-    from pneumonia_cnn.metrics import threshold_for_sensitivity, threshold_for_sensitivity_hd
+    from pneumonia_cnn.metrics import (
+        threshold_for_sensitivity,
+        threshold_for_sensitivity_hd,
+    )
 
     rng = np.random.default_rng(0)
     true_q = beta.ppf(0.05, 5, 1.5)

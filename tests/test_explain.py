@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import TINY
 from scipy import ndimage
 from scipy.stats import spearmanr
 
-from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn.cli import main
 from pneumonia_cnn.analysis import explain, gradcam, last_conv_layer
+from pneumonia_cnn.cli import main
 from pneumonia_cnn.data import make_synthetic_xray
 
 SIZE = 64

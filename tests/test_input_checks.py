@@ -3,8 +3,8 @@ with a message that names them (regression tests of issue 13's findings)."""
 
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from pneumonia_cnn import PneumoniaCNN
 
 
@@ -169,8 +169,8 @@ def test_ctrl_c_while_logging_a_finished_fit_says_what_happened(synthetic_dir, t
                                                                  monkeypatch, capsys):
     import mlflow
 
-    from pneumonia_cnn.tracking import _fit_logging as serving
     from pneumonia_cnn.cli import main
+    from pneumonia_cnn.tracking import _fit_logging as serving
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

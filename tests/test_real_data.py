@@ -35,9 +35,7 @@ def test_model_learns_on_unseen_patients(real_train_dir):
 
 def test_stress_and_site_calibration_on_real_films(real_train_dir):
     """Small budget: train on part of the patients, stress-test and calibrate on others."""
-    from pneumonia_cnn.analysis import calibrate
-    from pneumonia_cnn.analysis import evaluate
-    from pneumonia_cnn.analysis import stress_test
+    from pneumonia_cnn.analysis import calibrate, evaluate, stress_test
 
     data = load_image_folder(real_train_dir, 64)
     tr, rest = grouped_split(data.y, data.groups, 0.3, random_state=1)

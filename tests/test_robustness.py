@@ -12,11 +12,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.cli import main
 from pneumonia_cnn.data import (

@@ -5,8 +5,8 @@ import json
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.tracking import _search as search_mod
 from pneumonia_cnn.tracking import candidate_key, search

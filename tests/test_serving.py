@@ -13,8 +13,12 @@ from conftest import TINY, free_port, stop_process, wait_for_http
 from PIL import Image
 
 from pneumonia_cnn import PneumoniaCNN, load_images
-from pneumonia_cnn.tracking import register
-from pneumonia_cnn.tracking import ServingInputError, decode_request, start_server
+from pneumonia_cnn.tracking import (
+    ServingInputError,
+    decode_request,
+    register,
+    start_server,
+)
 
 
 def _png(a: np.ndarray, mode=None) -> bytes:

@@ -7,14 +7,19 @@ import pickle
 import mlflow
 import numpy as np
 import pytest
+from conftest import TINY
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, cross_validate
 
-from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
-from pneumonia_cnn.network import TTA_VIEWS, augmentation_factors, tta_views
-from pneumonia_cnn.network import normalize_intensity
 from pneumonia_cnn.analysis import PERTURBATIONS, perturb, stress_scoring, stress_test
+from pneumonia_cnn.network import (
+    TTA_VIEWS,
+    augmentation_factors,
+    normalize_intensity,
+    tta_views,
+)
+
 
 def _batch(n=4, size=96):
     """Film-like test images at the default input size: a grey ramp with texture."""
@@ -231,7 +236,10 @@ def test_format_1_model_folders_load_with_the_levers_off(fitted_tiny, synthetic_
 
 def test_target_sensitivity_sets_the_most_specific_threshold_on_the_hold_out(synthetic_data):
     from pneumonia_cnn.data import grouped_split
-    from pneumonia_cnn.metrics import threshold_for_sensitivity, threshold_for_sensitivity_hd
+    from pneumonia_cnn.metrics import (
+        threshold_for_sensitivity,
+        threshold_for_sensitivity_hd,
+    )
 
     d = synthetic_data
     kw = {**TINY, "validation_fraction": 0.3}

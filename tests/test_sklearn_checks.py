@@ -7,9 +7,9 @@ whole API contract checked, the suite runs on a subclass whose only change is th
 below as expected failures, as are the few that fail for another stated reason.
 """
 
+from conftest import TINY
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from conftest import TINY
 from pneumonia_cnn import PneumoniaCNN
 
 TABULAR = "feeds 2-D tabular X; PneumoniaCNN takes images (n, h, w[, c]) and says so"

@@ -10,8 +10,14 @@ from PIL import Image
 
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.cli import main
-from pneumonia_cnn.data import DataError, load_image_folder
-from pneumonia_cnn.data import load_csv, load_data, parse_source, evaluation_split
+from pneumonia_cnn.data import (
+    DataError,
+    evaluation_split,
+    load_csv,
+    load_data,
+    load_image_folder,
+    parse_source,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from conftest import TINY
 
 from pneumonia_cnn import PneumoniaCNN, load_image_folder
 from pneumonia_cnn import data as data_mod
-from pneumonia_cnn.data import _decode as decode_mod
 from pneumonia_cnn.data import ImageStream, iter_chunks
+from pneumonia_cnn.data import _decode as decode_mod
 
 
 def test_a_stream_holds_the_same_images_and_indexes_lazily(synthetic_dir, tmp_path):

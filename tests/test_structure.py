@@ -91,12 +91,13 @@ def test_the_readme_is_short():
 def test_old_import_paths_still_answer():
     """Code (and MLflow models logged before the subpackages, which name
     ``pneumonia_cnn.serving.PneumoniaPyfunc``) keeps working."""
-    import pneumonia_cnn.analysis as analysis
-    import pneumonia_cnn.metrics as metrics
-    import pneumonia_cnn.tracking as tracking
     from pneumonia_cnn.calibration import calibrate
     from pneumonia_cnn.evaluation import evaluate, threshold_for_sensitivity
     from pneumonia_cnn.serving import PneumoniaPyfunc
+
+    import pneumonia_cnn.analysis as analysis
+    import pneumonia_cnn.metrics as metrics
+    import pneumonia_cnn.tracking as tracking
 
     assert calibrate is analysis.calibrate and evaluate is analysis.evaluate
     assert threshold_for_sensitivity is metrics.threshold_for_sensitivity

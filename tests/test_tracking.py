@@ -6,8 +6,8 @@ import os
 import mlflow
 import numpy as np
 import pytest
-
 from conftest import TINY
+
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.tracking import resolve_tracking_uri
 
@@ -229,3 +229,36 @@ def test_a_tracked_fit_warns_nothing_about_mlflow_internals(synthetic_data, tmp_
         PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri}).fit(
             synthetic_data.X, synthetic_data.y)
     assert not [w for w in caught if "type hint" in str(w.message)]
+
+
+def test_each_question_has_its_view_and_small_or_training_sets_rank_nowhere(synthetic_dir,
+                                                                            tmp_path):
+    """Issue 20: the runs table ranked an evaluation of 4 training images (ROC AUC 1.0)
+    above every fit. Views: models, candidates, evaluations; nothing on < 30 images or on
+    training images is in any."""
+    from pneumonia_cnn.analysis import evaluate
+    from pneumonia_cnn.data import load_image_folder
+    from pneumonia_cnn.tracking import MIN_RANKED_IMAGES, VIEWS
+
+    uri = f"sqlite:///{tmp_path / 'v.db'}"
+    data = load_image_folder(synthetic_dir, 32, cache=False)
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": uri,
+                          "validation_fraction": 0.25}).fit(data)
+    client = mlflow.MlflowClient(uri)
+    fit = client.get_run(clf.mlflow_run_id_)
+    n_holdout = int(fit.data.metrics["n_images"])
+    assert fit.data.tags["ranking"] == ("model" if n_holdout >= MIN_RANKED_IMAGES else "none")
+
+    small = evaluate(clf, data.subset(np.arange(8)))  # 8 images: ranked nowhere
+    seen = evaluate(clf, data.subset(np.arange(40)))  # training images: ranked nowhere
+    tags = [client.get_run(r["mlflow_run_id"]).data.tags for r in (small, seen)]
+    assert [t["ranking"] for t in tags] == ["none", "none"]
+    assert "8 images" in tags[0]["unranked_because"]
+    assert "training images" in tags[1]["unranked_because"]
+
+    exp = client.get_experiment(fit.info.experiment_id)
+    for name, state in VIEWS.items():
+        assert json.loads(exp.tags[f"mlflow.sharedViewState.{name}"]) == state
+    ranked = client.search_runs([exp.experiment_id], VIEWS["evaluations"]["searchFilter"])
+    assert not {r.info.run_id for r in ranked} & {small["mlflow_run_id"],
+                                                  seen["mlflow_run_id"]}

@@ -1,8 +1,8 @@
 """A tiny search logged over HTTP to a real `mlflow server` on 127.0.0.1."""
 
 import mlflow
-
 from conftest import TINY
+
 from pneumonia_cnn import PneumoniaCNN
 from pneumonia_cnn.tracking import search
 

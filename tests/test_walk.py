@@ -12,7 +12,6 @@ import shutil
 import urllib.request
 
 import numpy as np
-import pytest
 from conftest import free_port, stop_process, wait_for_http
 
 from pneumonia_cnn.cli import main

@@ -152,7 +152,7 @@ def trust_warnings(estimator, X, result: dict) -> list:
         out.append(f"the model calls every image {counts.index[0]}: check the threshold "
                    f"({result['threshold']:.3f}) and that these images are chest X-rays like "
                    "the training ones")
-    overlap = training_overlap(estimator, X)
+    overlap = result["n_training_images"] = training_overlap(estimator, X)
     if overlap:
         out.append(f"{overlap} of the {n} evaluation images are identical to training "
                    "images of this model: these numbers are optimistic; evaluate on "

@@ -498,3 +498,20 @@ def print_site_evaluation(site: dict) -> None:
               f"{ci['sensitivity'][1]:.3f})  specificity {part['specificity']:.3f} "
               f"({ci['specificity'][0]:.3f}-{ci['specificity'][1]:.3f})  ROC AUC "
               f"{part['roc_auc']:.3f}")
+
+
+def print_view_link(run_id, tracking_uri, view: str, what: str, search_filter=None) -> None:
+    """Print where ``mlflow ui`` shows ``what``: a saved view of the runs table of the run's
+    experiment ("models", "candidates" or "evaluations"; narrowed by ``search_filter`` into
+    a view of its own). Tracking problems are not this command's: they only cost the link."""
+    try:
+        from ..tracking import get_client, save_view, ui_url
+
+        client = get_client(tracking_uri)
+        exp_id = client.get_run(run_id).info.experiment_id
+        if search_filter:
+            view = save_view(client, exp_id, f"{view}-{run_id[:8]}", view, search_filter)
+        print(f"Compare {what}: run `mlflow ui --port 5000` in this folder, then open "
+              f"{ui_url(exp_id, view=view)}")
+    except Exception as exc:  # the runs are logged; only the link is missing
+        print(f"{PROG}: warning: no MLflow link ({exc})", file=sys.stderr)

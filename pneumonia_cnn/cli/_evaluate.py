@@ -14,6 +14,7 @@ from ._common import (
     fmt,
     fmt_ci,
     load_data_arg,
+    print_view_link,
     set_tracking_uri,
 )
 
@@ -57,4 +58,9 @@ def run(args) -> int:
     print(metrics["classification_report_text"])
     if args.out:
         print(f"Plots and metrics written to {args.out}")
+    if result.get("mlflow_run_id"):
+        print(f"MLflow evaluation run {result['mlflow_run_id']}")
+        print_view_link(result["mlflow_run_id"], clf.tracking_uri, "evaluations",
+                        "evaluations, grouped by data (under 30 images or on training "
+                        "images: left out)")
     return 0

@@ -14,6 +14,7 @@ from ._common import (
     load_data_arg,
     make_estimator,
     print_stress,
+    print_view_link,
 )
 
 
@@ -92,6 +93,8 @@ def run(args) -> int:
               f"models:/{clf.mlflow_model_id_}; evaluation run "
               f"{result.get('mlflow_run_id')}\n         register it: pneumonia-cnn register "
               f"{model_path} NAME")
+        print_view_link(clf.mlflow_run_id_, clf.tracking_uri, "models",
+                        "trained models on their validation hold-outs")
     print(f"Plots:   {', '.join(result['figures'].values())}")
     print(f"Metrics: {out / 'evaluation' / 'metrics.json'}")
     return 0

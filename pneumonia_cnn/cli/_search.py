@@ -11,6 +11,7 @@ from ._common import (
     json_object,
     load_data_arg,
     make_estimator,
+    print_view_link,
 )
 
 
@@ -88,9 +89,8 @@ def run(args) -> int:
                                                                      float_format="%.4f"))
     if result.holdout:
         print(f"Refit best on held-out patients: {fmt(result.holdout)}")
-    from ..tracking import get_client, ui_url
-
-    exp_id = get_client(tracking_uri).get_run(result.parent_run_id).info.experiment_id
-    print(f"MLflow parent run: {result.parent_run_id}; compare the candidates: `mlflow ui "
-          f"--port 5000`, then {ui_url(exp_id)}")
+    print(f"MLflow parent run: {result.parent_run_id}")
+    print_view_link(result.parent_run_id, tracking_uri, "candidates",
+                    "this search's candidates, best first",
+                    f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     return 0

@@ -15,6 +15,7 @@ from ._common import (
     load_data_arg,
     make_estimator,
     print_stress,
+    print_view_link,
     register_model,
 )
 
@@ -93,6 +94,8 @@ def run(args) -> int:
     model_id = getattr(clf, "mlflow_model_id_", None)
     if model_id:
         print(f"MLflow run {clf.mlflow_run_id_}; logged model models:/{model_id}")
+        print_view_link(clf.mlflow_run_id_, clf.tracking_uri, "models",
+                        "trained models on their validation hold-outs")
     if args.register:
         if not model_id:
             raise CLIError("--register needs the model logged to MLflow: drop --no-tracking "

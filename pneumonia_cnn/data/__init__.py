@@ -81,5 +81,6 @@ __all__ = [
     "image_fingerprints", "in_memory_limit", "is_data_file", "is_dicom", "is_path_list",
     "is_synthetic", "iter_chunks", "load_any", "load_csv", "load_data", "load_image_folder",
     "load_image_folders", "load_images", "make_synthetic_dataset", "make_synthetic_xray",
-    "map_stream", "parse_source", "patient_id", "read_dicom", "release", "source_kind", "stream_batches",
+    "map_stream", "parse_source", "patient_id", "read_dicom", "release", "source_kind",
+    "stream_batches",
 ]

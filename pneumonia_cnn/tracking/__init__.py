@@ -80,13 +80,16 @@ from ._site_runs import (
 )
 from ._store import (
     DEFAULT_EXPERIMENT,
+    MIN_RANKED_IMAGES,
     SHARED_VIEW,
+    VIEWS,
     TrackingError,
     check_server,
     get_client,
     global_tracking_uri,
     resolve_tracking_uri,
     run_is_live,
+    save_view,
     sqlite_path,
     ui_url,
 )
@@ -100,8 +103,8 @@ __all__ = [
     "decode_request", "default_scoring", "describe_changes", "describe_params", "get_client",
     "global_tracking_uri", "image_dataset", "is_model_uri", "library_versions",
     "log_adaptation_run", "log_calibration_run", "log_evaluation_run", "log_model",
-    "log_site_evaluation", "log_site_run", "log_stress", "model_folder", "model_name", "model_params",
-    "plot_search", "quiet_run_links", "rank_candidates", "read_candidates", "register",
-    "resolve_tracking_uri", "run_is_live", "run_name", "search", "short_value",
-    "sqlite_path", "start_server", "ui_url",
+    "log_site_evaluation", "log_site_run", "log_stress", "model_folder", "model_name",
+    "model_params", "plot_search", "quiet_run_links", "rank_candidates", "read_candidates",
+    "register", "resolve_tracking_uri", "run_is_live", "run_name", "search", "short_value",
+    "save_view", "sqlite_path", "start_server", "ui_url", "MIN_RANKED_IMAGES", "VIEWS",
 ]

@@ -92,6 +92,9 @@ class FitLogger(FitHook):
                 run.log_headline(headline, model_id=estimator.mlflow_model_id_,
                                  dataset=dataset)
                 run.log_dict(result.to_dict(), "stress/stress_test.json")
+                run.rank_check(len(yv))
+            else:
+                run.unrank("no validation hold-out with both classes to measure it on")
             run.log_fit(estimator)
             run.end("FINISHED")
         except KeyboardInterrupt:  # the model is trained: the caller keeps it

@@ -18,6 +18,8 @@ from ..utils import deferred_interrupts
 from ._names import HEADLINE_METRICS, library_versions, param_value
 from ._store import (
     DEFAULT_EXPERIMENT,
+    MIN_RANKED_IMAGES,
+    RANKING,
     TrackingError,
     experiment_id,
     failure_reason,
@@ -66,6 +68,8 @@ class TrackedRun:
         ``start_time`` (seconds since the epoch) backdates it to when its work began."""
         client = get_client(tracking_uri)
         all_tags = {"pneumonia_cnn.version": __version__, **process_tags(), **(tags or {})}
+        if "kind" in all_tags:  # which view ranks it (see VIEWS); narrowed when it ends
+            all_tags.setdefault("ranking", RANKING.get(all_tags["kind"], "none"))
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = None
@@ -109,6 +113,20 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     @_atomic
+    def unrank(self, why: str) -> None:
+        """Keep this run out of every ranking view (tag ``ranking`` = ``none``), saying why
+        (tag ``unranked_because``): too few images, or training images."""
+        self.client.set_tag(self.run_id, "ranking", "none")
+        self.client.set_tag(self.run_id, "unranked_because", why)
+
+    def rank_check(self, n_images: int, n_training_images: int = 0) -> None:
+        """:meth:`unrank` a run whose metrics rest on fewer than ``MIN_RANKED_IMAGES``
+        images or on any training image."""
+        if n_images < MIN_RANKED_IMAGES:
+            self.unrank(f"measured on {n_images} images (fewer than {MIN_RANKED_IMAGES})")
+        elif n_training_images:
+            self.unrank(f"{n_training_images} of its {n_images} images are training images")
+
     def log_metrics(self, metrics: dict, step: int | None = None, *, model_id=None,
                     dataset=None) -> None:
         """Log finite metrics; ``model_id`` links them to a logged model (its Models-tab

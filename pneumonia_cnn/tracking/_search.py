@@ -625,9 +625,12 @@ def _refit(parent, base, best_params, X, y, groups, data, holdout_idx, experimen
             holdout = evaluate(est, Xh, data.y[holdout_idx], track=False)
             run.log_dataset(holdout_ds, "holdout", model_id=est.mlflow_model_id_)
             run.log_evaluation(holdout, model_id=est.mlflow_model_id_, dataset=holdout_ds)
+            run.rank_check(len(holdout_idx))
             if len(np.unique(data.y[holdout_idx])) == 2:
                 log_stress(run, est, est.prepare_images(data.X[holdout_idx]),
                            data.y[holdout_idx], holdout_ds)
+        else:
+            run.unrank("no search hold-out (holdout=0)")
     except BaseException as exc:
         run.end_after_error(exc)
         raise

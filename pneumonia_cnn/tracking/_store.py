@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 __all__ = [
-    "DEFAULT_EXPERIMENT", "SHARED_VIEW", "TrackingError", "check_server", "experiment_id",
-    "failure_reason", "get_client", "global_tracking_uri", "process_alive", "process_tags",
-    "resolve_tracking_uri", "run_is_live", "sqlite_path", "ui_url",
+    "DEFAULT_EXPERIMENT", "MIN_RANKED_IMAGES", "RANKING", "SHARED_VIEW", "VIEWS",
+    "TrackingError", "check_server", "experiment_id", "failure_reason", "get_client",
+    "global_tracking_uri", "process_alive", "process_tags", "resolve_tracking_uri",
+    "run_is_live", "save_view", "sqlite_path", "ui_url",
 ]
 
 
@@ -122,17 +123,43 @@ _READY_EXPERIMENTS: set = set()
 #: Name of the runs-table view stored with every experiment (MLflow's "shared view": an
 #: experiment tag ``mlflow.sharedViewState.<name>`` that the UI reads from the URL parameter
 #: ``viewStateShareKey``).
+#: Which ranking a run belongs to (tag ``ranking``), by its ``kind``: each question has its
+#: own view, and nothing measured on fewer than :data:`MIN_RANKED_IMAGES` images or on
+#: training images is in any (``ranking`` = ``none``).
+RANKING = {"fit": "model", "refit": "model", "candidate": "candidate", "search": "search",
+           "evaluation": "evaluation", "calibration": "site", "adaptation": "site"}
+#: Fewest images a run's headline metrics may rest on to be ranked.
+MIN_RANKED_IMAGES = 30
+
+_HEADLINE = [f"metrics.`{m}`" for m in ("roc_auc", "sensitivity", "specificity")]
+#: The saved views of the runs table (``...?viewStateShareKey=<name>``), one per question,
+#: each with only comparable runs and the columns that answer it first.
+VIEWS = {
+    "models": {  # which trained model is best (fits and search refits, on their hold-outs)
+        "searchFilter": "tags.ranking = 'model'",
+        "orderByKey": "metrics.`roc_auc`", "orderByAsc": False,
+        "selectedColumns": ["tags.`kind`", "tags.`eval_on`", *_HEADLINE, "metrics.`n_images`",
+                            "metrics.`stress_roc_auc`", "metrics.`stress_specificity`",
+                            "params.`data`", "params.`augmentation`",
+                            "params.`intensity_norm`", "params.`n_networks`",
+                            "params.`image_size`"]},
+    "candidates": {  # which search candidate is best (mean over the CV folds)
+        "searchFilter": "tags.ranking = 'candidate'",
+        "orderByKey": "metrics.`roc_auc`", "orderByAsc": False,
+        "selectedColumns": ["tags.`eval_on`", "metrics.`rank`", *_HEADLINE,
+                            "metrics.`roc_auc_std`", "metrics.`stress_roc_auc`",
+                            "params.`augmentation`", "params.`intensity_norm`",
+                            "params.`n_networks`", "params.`filters`", "params.`image_size`"]},
+    "evaluations": {  # how did a model do on this data (sorted by data, then ROC AUC)
+        "searchFilter": "tags.ranking = 'evaluation'",
+        "orderByKey": "tags.`eval_on`", "orderByAsc": True,
+        "selectedColumns": ["tags.`eval_on`", *_HEADLINE, "metrics.`n_images`",
+                            "tags.`model_run_id`"]},
+}
+#: The view ``ui_url`` opens by default (its name is the one earlier releases printed).
 SHARED_VIEW = "pneumonia-cnn"
 _SHARED_VIEW_TAG = "mlflow.sharedViewState."
-_SHARED_VIEW_STATE = {
-    "orderByKey": "metrics.`roc_auc`", "orderByAsc": False,
-    "selectedColumns": [
-        "tags.`kind`", "tags.`eval_on`",
-        *(f"metrics.`{m}`" for m in ("roc_auc", "sensitivity", "specificity",
-                                     "stress_roc_auc", "stress_specificity", "rank",
-                                     "decision_threshold")),
-        *(f"params.`{p}`" for p in ("data", "augmentation", "intensity_norm", "n_networks",
-                                    "filters", "image_size", "epochs"))]}
+VIEWS[SHARED_VIEW] = VIEWS["models"]
 
 
 def experiment_id(client, name: str) -> str:
@@ -160,20 +187,34 @@ def experiment_id(client, name: str) -> str:
         if tags.get("mlflow.experimentKind") != "custom_model_development":
             client.set_experiment_tag(exp_id, "mlflow.experimentKind",
                                       "custom_model_development")
-        # the runs table as the docs' MLflow page describes it, opened by ...?viewStateShareKey=<name>
-        if f"{_SHARED_VIEW_TAG}{SHARED_VIEW}" not in tags:
-            client.set_experiment_tag(exp_id, f"{_SHARED_VIEW_TAG}{SHARED_VIEW}",
-                                      json.dumps(_SHARED_VIEW_STATE))
+        # the runs tables the docs' MLflow page describes, opened by
+        # ...?viewStateShareKey=<name> (written again: an older release's flat view sorted
+        # every run, evaluations of 4 images included, in one list)
+        for view, state in VIEWS.items():
+            if tags.get(f"{_SHARED_VIEW_TAG}{view}") != json.dumps(state):
+                client.set_experiment_tag(exp_id, f"{_SHARED_VIEW_TAG}{view}",
+                                          json.dumps(state))
         _READY_EXPERIMENTS.add(key)
     return exp_id
 
 
-def ui_url(exp_id: str, host: str = "http://127.0.0.1:5000") -> str:
-    """The ``mlflow ui`` address that opens an experiment's runs table in model-training
-    mode with the docs' columns, sorted by ``roc_auc``."""
+def ui_url(exp_id: str, host: str = "http://127.0.0.1:5000", view: str = SHARED_VIEW) -> str:
+    """The ``mlflow ui`` address of an experiment's runs table in one of its saved views
+    (:data:`VIEWS`: "models", the default, "candidates", "evaluations"; or one made by
+    :func:`save_view`)."""
     return (f"{host}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
-            f"&viewStateShareKey={SHARED_VIEW}")
+            f"&viewStateShareKey={view}")
 
+
+def save_view(client, exp_id: str, name: str, like: str, search_filter: str) -> str:
+    """Save a view of the runs table: the columns and order of :data:`VIEWS` ``[like]``,
+    narrowed by ``search_filter`` (e.g. one search's candidates:
+    ``tags.mlflow.parentRunId = '<id>'``). Returns ``name``, for :func:`ui_url`. (A filter
+    in the address itself would make the UI drop the view's columns.)"""
+    state = dict(VIEWS[like])
+    state["searchFilter"] = f"{state['searchFilter']} AND {search_filter}"
+    client.set_experiment_tag(exp_id, f"{_SHARED_VIEW_TAG}{name}", json.dumps(state))
+    return name
 
 
 @contextlib.contextmanager
