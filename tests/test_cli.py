@@ -251,3 +251,27 @@ def test_errors_come_before_tensorflow_and_mlflow_load(argv, tmp_path):
                          timeout=120)
     assert out.stdout.split() == ["2", "False", "False"], out.stdout + out.stderr
     assert "error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_calibrate_on_a_split_root_says_what_each_split_holds_and_what_to_do(tmp_path,
+                                                                              capsys):
+    """Issue 20: `calibrate MODEL chest_xray` suggested chest_xray:val, then refused it as
+    too small (2 + 2 films): a dead end."""
+    from PIL import Image
+
+    for split, n in (("train", 30), ("val", 2)):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            folder = tmp_path / "chest_xray" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("L", (8, 8), i).save(folder / f"IM-{i:04d}-0001.png")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.keras").write_bytes(b"")
+    (model / "pneumonia_cnn.json").write_text("{}")
+    code = main(["calibrate", str(model), str(tmp_path / "chest_xray"), "--model-out",
+                 str(tmp_path / "cal")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "train: 30 NORMAL, 30 PNEUMONIA; val: 2 NORMAL, 2 PNEUMONIA" in err
+    assert "--evaluate-fraction" in err and ":val" not in err

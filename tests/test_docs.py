@@ -46,3 +46,18 @@ def test_docs_commands_use_the_environment_and_name_scripts_that_exist():
         for script in re.findall(r"\.venv/bin/python ((?:experiments|benchmarks)/\w+\.py)",
                                  text):
             assert (ROOT / script).is_file(), (page, script)
+
+
+def test_example_commands_write_under_outputs():
+    """Issue 20, item 11: the README's examples wrote model and report folders into the
+    repository root; they write under outputs/ (git-ignored)."""
+    import re
+
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for flag, path in re.findall(r"(--model-out|--out|--report-dir) ([\w./-]+)",
+                                     page.read_text()):
+            if path.isupper() or path in ("DIR", "PATH"):  # a placeholder, not an example
+                continue
+            assert path == "outputs" or path.startswith(("outputs/", "/tmp/")), (
+                page.name, flag, path)
+    assert "outputs/" in (ROOT / ".gitignore").read_text()

@@ -197,3 +197,33 @@ def test_the_index_names_the_method_and_titles_keep_the_end_of_long_names(fitted
     short = _shorten(long_name.name, 24)
     assert len(short) == 24 and short.endswith("words.jpeg") and short.startswith("person14")
     assert _shorten("IM-0001.jpeg", 24) == "IM-0001.jpeg"
+
+
+def test_error_gallery_says_what_data_how_many_films_and_its_scale(fitted_tiny,
+                                                                   synthetic_data):
+    """Issue 20, item 9: the title had neither the data nor n, and no colour bar; the demo's
+    gallery was the one output not marked SYNTHETIC."""
+    import pandas as pd
+
+    from pneumonia_cnn.analysis import error_gallery
+
+    X = synthetic_data.X[:12]
+    p = fitted_tiny.predict_proba(X)[:, 1]
+    table = pd.DataFrame({"path": synthetic_data.paths[:12], "true": synthetic_data.y[:12],
+                          "probability": p})
+    fig = error_gallery(fitted_tiny, X, table, 0.5, data="site/test", synthetic=True)
+    title = fig._suptitle.get_text()
+    assert title.startswith("SYNTHETIC DATA") and "site/test" in title and "12 films" in title
+    assert "HiResCAM" in title
+    assert any(ax.get_ylabel().startswith("PNEUMONIA evidence") for ax in fig.axes)
+
+
+def test_an_ensembles_history_says_whose_it_is():
+    """Issue 20, item 9: training_history.png showed network 1 of 3 without saying so."""
+    from pneumonia_cnn.metrics import plot_history
+
+    history = {"loss": [0.7, 0.5], "val_loss": [0.7, 0.6], "auc": [0.6, 0.8],
+               "val_auc": [0.6, 0.7]}
+    assert plot_history(history)._suptitle is None
+    title = plot_history(history, n_networks=3)._suptitle.get_text()
+    assert title.startswith("Network 1 of the ensemble's 3")

@@ -16,6 +16,7 @@ from ._common import (
     load_data_arg,
     print_saved_json,
     print_site_evaluation,
+    refuse_split_root,
     set_tracking_uri,
     site_films,
     split_by_patient,
@@ -78,6 +79,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     check_model_out(args.model_out, args.overwrite)
     check_model_arg(args.model)  # checked before TensorFlow loads: errors at once
+    refuse_split_root(args.data_dir)
     check_data_arg(args, None)
     fraction = args.evaluate_fraction
     if fraction is not None and not 0 < fraction <= 0.5:

@@ -515,3 +515,38 @@ def print_view_link(run_id, tracking_uri, view: str, what: str, search_filter=No
               f"{ui_url(exp_id, view=view)}")
     except Exception as exc:  # the runs are logged; only the link is missing
         print(f"{PROG}: warning: no MLflow link ({exc})", file=sys.stderr)
+
+
+def refuse_split_root(source) -> None:
+    """A site's operating point is set on the site's own labelled films: a split root given
+    without a split (Kaggle's chest_xray/) is refused with how many films of each class
+    every split holds, and how to calibrate and evaluate on one folder."""
+    from ..data import (
+        CLASS_NAMES,
+        find_class_folders,
+        image_files,
+        parse_source,
+        source_kind,
+    )
+
+    path, splits = parse_source(source)
+    if splits or not path.is_dir() or source_kind(path) != "splits":
+        return
+    sizes, usable = [], []
+    for split in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        try:
+            folders = find_class_folders(split)
+        except ValueError:
+            continue
+        counts = {c: len(image_files(folders[c])) for c in CLASS_NAMES if c in folders}
+        sizes.append(f"{split.name}: " + ", ".join(f"{n} {c}" for c, n in counts.items()))
+        if split.name.lower() != "train" and len(counts) == 2 and min(counts.values()) >= 20:
+            usable.append((sum(counts.values()), split.name))
+    hint = (f"to try it on this data, name a split with enough films: {path}:{max(usable)[1]}"
+            if usable else "none of its splits but train (the model's own films, most likely) "
+            "has 20 films of each class")
+    raise CLIError(f"{source} is a split root ({'; '.join(sizes)}). Calibrate on labelled "
+                   "films of the site the model will serve, at least 10 of each class (20+ "
+                   "better), e.g. a folder with NORMAL/ and PNEUMONIA/; add --evaluate-fraction "
+                   f"0.5 to calibrate on half of its patients and evaluate on the other half; "
+                   f"{hint}")
