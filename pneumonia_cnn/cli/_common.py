@@ -443,7 +443,10 @@ def check_data_arg(args, role, source=None) -> None:
 
 def check_inputs_exist(inputs) -> None:
     """Every image file or folder named on the command line exists."""
-    missing = [str(i) for i in inputs if not Path(i).exists()]
+    from ..data import parse_source
+
+    missing = [str(i) for i in inputs if not Path(i).exists()
+               and not parse_source(i)[0].exists()]  # a split of a source: data.npz:val
     if missing:
         raise CLIError(f"{len(missing)} input(s) do not exist, first: {missing[0]}; pass "
                        "image files or folders of images")

@@ -35,14 +35,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    if args.data_dir is not None:
-        check_data_arg(args, "train")  # before TensorFlow loads: errors at once
     from ..analysis import evaluate
     from ..data import evaluation_split, grouped_split, make_synthetic_dataset
     from ..metrics import public_metrics
 
     out = Path(args.out)
-    clf = make_estimator(args)
+    clf = make_estimator(args)  # settings first (checked by the estimator)
+    if args.data_dir is not None:
+        check_data_arg(args, "train")  # then the data source, before any image is read
     synthetic = args.data_dir is None
     if synthetic:  # every result of the demo says SYNTHETIC, its folder too
         out = out / "SYNTHETIC-demo"

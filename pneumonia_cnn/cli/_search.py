@@ -90,6 +90,11 @@ def run(args) -> int:
     if result.holdout:
         print(f"Refit best on held-out patients: {fmt(result.holdout)}")
     print(f"MLflow parent run: {result.parent_run_id}")
+    best = result.best_estimator
+    if best is not None and getattr(best, "mlflow_model_id_", None):
+        print(f"Refit best model: models:/{best.mlflow_model_id_} (run "
+              f"{best.mlflow_run_id_}); register it: pneumonia-cnn register "
+              f"models:/{best.mlflow_model_id_} NAME")
     print_view_link(result.parent_run_id, tracking_uri, "candidates",
                     "this search's candidates, best first",
                     f"tags.mlflow.parentRunId = '{result.parent_run_id}'")

@@ -45,8 +45,8 @@ def run(args) -> int:
     import numpy as np
 
     check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
-    check_data_arg(args, "train")  # before TensorFlow loads: errors at once
-    clf = make_estimator(args)
+    clf = make_estimator(args)  # settings first (checked by the estimator: TensorFlow loads)
+    check_data_arg(args, "train")  # then the data source, before any image is read
     data = load_data_arg(args, clf.image_size, "train", verbose=int(not args.quiet))
     print(f"Training on {len(data)} images {data.class_counts()} from {data.root}",
           flush=True)

@@ -112,12 +112,10 @@ class TrackedRun:
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
-    @_atomic
     def unrank(self, why: str) -> None:
         """Keep this run out of every ranking view (tag ``ranking`` = ``none``), saying why
         (tag ``unranked_because``): too few images, or training images."""
-        self.client.set_tag(self.run_id, "ranking", "none")
-        self.client.set_tag(self.run_id, "unranked_because", why)
+        self.set_tags({"ranking": "none", "unranked_because": why})
 
     def rank_check(self, n_images: int, n_training_images: int = 0) -> None:
         """:meth:`unrank` a run whose metrics rest on fewer than ``MIN_RANKED_IMAGES``
@@ -127,6 +125,7 @@ class TrackedRun:
         elif n_training_images:
             self.unrank(f"{n_training_images} of its {n_images} images are training images")
 
+    @_atomic
     def log_metrics(self, metrics: dict, step: int | None = None, *, model_id=None,
                     dataset=None) -> None:
         """Log finite metrics; ``model_id`` links them to a logged model (its Models-tab
