@@ -477,8 +477,10 @@ def evaluate_site_part(model, network, held, args) -> dict:
     name = f"{held.root} (evaluation part)"
     after = public_metrics(evaluate(model, held, out_dir=getattr(args, "report_dir", None),
                                     track=args.tracking, data_name=name))
-    before = public_metrics(evaluate(network, held, track=False, gallery=False,
-                                     data_name=name))
+    with warnings.catch_warnings():  # the same films: their warnings were just given
+        warnings.simplefilter("ignore")
+        before = public_metrics(evaluate(network, held, track=False, gallery=False,
+                                         data_name=name))
     site = {"data": name, "n_images": after["n_images"], "model": after, "network": before}
     if getattr(model, "mlflow_run_id_", None):
         from ..tracking import log_site_evaluation
