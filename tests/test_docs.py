@@ -61,3 +61,4 @@ def test_example_commands_write_under_outputs():
             assert path == "outputs" or path.startswith(("outputs/", "/tmp/")), (
                 page.name, flag, path)
     assert "outputs/" in (ROOT / ".gitignore").read_text()
+

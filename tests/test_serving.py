@@ -133,3 +133,16 @@ def test_bad_input_gets_http_400_with_a_clear_message(served, payload, match):
     status, body = _post(url, payload)
     assert status == 400
     assert match in body["message"] and "Traceback" not in body["message"]
+
+
+def test_a_batch_is_decoded_in_order_and_its_first_bad_image_is_named(synthetic_data):
+    """Requests are decoded on every core (issue 21); the rows keep the request's order and
+    an error still names the first bad image by its position."""
+    paths = list(synthetic_data.paths[:5])
+    files = [base64.b64encode(open(p, "rb").read()).decode() for p in paths]
+    X = decode_request({"image": files}, 32)
+    np.testing.assert_array_equal(X, load_images(paths, 32).X)
+    bad = files[:2] + [base64.b64encode(b"not an image").decode()] + files[3:]
+    bad[4] = "%%%"
+    with pytest.raises(ServingInputError, match="^image 2: not a readable image file"):
+        decode_request({"image": bad}, 32)
