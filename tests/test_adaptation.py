@@ -325,3 +325,20 @@ def test_a_damaged_adaptation_file_is_refused(fitted_with_holdout, site_dir, tmp
     (path / ADAPTATION_FILE).write_text(json.dumps(info))
     with pytest.raises(DataError, match="damaged"):
         load_model(path)
+
+
+def test_cli_adapt_on_part_of_a_labelled_site_evaluates_on_the_rest(fitted_with_holdout,
+                                                                    site_dir, tmp_path,
+                                                                    capsys):
+    """Issue 20: `adapt --evaluate-fraction` splits the site's films by patient, adapts on
+    one part (labels unused) and evaluates the adapted model and its network on the other."""
+    fitted_with_holdout.save(tmp_path / "model")
+    assert main(["adapt", str(tmp_path / "model"), str(site_dir), "--model-out",
+                 str(tmp_path / "adapted"), "--no-tracking", "--evaluate-fraction", "0.2",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    held = summary["evaluation"]["n_images"]
+    assert summary["n_films"] + held == 70 and 0 < held < 35
+    assert summary["evaluation"]["data"].endswith("(evaluation part)")
+    assert set(summary["evaluation"]) >= {"model", "network"}
+    assert summary["evaluation"]["model"]["threshold"] == pytest.approx(summary["threshold"])

@@ -8,9 +8,11 @@ from pathlib import Path
 from ._common import (
     MODEL_HELP,
     CLIError,
+    add_site_evaluation_options,
     add_tracking_options,
     check_model_arg,
     check_model_out,
+    evaluate_fraction,
     evaluate_site_part,
     print_saved_json,
     print_site_evaluation,
@@ -48,14 +50,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate batch-normalisation statistics on the site's films "
                         "[on]")
-    p.add_argument("--evaluate-fraction", type=float, metavar="F",
-                   help="SITE_DIR with NORMAL/ and PNEUMONIA/: hold out this fraction of its "
-                        "patients (patient-grouped, stratified; at most 0.5), adapt on the "
-                        "rest (labels unused) and evaluate the adapted model and the network "
-                        "before it on the held-out films, with their labels [off]")
-    p.add_argument("--report-dir", metavar="DIR",
-                   help="with --evaluate-fraction: write the evaluation's plots and metrics "
-                        "here")
+    add_site_evaluation_options(p, "adapt", "SITE_DIR, which then needs NORMAL/ and "
+                                "PNEUMONIA/ (adapt itself does not read the labels)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_tracking_options(p, default_help="[the model's setting]")
 
@@ -68,9 +64,7 @@ def run(args) -> int:
     if not site.is_dir():
         raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
     check_model_arg(args.model)
-    fraction = args.evaluate_fraction
-    if fraction is not None and not 0 < fraction <= 0.5:
-        raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}")
+    fraction = evaluate_fraction(args)
     from ..analysis import adapt, load_model
 
     clf = load_model(args.model, tracking_uri=args.tracking_uri)

@@ -8,10 +8,12 @@ from ._common import (
     MODEL_HELP,
     CLIError,
     add_data_options,
+    add_site_evaluation_options,
     add_tracking_options,
     check_data_arg,
     check_model_arg,
     check_model_out,
+    evaluate_fraction,
     evaluate_site_part,
     load_data_arg,
     print_saved_json,
@@ -62,15 +64,7 @@ def add_parser(sub) -> None:
                    help="more films of the site without labels (searched recursively): the "
                         "threshold then comes from the site's score distributions, anchored "
                         "by the labelled films")
-    p.add_argument("--evaluate-fraction", type=float, metavar="F",
-                   help="hold out this fraction of DATA's patients (patient-grouped, "
-                        "stratified; at most 0.5): calibrate on the rest, then evaluate the "
-                        "calibrated model and the network before it on the held-out films, "
-                        "which the calibration never saw. With tracking, `register` then "
-                        "ranks the calibrated model on them [off]")
-    p.add_argument("--report-dir", metavar="DIR",
-                   help="with --evaluate-fraction: write the evaluation's plots and metrics "
-                        "here")
+    add_site_evaluation_options(p, "calibrate", "DATA")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_data_options(p)
     add_tracking_options(p, default_help="[the model's setting]")
@@ -81,10 +75,7 @@ def run(args) -> int:
     check_model_arg(args.model)  # checked before TensorFlow loads: errors at once
     refuse_split_root(args.data_dir)
     check_data_arg(args, None)
-    fraction = args.evaluate_fraction
-    if fraction is not None and not 0 < fraction <= 0.5:
-        raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}: the part "
-                       "kept for calibrating needs at least half of the films")
+    fraction = evaluate_fraction(args)
     from ..analysis import calibrate, load_model
 
     # an adapted model is calibrated with its adaptation; a calibrated one is refused

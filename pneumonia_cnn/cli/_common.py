@@ -555,3 +555,29 @@ def refuse_split_root(source) -> None:
                    "better), e.g. a folder with NORMAL/ and PNEUMONIA/; add --evaluate-fraction "
                    f"0.5 to calibrate on half of its patients and evaluate on the other half; "
                    f"{hint}")
+
+
+def add_site_evaluation_options(parser, verb: str, what: str) -> None:
+    """``--evaluate-fraction`` and ``--report-dir`` of ``calibrate`` and ``adapt``: fit the
+    operating point (``verb``: "calibrate", "adapt") on part of ``what``, evaluate on the
+    rest."""
+    parser.add_argument("--evaluate-fraction", type=float, metavar="F",
+                        help=f"hold out this fraction of the patients of {what} (patient-"
+                             f"grouped, stratified; at most 0.5): {verb} on the rest, then "
+                             "evaluate the new model and the network before it on the held-out "
+                             "films, "
+                             f"which the {verb} step never saw. With tracking, `register` "
+                             "then ranks the new model on them [off]")
+    parser.add_argument("--report-dir", metavar="DIR",
+                        help="with --evaluate-fraction: write the evaluation's plots and "
+                             "metrics here")
+
+
+def evaluate_fraction(args) -> float | None:
+    """``--evaluate-fraction``, checked: in (0, 0.5] (the part the operating point is fitted
+    on keeps at least half of the films), or None."""
+    fraction = args.evaluate_fraction
+    if fraction is not None and not 0 < fraction <= 0.5:
+        raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}: the part "
+                       "the operating point is fitted on keeps at least half of the films")
+    return fraction
