@@ -250,3 +250,15 @@ def test_two_saves_to_one_folder_at_once_leave_one_whole_model(synthetic_data, t
                                source.predict_proba(synthetic_data.X), rtol=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["model"]
     assert not [p for p in tmp_path.iterdir() if ".saving-" in p.name or ".old-" in p.name]
+
+
+def test_predictions_through_predict_on_batch_equal_kerass_predict_to_the_bit(fitted_tiny,
+                                                                             synthetic_data):
+    """predict_proba uses Keras' predict_on_batch (issue 21: 3 ms for one film instead of
+    50); a routed predict argument takes scikeras' own path through Keras' predict. Both
+    give the same numbers, for one film and for many."""
+    for X in (synthetic_data.X[:1], synthetic_data.X[:300]):
+        fast = fitted_tiny.predict_proba(X)
+        keras_predict = fitted_tiny.predict_proba(X, batch_size=32)
+        assert fast.shape == keras_predict.shape == (len(X), 2)
+        np.testing.assert_array_equal(fast, keras_predict)

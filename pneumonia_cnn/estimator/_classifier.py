@@ -30,6 +30,7 @@ from ._hooks import FitContext, fit_hooks, notify
 from ._inputs import as_images, training_data, validate_array
 from ._training import (
     batched_fit,
+    batched_proba,
     build_network,
     check_not_diverged,
     drop_fit_helpers,
@@ -386,13 +387,18 @@ class PneumoniaCNN(KerasClassifier):
             return np.concatenate([self.predict_proba(chunk, **kwargs)
                                    for chunk in iter_chunks(X, CHUNK)])
         kwargs.setdefault("verbose", 0)
-        # scikeras squeezes the result for a single image to shape (2,): keep (1, 2).
-        proba = super().predict_proba(X, **kwargs).reshape(len(X), -1)
+        proba = self._proba(X, kwargs)
         if self.tta:  # average over the original and the fixed test-time views
             for view in tta_views(X, int(self.tta)):
-                proba = proba + super().predict_proba(view, **kwargs).reshape(len(X), -1)
+                proba = proba + self._proba(view, kwargs)
             proba = proba / (1 + int(self.tta))
         return proba
+
+    def _proba(self, X, kwargs):  # predict_on_batch unless something routes to predict
+        if kwargs.keys() - {"verbose"} or self.callbacks or any(
+                k.startswith("predict__") for k in self.get_params()):
+            return super().predict_proba(X, **kwargs).reshape(len(X), -1)  # (1, 2), not (2,)
+        return batched_proba(self, X)
 
     def predict(self, X, **kwargs):
         """Class name of every image: PNEUMONIA when P(PNEUMONIA) >= ``threshold``."""
@@ -415,10 +421,9 @@ class PneumoniaCNN(KerasClassifier):
         return accuracy_score(canonical_labels(y), self.predict(X), sample_weight=sample_weight)
 
     def save(self, path) -> Path:
-        """Save the fitted estimator to a folder: ``model.keras`` (the network, in Keras'
-        format) and ``pneumonia_cnn.json`` (format version, versions, classes, parameters,
-        history, threshold, hold-out scores). :meth:`load` reads it back; predictions are
-        identical. Written whole or not at all. Returns the folder."""
+        """Save to a folder (whole or not at all): ``model.keras`` and ``pneumonia_cnn.json``
+        (format, versions, classes, parameters, history, threshold, hold-out scores);
+        :meth:`load` reads it back with identical predictions. Returns the folder."""
         check_is_fitted(self, "model_")
         with _persistence.atomic_model_folder(path) as folder:
             self.write_files(folder)
