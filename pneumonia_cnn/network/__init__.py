@@ -19,11 +19,13 @@ from ._preprocessing import (
     INTENSITY_NORMS,
     IntensityNormalizer,
     check_intensity_norm,
+    clahe_in_processes,
     normalize_intensity,
 )
 
 __all__ = [
     "AUGMENTATION_PRESETS", "INTENSITY_NORMS", "IntensityNormalizer", "TTA_VIEWS", "affine",
     "augmentation_factors", "build_augmentation", "build_model", "check_intensity_norm",
+    "clahe_in_processes",
     "count_flops", "ensemble_model", "flat_layers", "normalize_intensity", "tta_views",
 ]

