@@ -67,8 +67,7 @@ def batch_design(data):
     subsampled to the NORMAL count, seed 0), and the 0/1 labels."""
     import numpy as np
 
-    from pneumonia_cnn.data import batch_masks
-    from pneumonia_cnn.data import grouped_split
+    from pneumonia_cnn.data import batch_masks, grouped_split
 
     y = (data.y == "PNEUMONIA").astype(int)
     early, late = batch_masks(data.paths)

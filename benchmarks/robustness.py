@@ -65,8 +65,14 @@ RULES = ("target_hd95", "conformal95", "kde95", "youden", "fixed0.5")
 def rule_thresholds(val_labels, val_scores) -> dict:
     from sklearn.metrics import roc_curve
 
-    from pneumonia_cnn.metrics import threshold_for_sensitivity, threshold_for_sensitivity_hd
-    from pneumonia_cnn.metrics import ClassShape, logit, sigmoid, smooth_quantile
+    from pneumonia_cnn.metrics import (
+        ClassShape,
+        logit,
+        sigmoid,
+        smooth_quantile,
+        threshold_for_sensitivity,
+        threshold_for_sensitivity_hd,
+    )
 
     y = np.where(val_labels == 1, "PNEUMONIA", "NORMAL")
     fpr, tpr, thr = roc_curve(val_labels, val_scores)

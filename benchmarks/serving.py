@@ -60,8 +60,7 @@ def bench(model_params, data, files, args, tmp):
     import numpy as np
 
     from pneumonia_cnn import PneumoniaCNN, load_images
-    from pneumonia_cnn.tracking import register
-    from pneumonia_cnn.tracking import start_server
+    from pneumonia_cnn.tracking import register, start_server
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     rng = np.random.default_rng(0)

@@ -48,7 +48,7 @@ def train_rate(model, X, y, batch_size: int, pipeline: str = "memory",
 
     if pipeline == "memory":
         data = {"x": in_memory_batches(X, y, batch_size=batch_size, shuffle=True)}
-        warm = {"x": _in_memory_batches(X[:256], y[:256], batch_size=batch_size)}
+        warm = {"x": in_memory_batches(X[:256], y[:256], batch_size=batch_size)}
     else:
         data = {"x": X, "y": y, "batch_size": batch_size}
         warm = {"x": X[:256], "y": y[:256], "batch_size": batch_size}

@@ -36,7 +36,9 @@ def run_experiment(name: str, grid: dict, quick_grid: dict, description: str,
     finish = filter_native_stderr()  # TensorFlow's C++ start-up lines, as the CLI does
     from pneumonia_cnn.cluster import ClusterError
     from pneumonia_cnn.data import DataError
-    from pneumonia_cnn.tracking import TrackingError  # imports TensorFlow: after the filter
+    from pneumonia_cnn.tracking import (
+        TrackingError,  # imports TensorFlow: after the filter
+    )
 
     try:
         _search(name, grid, quick_grid, stress, args)
