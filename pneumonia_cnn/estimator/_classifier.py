@@ -50,7 +50,7 @@ class PneumoniaCNN(KerasClassifier):
     ``predict_proba`` and ``score`` take a data folder (class sub-folders), image files, or
     an image array ``(n, h, w)`` / ``(n, h, w, 1 or 3)`` of pixel values 0-255. It works with
     ``clone``, ``GridSearchCV`` (with ``groups=``), pipelines and pickle; :meth:`save` writes
-    a documented folder. The docs' "Estimator" page tells how each default was chosen.
+    a documented folder. The estimator guide in the docs tells how each default was chosen.
 
     Parameters
     ----------
