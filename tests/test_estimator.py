@@ -262,3 +262,15 @@ def test_predictions_through_predict_on_batch_equal_kerass_predict_to_the_bit(fi
         keras_predict = fitted_tiny.predict_proba(X, batch_size=32)
         assert fast.shape == keras_predict.shape == (len(X), 2)
         np.testing.assert_array_equal(fast, keras_predict)
+
+
+def test_fit_hooks_that_are_not_hooks_are_refused_before_any_work(synthetic_data):
+    """A Keras callback or a hook class (not an instance) in fit_hooks failed mid-fit with
+    an AttributeError; it is refused at once, saying where callbacks go."""
+    from pneumonia_cnn.analysis import StressOnFit
+
+    import keras
+
+    for wrong in (StressOnFit, keras.callbacks.History()):
+        with pytest.raises(ValueError, match="fit_hooks must hold FitHook instances"):
+            PneumoniaCNN(fit_hooks=[wrong]).fit(synthetic_data.X, synthetic_data.y)

@@ -116,3 +116,12 @@ def test_only_a_model_server_turns_worker_processes_on(monkeypatch):
     assert _serving_process()
     monkeypatch.setenv("PNEUMONIA_CNN_CLAHE_PROCESSES", "0")
     assert not _serving_process()
+
+
+def test_an_unreadable_worker_process_setting_is_said_not_guessed(monkeypatch):
+    from pneumonia_cnn.tracking._serving import _serving_process
+
+    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("PNEUMONIA_CNN_CLAHE_PROCESSES", "yes")
+    with pytest.warns(UserWarning, match="neither 1 nor 0"):
+        assert not _serving_process()

@@ -277,13 +277,13 @@ def logged_model_uri(model: str) -> str:
                        "a model folder (written by train, calibrate or adapt), a models:/ or "
                        "runs:/ URI, or a run id")
     # the outermost step first: a calibrated (adapted) folder is that model, not its network
-    for name, key in (("site_calibration.json", "mlflow_model_id"),
-                      ("site_adaptation.json", "mlflow_model_id"),
-                      ("pneumonia_cnn.json", "mlflow_model_id")):
+    from ..utils import META_FILE, WRAPPER_FILES
+
+    for name in (*WRAPPER_FILES, META_FILE):  # calibration, adaptation, then the network
         file = folder / name
         if file.is_file():
             try:
-                model_id = json.loads(file.read_text()).get(key)
+                model_id = json.loads(file.read_text()).get("mlflow_model_id")
             except (ValueError, AttributeError):
                 raise CLIError(f"{file} is damaged: not a JSON object") from None
             if not model_id:
@@ -417,18 +417,19 @@ def read_inputs(inputs, image_size: int):
 def check_model_arg(path) -> None:
     """Refuse a MODEL that is no saved model folder, before anything heavy is imported (a
     model URI is checked when it is fetched)."""
-    from ..utils import META_FILE, MODEL_FILE, is_model_uri
+    from ..utils import (
+        META_FILE,
+        MODEL_FILE,
+        is_model_uri,
+        model_files_folder,
+        not_a_model,
+    )
 
     if is_model_uri(path):
         return
-    folder = Path(path)
-    if (folder / "MLmodel").is_file():  # a pyfunc model folder logged by this package
-        folder = folder / "artifacts" / "model"
+    folder = model_files_folder(path)
     if not (folder / META_FILE).is_file() or not (folder / MODEL_FILE).is_file():
-        raise CLIError(f"{path} is not a saved PneumoniaCNN: expected a folder with "
-                       f"{MODEL_FILE} and {META_FILE} (written by PneumoniaCNN.save or "
-                       "`pneumonia-cnn train --model-out`), or an MLflow model URI "
-                       "(models:/NAME@champion, runs:/RUN_ID/NAME)")
+        raise CLIError(not_a_model(path))
 
 
 def check_data_arg(args, role, source=None) -> None:

@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import (
 )
 
 from ..network import TTA_VIEWS, augmentation_factors, check_intensity_norm
+from ._hooks import FitHook
 
 __all__ = ["ARCHITECTURES", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE", "architecture",
            "check_params", "check_shift_params"]
@@ -108,6 +109,11 @@ def check_params(estimator) -> None:
                          f"the image, so image_size must be at least {2 ** len(filters)}; "
                          "use a larger image_size or fewer filters")
     augmentation_factors(architecture(estimator)["augmentation"])  # unknown preset or key
+    hooks = [h for h in (estimator.fit_hooks or []) if not isinstance(h, FitHook)]
+    if hooks:  # a class instead of an instance, a Keras callback...: refused before any work
+        raise ValueError(f"fit_hooks must hold FitHook instances "
+                         f"(pneumonia_cnn.estimator.FitHook), got {hooks[0]!r}; Keras "
+                         "callbacks go in callbacks=")
     check_shift_params(estimator)
 
 def check_shift_params(estimator) -> None:

@@ -19,8 +19,11 @@ from ..utils import (
     META_FILE,
     MODEL_FILE,
     MODEL_URI_SCHEMES,
+    PYFUNC_FILE,
     WRAPPER_FILES,
     is_model_uri,
+    model_files_folder,
+    not_a_model,
 )
 from ._params import check_shift_params
 
@@ -55,18 +58,16 @@ def local_model_folder(path):
     """
     path = Path(path)
     info = {}
-    mlmodel = path / "MLmodel"
-    if mlmodel.is_file():  # a pyfunc model logged by this package
+    folder = model_files_folder(path)
+    if folder != path:  # a pyfunc model logged by this package
         import yaml
 
-        meta = yaml.safe_load(mlmodel.read_text()) or {}
+        meta = yaml.safe_load((path / PYFUNC_FILE).read_text()) or {}
         info = {"model_id": meta.get("model_id"), "run_id": meta.get("run_id")}
-        inner = path / "artifacts" / "model"
-        if not inner.is_dir():
+        if not folder.is_dir():
             raise DataError(f"{path} is an MLflow model but not one logged by "
                             "pneumonia-cnn (no artifacts/model folder inside)")
-        path = inner
-    yield path, info
+    yield folder, info
 
 
 @contextlib.contextmanager
@@ -158,9 +159,7 @@ def load_folder(cls, path, safe_mode: bool = True):
     path = Path(path)
     meta_file, model_file = path / META_FILE, path / MODEL_FILE
     if not meta_file.is_file() or not model_file.is_file():
-        raise DataError(f"{path} is not a saved PneumoniaCNN: expected a folder with "
-                        f"{MODEL_FILE} and {META_FILE} (written by PneumoniaCNN.save or "
-                        "`pneumonia-cnn train --model-out`)")
+        raise DataError(not_a_model(path))
     try:
         meta = json.loads(meta_file.read_text())
     except (ValueError, UnicodeDecodeError) as exc:

@@ -13,6 +13,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from ..analysis import stress_hold_out
 from ..data import is_synthetic
 from ..estimator import FitHook
@@ -93,8 +95,10 @@ class FitLogger(FitHook):
                                  dataset=dataset)
                 run.log_dict(result.to_dict(), "stress/stress_test.json")
                 run.rank_check(len(yv))
-            else:
+            elif context.validation is None or len(np.unique(context.validation[1])) < 2:
                 run.unrank("no validation hold-out with both classes to measure it on")
+            else:  # StressOnFit warned why; no hold-out metrics were logged
+                run.unrank("its hold-out was not scored (the stress test failed)")
             run.log_fit(estimator)
             run.end("FINISHED")
         except KeyboardInterrupt:  # the model is trained: the caller keeps it

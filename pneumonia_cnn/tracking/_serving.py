@@ -203,6 +203,10 @@ def _serving_process() -> bool:
     choice = os.environ.get("PNEUMONIA_CNN_CLAHE_PROCESSES")
     if choice in ("0", "1"):
         return choice == "1"
+    if choice:  # not silently read as either
+        warnings.warn(f"PNEUMONIA_CNN_CLAHE_PROCESSES={choice!r} is neither 1 nor 0: "
+                      "ignored (set 1 to normalise batches in worker processes, 0 not to)",
+                      UserWarning, stacklevel=3)
     return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
 
 

@@ -10,12 +10,15 @@ from ._model_paths import (
     META_FILE,
     MODEL_FILE,
     MODEL_URI_SCHEMES,
+    PYFUNC_FILE,
     WRAPPER_FILES,
     is_model_uri,
+    model_files_folder,
+    not_a_model,
 )
 from ._plugins import PLUGINS, plugin
 from ._quiet import filter_native_stderr, quiet_tensorflow
 
-__all__ = ["META_FILE", "MODEL_FILE", "MODEL_URI_SCHEMES", "PLUGINS", "WRAPPER_FILES",
-           "deferred_interrupts", "filter_native_stderr", "is_model_uri", "plugin",
-           "quiet_tensorflow"]
+__all__ = ["META_FILE", "MODEL_FILE", "MODEL_URI_SCHEMES", "PLUGINS", "PYFUNC_FILE",
+           "WRAPPER_FILES", "deferred_interrupts", "filter_native_stderr", "is_model_uri",
+           "model_files_folder", "not_a_model", "plugin", "quiet_tensorflow"]
