@@ -153,6 +153,11 @@ def test_load_images_keeps_order_and_is_strict(synthetic_data, tmp_path):
     np.testing.assert_array_equal(d.X, synthetic_data.X[[5, 0, 40]])
     with pytest.raises(DataError, match="do not exist"):
         load_images([str(tmp_path / "nope.png")], 32, cache=False)
+    # one path is not a list of paths (it would be read character by character)
+    with pytest.raises(TypeError, match="load_image_folder"):
+        load_images(str(tmp_path), 32, cache=False)
+    with pytest.raises(TypeError, match=r"load_images\(\[path\]\)"):
+        load_images(paths[0], 32, cache=False)
 
 
 def test_grouped_split_disjoint_and_stratified(synthetic_data):

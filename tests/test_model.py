@@ -85,43 +85,8 @@ def test_border_mask_blanks_the_edges_inside_the_network():
         build_model((40, 40, 1), border_mask=0.5)
 
 
-def test_clahe_in_worker_processes_gives_the_same_films(synthetic_data, monkeypatch):
-    """The served model runs the CLAHE of large batches in worker processes (issue 21);
-    it is the same scikit-image function with the same arguments: the same output, to the
-    bit, and a film of one grey level stays black."""
-    from pneumonia_cnn.network import _preprocessing as pre
-    from pneumonia_cnn.network import clahe_in_processes, normalize_intensity
+def test_clahe_in_processes_is_a_deprecated_no_op():
+    from pneumonia_cnn.network import clahe_in_processes
 
-    X = np.concatenate([synthetic_data.X, synthetic_data.X[:8]])  # >= PARALLEL_MIN films
-    X[3] = 77  # one grey level: no CLAHE, all zero
-    assert len(X) >= pre.PARALLEL_MIN
-    here = normalize_intensity(X, "clahe")
-    monkeypatch.setitem(pre._POOL, "enabled", False)
-    try:
+    with pytest.warns(FutureWarning, match="no longer needed"):
         clahe_in_processes()
-        assert pre._clahe_pool() is not None or __import__("os").cpu_count() == 1
-        np.testing.assert_array_equal(normalize_intensity(X, "clahe"), here)
-    finally:
-        clahe_in_processes(False)
-    assert not here[3].any()
-
-
-def test_only_a_model_server_turns_worker_processes_on(monkeypatch):
-    from pneumonia_cnn.tracking._serving import _serving_process
-
-    monkeypatch.delenv("PNEUMONIA_CNN_CLAHE_PROCESSES", raising=False)
-    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
-    assert not _serving_process()  # a user's script loading the pyfunc model
-    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")  # mlflow models serve
-    assert _serving_process()
-    monkeypatch.setenv("PNEUMONIA_CNN_CLAHE_PROCESSES", "0")
-    assert not _serving_process()
-
-
-def test_an_unreadable_worker_process_setting_is_said_not_guessed(monkeypatch):
-    from pneumonia_cnn.tracking._serving import _serving_process
-
-    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
-    monkeypatch.setenv("PNEUMONIA_CNN_CLAHE_PROCESSES", "yes")
-    with pytest.warns(UserWarning, match="neither 1 nor 0"):
-        assert not _serving_process()

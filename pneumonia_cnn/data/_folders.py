@@ -297,6 +297,11 @@ def load_images(paths: Iterable[str | os.PathLike], image_size: int = 96, *, cac
     -------
     ImageData
     """
+    if isinstance(paths, (str, bytes, os.PathLike)):  # not a list: one name, char by char
+        hint = ("for a folder of class sub-folders use load_image_folder(...)"
+                if os.path.isdir(paths) else "pass a list, e.g. load_images([path])")
+        raise TypeError(f"load_images takes a list of image files, got one path {paths!r}: "
+                        f"{hint}")
     paths = [os.fspath(p) for p in paths]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing and strict:

@@ -43,7 +43,6 @@ from ..analysis import load_model
 from ..data import decode_image
 from ..estimator import PneumoniaCNN
 from ..metrics import NEGATIVE, POSITIVE, decision_threshold
-from ..network import clahe_in_processes
 from ._names import model_params
 from ._runs import quiet_run_links
 from ._store import global_tracking_uri, resolve_tracking_uri
@@ -184,30 +183,12 @@ class PneumoniaPyfunc(_Base):
         self.model = load_model(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input, params=None):
-        if _serving_process():  # batches of films normalised on every core
-            clahe_in_processes()
         net = getattr(self.model, "estimator", self.model)
         try:
             X = decode_request(model_input, int(net.image_size))
         except ServingInputError as exc:
             raise _invalid(str(exc)) from None
         return _predictions(self.model, X)
-
-
-def _serving_process() -> bool:
-    """True in a model server: ``mlflow models serve`` (MLflow marks its scoring process
-    with ``_MLFLOW_IS_IN_SERVING_ENVIRONMENT``), or wherever
-    ``$PNEUMONIA_CNN_CLAHE_PROCESSES`` is 1 (0 turns it off). Not in a user's own process
-    that loads the pyfunc model: worker processes are spawned, and a spawned worker imports
-    the main script again (see :func:`pneumonia_cnn.network.clahe_in_processes`)."""
-    choice = os.environ.get("PNEUMONIA_CNN_CLAHE_PROCESSES")
-    if choice in ("0", "1"):
-        return choice == "1"
-    if choice:  # not silently read as either
-        warnings.warn(f"PNEUMONIA_CNN_CLAHE_PROCESSES={choice!r} is neither 1 nor 0: "
-                      "ignored (set 1 to normalise batches in worker processes, 0 not to)",
-                      UserWarning, stacklevel=3)
-    return os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
 
 
 def _example_png(size: int) -> str:
