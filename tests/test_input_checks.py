@@ -40,15 +40,33 @@ def test_nonsense_settings_are_refused_before_any_work(params, match, tmp_path):
     assert not (tmp_path / "p.db").exists()  # no run was started, none is left FAILED
 
 
-def test_cli_checks_settings_before_loading_data(capsys):
+def test_cli_checks_settings_before_loading_data(capsys, synthetic_dir, tmp_path):
+    """Settings and paths are refused before any image is read, and before TensorFlow is
+    imported (issue 21: errors in under a second; the subprocess proves the import)."""
+    import subprocess
+    import sys
+
     from pneumonia_cnn.cli import main
 
-    # the data folder does not exist: the setting is what is reported, first
-    assert main(["train", "/no/such/folder", "--model-out", "m", "--augmentation", "lite"]) == 2
-    err = capsys.readouterr().err
-    assert "unknown augmentation preset 'lite'" in err and "/no/such/folder" not in err
-    assert main(["train", "/no/such/folder", "--model-out", "m", "--epochs", "0"]) == 2
-    assert "'epochs' parameter" in capsys.readouterr().err
+    model = str(tmp_path / "m")
+    for cmd in (["train", str(synthetic_dir), "--model-out", model], ["run", str(synthetic_dir),
+                                                                       "--out", model]):
+        assert main([*cmd, "--augmentation", "lite"]) == 2
+        assert "unknown augmentation preset 'lite'" in capsys.readouterr().err
+        assert main([*cmd, "--epochs", "0"]) == 2
+        assert "'epochs' parameter" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    # the data source is checked first (no scikit-learn needed), then the settings
+    assert main(["train", "/no/such/folder", "--model-out", model, "--epochs", "0"]) == 2
+    assert "/no/such/folder does not exist" in capsys.readouterr().err
+    probe = ("import sys; from pneumonia_cnn.cli import main; "
+             f"code = main(['train', {str(synthetic_dir)!r}, '--model-out', {model!r}, "
+             "'--image-size', '4']); "
+             "assert code == 2 and 'tensorflow' not in sys.modules and 'keras' not in "
+             "sys.modules, (code, [m for m in sys.modules if 'tensorflow' in m][:3])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "'image_size' parameter of PneumoniaCNN must be an int" in out.stderr
 
 
 @pytest.fixture()

@@ -120,3 +120,23 @@ def test_a_pyfunc_model_pickled_under_the_old_module_path_loads():
     old = raw.replace(PneumoniaPyfunc.__module__.encode(), b"pneumonia_cnn.serving")
     assert old != raw
     assert isinstance(pickle.loads(old), PneumoniaPyfunc)
+
+
+@pytest.mark.parametrize("package", ["estimator", "network"])
+def test_lazy_packages_export_what_their_static_imports_say(package):
+    """``estimator`` and ``network`` import their names on first use (so the CLI checks
+    settings without TensorFlow); the ``if TYPE_CHECKING:`` imports that documentation and
+    type checkers read must name the same modules, and every name must load."""
+    module = importlib.import_module(f"pneumonia_cnn.{package}")
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    guarded = next(n for n in tree.body if isinstance(n, ast.If)
+                   and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    static = {alias.name: node.module for node in guarded.body
+              if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert static == module._EXPORTS
+    assert set(module.__all__) == set(module._EXPORTS)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        getattr(module, "nope")

@@ -9,6 +9,7 @@ from ._common import (
     add_data_options,
     add_estimator_options,
     check_data_arg,
+    checked_settings,
     fmt,
     fmt_ci,
     load_data_arg,
@@ -35,14 +36,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    if args.data_dir is not None:  # the data source (at once), then the settings (scikit-
+        check_data_arg(args, "train")  # learn's checks, about a second): no TensorFlow yet,
+    settings = checked_settings(args)  # no image read
     from ..analysis import evaluate
     from ..data import evaluation_split, grouped_split, make_synthetic_dataset
     from ..metrics import public_metrics
 
     out = Path(args.out)
-    clf = make_estimator(args)  # settings first (checked by the estimator)
-    if args.data_dir is not None:
-        check_data_arg(args, "train")  # then the data source, before any image is read
+    clf = make_estimator(args, settings)
     synthetic = args.data_dir is None
     if synthetic:  # every result of the demo says SYNTHETIC, its folder too
         out = out / "SYNTHETIC-demo"

@@ -12,6 +12,7 @@ from ._common import (
     add_estimator_options,
     check_data_arg,
     check_model_out,
+    checked_settings,
     load_data_arg,
     make_estimator,
     print_stress,
@@ -45,8 +46,9 @@ def run(args) -> int:
     import numpy as np
 
     check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
-    clf = make_estimator(args)  # settings first (checked by the estimator: TensorFlow loads)
-    check_data_arg(args, "train")  # then the data source, before any image is read
+    check_data_arg(args, "train")  # the data source (at once), then the settings (scikit-
+    settings = checked_settings(args)  # learn's checks, about a second): no TensorFlow yet,
+    clf = make_estimator(args, settings)  # no image read
     data = load_data_arg(args, clf.image_size, "train", verbose=int(not args.quiet))
     print(f"Training on {len(data)} images {data.class_counts()} from {data.root}",
           flush=True)

@@ -10,13 +10,14 @@ from sklearn.utils._param_validation import (
     InvalidParameterError,
     Real,
     StrOptions,
+    validate_parameter_constraints,
 )
 
 from ..network import TTA_VIEWS, augmentation_factors, check_intensity_norm
 from ._hooks import FitHook
 
 __all__ = ["ARCHITECTURES", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE", "architecture",
-           "check_params", "check_shift_params"]
+           "check_params", "check_settings", "check_shift_params"]
 
 #: Architectures that ``filters=None`` (and ``convs_per_block``, ``global_pooling``,
 #: ``dense_units`` None) choose by image size. "standard" is the 96-px default (4 halvings
@@ -90,11 +91,34 @@ def architecture(estimator) -> dict:
     return out
 
 
+def check_settings(params: dict) -> None:
+    """:func:`check_params` for settings that are not an estimator yet: ``params`` holds
+    every parameter of :class:`PneumoniaCNN` (its defaults and what was given). Loads no
+    TensorFlow, so the command line refuses a wrong setting at once.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and what it must be.
+    """
+    from types import SimpleNamespace
+
+    check_params(SimpleNamespace(**params))
+
+
 def check_params(estimator) -> None:
     """Validate every parameter before any work, naming the parameter and what it must
-    be (``fit`` calls it first; so does the CLI, before loading data)."""
+    be (``fit`` calls it first; the CLI calls :func:`check_settings`, before loading data).
+
+    ``estimator`` is a :class:`PneumoniaCNN` or any object with its parameters as attributes.
+    """
+    if hasattr(estimator, "get_params"):  # scikit-learn's _validate_params, by its parts
+        params, name = estimator.get_params(deep=False), type(estimator).__name__
+        constraints = getattr(estimator, "_parameter_constraints", PARAMETER_CONSTRAINTS)
+    else:
+        params, name, constraints = vars(estimator), "PneumoniaCNN", PARAMETER_CONSTRAINTS
     try:
-        estimator._validate_params()
+        validate_parameter_constraints(constraints, params, caller_name=name)
     except InvalidParameterError as exc:
         raise ValueError(str(exc)) from None
     filters = architecture(estimator)["filters"]

@@ -4,24 +4,33 @@ normalisation in front of it.
 Modules (private, re-exported here): ``_model`` (the functional builder and the ensemble
 average), ``_augmentation`` (training-time augmentation and test-time views),
 ``_preprocessing`` (CLAHE / equalisation / standardisation).
+
+Names are imported on first use (:func:`pneumonia_cnn.utils.lazy_exports`): the
+parameter checks and the constants load without TensorFlow, so the command line can
+refuse a wrong setting in a fraction of a second.
 """
 
-from ._augmentation import (
-    AUGMENTATION_PRESETS,
-    TTA_VIEWS,
-    affine,
-    augmentation_factors,
-    build_augmentation,
-    tta_views,
-)
-from ._model import build_model, count_flops, ensemble_model, flat_layers
-from ._preprocessing import (
-    INTENSITY_NORMS,
-    IntensityNormalizer,
-    check_intensity_norm,
-    clahe_in_processes,
-    normalize_intensity,
-)
+from typing import TYPE_CHECKING
+
+from ..utils import lazy_exports
+
+_EXPORTS = {
+    "affine": "_augmentation",
+    "augmentation_factors": "_augmentation",
+    "AUGMENTATION_PRESETS": "_augmentation",
+    "build_augmentation": "_augmentation",
+    "build_model": "_model",
+    "check_intensity_norm": "_preprocessing",
+    "clahe_in_processes": "_preprocessing",
+    "count_flops": "_model",
+    "ensemble_model": "_model",
+    "flat_layers": "_model",
+    "INTENSITY_NORMS": "_preprocessing",
+    "IntensityNormalizer": "_preprocessing",
+    "normalize_intensity": "_preprocessing",
+    "TTA_VIEWS": "_augmentation",
+    "tta_views": "_augmentation",
+}
 
 __all__ = [
     "AUGMENTATION_PRESETS", "INTENSITY_NORMS", "IntensityNormalizer", "TTA_VIEWS", "affine",
@@ -29,3 +38,23 @@ __all__ = [
     "clahe_in_processes",
     "count_flops", "ensemble_model", "flat_layers", "normalize_intensity", "tta_views",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # the same names, for documentation and type checkers
+    from ._augmentation import (
+        AUGMENTATION_PRESETS,
+        TTA_VIEWS,
+        affine,
+        augmentation_factors,
+        build_augmentation,
+        tta_views,
+    )
+    from ._model import build_model, count_flops, ensemble_model, flat_layers
+    from ._preprocessing import (
+        INTENSITY_NORMS,
+        IntensityNormalizer,
+        check_intensity_norm,
+        clahe_in_processes,
+        normalize_intensity,
+    )

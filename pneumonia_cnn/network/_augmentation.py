@@ -18,9 +18,11 @@ Presets are chosen for chest radiographs, which are taken in a standard position
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import keras
+if TYPE_CHECKING:
+    import keras
+
 
 __all__ = ["AUGMENTATION_PRESETS", "TTA_VIEWS", "affine", "augmentation_factors",
            "build_augmentation", "tta_views"]
@@ -110,6 +112,8 @@ def build_augmentation(augmentation, seed: int | None = None) -> keras.Sequentia
 
     The layers expect pixel values in 0-255 and are the identity at inference time.
     """
+    import keras  # here: the presets and their checks load without TensorFlow
+
     factors = augmentation_factors(augmentation)
     if not factors:
         return None
