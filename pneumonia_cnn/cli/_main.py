@@ -63,6 +63,14 @@ def _user_error(exc: BaseException) -> bool:
                if m in sys.modules)
 
 
+def _printable(obj) -> str:
+    """A message that any output takes: a file name that is not UTF-8 in it (lone
+    surrogates) shows its bad bytes as U+FFFD instead of failing the print."""
+    from ..data import display_path
+
+    return display_path(str(obj))
+
+
 def main(argv=None) -> int:
     """Entry point of ``pneumonia-cnn``; returns the exit code."""
     parser = build_parser()
@@ -72,7 +80,7 @@ def main(argv=None) -> int:
     def show_warning(message, category, filename, lineno, file=None, line=None):
         if "Add type hints to the `predict` method" in str(message):
             return  # MLflow's advice to library authors; warning filters do not stop it
-        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+        print(f"{PROG}: warning: {_printable(message)}", file=sys.stderr, flush=True)
 
     def terminate(signum, frame):  # SIGTERM ends a fit like Ctrl-C: nothing done is lost
         raise KeyboardInterrupt
@@ -87,7 +95,7 @@ def main(argv=None) -> int:
     except Exception as exc:
         if not _user_error(exc):
             raise
-        msg = str(exc).strip() or type(exc).__name__
+        msg = _printable(exc).strip() or type(exc).__name__
         print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
