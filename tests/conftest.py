@@ -149,3 +149,20 @@ def stop_process(proc) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+#: Fixtures that start a real component (an `mlflow server`, `mlflow models serve`, a Dask
+#: LocalCluster): every test using one is marked ``slow``. The quick loop
+#: (``pytest -m "not slow"``) leaves them out; CI and the README's command run them all.
+REAL_COMPONENTS = {"mlflow_server", "served", "three_fits", "client"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_COMPONENTS & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most 4 (each imports TensorFlow: about 1 GB)."""
+    return max(1, min(4, os.cpu_count() or 1))

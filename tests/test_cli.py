@@ -114,6 +114,7 @@ def test_console_script_runs_as_module():
     assert out.stdout.startswith("pneumonia-cnn ")
 
 
+@pytest.mark.slow
 def test_search_command_prints_table_and_parent_run(synthetic_dir, capsys):
     code = main(["search", str(synthetic_dir), "--grid", '{"filters": [[4], [4, 8]]}',
                  "--cv", "2", "--holdout", "0.25", "--name", "cli", "--quiet", *TINY_ARGS])

@@ -228,6 +228,7 @@ def test_second_signal_during_a_write_stops_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.slow
 def test_sigterm_during_cli_train_saves_model_and_exits_cleanly(synthetic_dir, tmp_path):
     model = tmp_path / "model"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 't.db'}",
@@ -281,6 +282,7 @@ def test_unreachable_server_cli_message(synthetic_dir, tmp_path, capsys):
     assert code == 2 and "--no-tracking" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_server_dying_mid_fit_keeps_training(synthetic_data, tmp_path):
     from conftest import free_port
 
@@ -324,6 +326,7 @@ def test_server_dying_mid_fit_keeps_training(synthetic_data, tmp_path):
         kill_server()
 
 
+@pytest.mark.slow
 def test_two_searches_share_a_local_store(synthetic_dir, tmp_path):
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
@@ -376,6 +379,7 @@ def test_ctrl_c_while_the_graph_is_traced_stops_the_fit_after_the_first_batch(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
+@pytest.mark.slow
 def test_sigterm_at_any_moment_of_an_evaluation_leaves_no_run_running(fitted_tiny, tmp_path,
                                                                       synthetic_dir):
     """SIGTERM sent to `pneumonia-cnn evaluate` at spread-out moments (process start, data,

@@ -21,6 +21,7 @@ def _runs(uri, parent_id, kind):
         f"tags.mlflow.parentRunId = '{parent_id}' and tags.kind = '{kind}'"))
 
 
+@pytest.mark.slow
 def test_search_logs_parent_children_and_refit(synthetic_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 's.db'}"
     res = search(synthetic_dir, GRID, estimator=PneumoniaCNN(**{**TINY, "epochs": 1}), cv=2,
@@ -92,6 +93,7 @@ def test_ranks_are_final_over_all_candidates():
     assert list(rank_candidates(table)["rank_test_roc_auc"]) == [4, 1, 5, 1, 3]
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_without_redoing_candidates(synthetic_dir, tmp_path,
                                                                monkeypatch):
     uri = f"sqlite:///{tmp_path / 'r.db'}"
@@ -149,6 +151,7 @@ def test_unknown_parameter_is_rejected(synthetic_dir):
         search(synthetic_dir, {"filterz": [(4,)]}, verbose=0)
 
 
+@pytest.mark.slow
 def test_a_resumed_search_closes_the_refit_a_killed_process_left_running(synthetic_dir,
                                                                          tmp_path,
                                                                          monkeypatch):
@@ -181,6 +184,7 @@ def test_a_resumed_search_closes_the_refit_a_killed_process_left_running(synthet
     assert sorted(r.info.status for r in refits) == ["FINISHED", "KILLED"]
 
 
+@pytest.mark.slow
 def test_a_search_running_now_is_not_merged_into(synthetic_dir, tmp_path):
     """Two searches with the same name a few seconds apart merged into one parent: every
     candidate twice, two refits (issue 22, finding 13). A live one is refused, by name."""
@@ -207,6 +211,7 @@ def test_a_search_running_now_is_not_merged_into(synthetic_dir, tmp_path):
     assert res.parent_run_id == live.run_id
 
 
+@pytest.mark.slow
 def test_a_search_over_changed_pixels_is_not_resumed(synthetic_dir, tmp_path, monkeypatch):
     """Same file names and labels, other pixels: old and new scores must not be ranked
     together (issue 22, finding 5)."""

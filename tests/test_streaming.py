@@ -85,6 +85,7 @@ def test_an_interrupted_decode_resumes_where_it_stopped(synthetic_dir, tmp_path,
     assert not list(tmp_path.glob("*/done.npy"))  # finished: progress files removed
 
 
+@pytest.mark.slow
 def test_evaluation_and_search_take_a_stream(synthetic_dir, tmp_path):
     from pneumonia_cnn.analysis import evaluate
     from pneumonia_cnn.tracking import search

@@ -12,9 +12,13 @@ import shutil
 import urllib.request
 
 import numpy as np
+import pytest
 from conftest import free_port, stop_process, wait_for_http
 
 from pneumonia_cnn.cli import main
+
+#: real components (servers, processes): in CI and the full run, not in the quick loop
+pytestmark = pytest.mark.slow
 
 SMALL = ["--image-size", "32", "--epochs", "4", "--n-networks", "1", "--quiet",
          "--augmentation", "none"]
