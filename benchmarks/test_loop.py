@@ -11,8 +11,8 @@ Runs, one after the other in this checkout, with the real-data tests pointed at 
 - ``quick``: ``python -m pytest -m "not slow"`` (without the tests that start real servers,
   clusters or processes);
 
-and prints JSON: each command's wall time, pytest's summary line, and the ratios to the
-serial run. About 20 minutes on two cores.
+and prints JSON: each command's wall time, pytest's summary line, the tests that failed (if
+any), and the ratios to the serial run. About 20 minutes on two cores.
 """
 
 import argparse
@@ -40,14 +40,17 @@ def main(argv=None):
         argv if argv is not None else sys.argv[1:]), "machine": machine(),
         "date": time.strftime("%Y-%m-%d")}
     for name in args.only.split(","):
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *RUNS[name]]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
+               *RUNS[name]]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
         summary = [line for line in proc.stdout.splitlines() if " in " in line
                    and ("passed" in line or "failed" in line)]
         out[name] = {"args": " ".join(RUNS[name]) or "(none)", "exit_code": proc.returncode,
-                     "wall_s": round(wall, 1), "summary": summary[-1] if summary else None}
+                     "wall_s": round(wall, 1), "summary": summary[-1] if summary else None,
+                     "failed": [line for line in proc.stdout.splitlines()
+                                if line.startswith("FAILED ")]}
     if "serial" in out:
         for name in RUNS:
             if name != "serial" and name in out:
