@@ -20,6 +20,26 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def epoch_timer():
+    """A Keras callback recording the wall time of every epoch in its ``times`` list."""
+    import time
+
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
 def build_reference_model(meta=None, compile_kwargs=None):
     """The lab's reference CNN: 150x150 RGB, Conv 32-64-128-128 (3x3, valid) each with 2x2
     max pooling, Flatten, Dense 512, sigmoid; RMSprop 1e-4 (Chollet's cats-vs-dogs CNN)."""

@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import machine  # noqa: E402
+from _common import epoch_timer, machine  # noqa: E402
 
 DEFAULT_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                             "chest_xray_224", "train")
@@ -79,26 +79,6 @@ class DeviceSampler:
                 "memory_mib": {"median": statistics.median(self.mem), "max": max(self.mem)}}
 
 
-class EpochTimer:
-    """Keras callback: wall time of every epoch."""
-
-    def __new__(cls):
-        import keras
-
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.times = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.times.append(time.perf_counter() - self._t)
-
-        return _Timer()
-
-
 def run_size(data, size: int, seed: int, args) -> dict:
     import numpy as np
     from sklearn.metrics import roc_auc_score
@@ -108,7 +88,7 @@ def run_size(data, size: int, seed: int, args) -> dict:
 
     films = load_image_folder(data, size)
     train, test = grouped_split(films.y, films.groups, 0.2, random_state=seed)
-    timer = EpochTimer()
+    timer = epoch_timer()
     clf = PneumoniaCNN(image_size=size, n_networks=1, random_state=seed, tracking=False,
                        callbacks=[timer])
     start = time.perf_counter()

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import data_dir, machine  # noqa: E402
+from _common import data_dir, epoch_timer, machine  # noqa: E402
 
 KAGGLE_TRAIN = 5216
 GIB = 2**30
@@ -73,7 +73,6 @@ def make_tree(source: Path, n: int, dest: Path) -> Path:
 def worker(args) -> dict:
     import warnings
 
-    import keras
     import numpy as np
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder, quiet_tensorflow
@@ -92,22 +91,14 @@ def worker(args) -> dict:
     if not args.warm_cache:
         out["decode_images_per_s"] = round(len(data) / load_s, 1)
 
-    epochs = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epochs.append(time.perf_counter() - self.t)
-
+    timer = epoch_timer()
     clf = PneumoniaCNN(image_size=args.size, n_networks=1, epochs=2, validation_fraction=0,
                        threshold=0.5, tracking=False, random_state=0, verbose=0,
-                       callbacks=[Timer()])
+                       callbacks=[timer])
     t = time.perf_counter()
     clf.fit(data, steps_per_epoch=args.steps)
     out["fit_s"] = round(time.perf_counter() - t, 2)
-    out["train_images_per_s"] = round(args.steps * 32 / epochs[1], 1)
+    out["train_images_per_s"] = round(args.steps * 32 / timer.times[1], 1)
     out["rss_after_fit_mib"] = round(peak_rss_mib())
     if isinstance(data.X, ImageStream):
         X = clf.feature_encoder_.transform(data.X)  # the normalised stream the fit read

@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import data_224, machine  # noqa: E402
+from _common import data_224, epoch_timer, machine  # noqa: E402
 
 
 def main(argv=None):
@@ -36,7 +36,6 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
 
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -74,19 +73,11 @@ def main(argv=None):
         model.train_on_batch(*one)
     out["compute_epoch_s"] = round(time.perf_counter() - start, 2)
 
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t)
-
+    timer = epoch_timer()
     clf = PneumoniaCNN(n_networks=1, epochs=args.epochs, tracking=False, random_state=0,
-                       validation_fraction=0.0, intensity_norm=None, callbacks=[Timer()])
+                       validation_fraction=0.0, intensity_norm=None, callbacks=[timer])
     clf.fit(X, data.y)
-    steady = statistics.median(times[1:] or times)
+    steady = statistics.median(timer.times[1:] or timer.times)
     out["fit_epoch_s"] = round(steady, 2)
     out["images_per_s"] = round(len(X) / steady, 1)
     out["pipeline_share"] = round(out["pipeline_epoch_s"] / steady, 3)

@@ -125,18 +125,17 @@ def test_a_pyfunc_model_pickled_under_the_old_module_path_loads():
 @pytest.mark.parametrize("package", ["estimator", "network"])
 def test_lazy_packages_export_what_their_static_imports_say(package):
     """``estimator`` and ``network`` import their names on first use (so the CLI checks
-    settings without TensorFlow); the ``if TYPE_CHECKING:`` imports that documentation and
-    type checkers read must name the same modules, and every name must load."""
+    settings without TensorFlow), read from the ``if TYPE_CHECKING:`` imports that
+    documentation and type checkers read too: ``__all__`` must list the same names, and
+    every name must load."""
+    from pneumonia_cnn.utils import guarded_imports
+
     module = importlib.import_module(f"pneumonia_cnn.{package}")
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    guarded = next(n for n in tree.body if isinstance(n, ast.If)
-                   and getattr(n.test, "id", None) == "TYPE_CHECKING")
-    static = {alias.name: node.module for node in guarded.body
-              if isinstance(node, ast.ImportFrom) for alias in node.names}
-    assert static == module._EXPORTS
-    assert set(module.__all__) == set(module._EXPORTS)
+    static = guarded_imports(module.__file__)
+    assert static and set(module.__all__) == set(static)
     for name in module.__all__:
-        assert getattr(module, name) is not None
+        assert getattr(module, name) is getattr(
+            importlib.import_module(f"pneumonia_cnn.{package}.{static[name]}"), name)
     assert set(module.__all__) <= set(dir(module))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         getattr(module, "nope")

@@ -36,9 +36,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    if args.data_dir is not None:  # the data source (at once), then the settings (scikit-
-        check_data_arg(args, "train")  # learn's checks, about a second): no TensorFlow yet,
-    settings = checked_settings(args)  # no image read
+    # the data source (at once), then the settings (scikit-learn's checks, about a second),
+    # before TensorFlow loads or any image is read
+    if args.data_dir is not None:
+        check_data_arg(args, "train")
+    settings = checked_settings(args)
     from ..analysis import evaluate
     from ..data import evaluation_split, grouped_split, make_synthetic_dataset
     from ..metrics import public_metrics

@@ -46,9 +46,10 @@ def run(args) -> int:
     import numpy as np
 
     check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
-    check_data_arg(args, "train")  # the data source (at once), then the settings (scikit-
-    settings = checked_settings(args)  # learn's checks, about a second): no TensorFlow yet,
-    clf = make_estimator(args, settings)  # no image read
+    # the data source (at once), then the settings (scikit-learn's checks, about a second),
+    # before TensorFlow loads or any image is read
+    check_data_arg(args, "train")
+    clf = make_estimator(args, checked_settings(args))
     data = load_data_arg(args, clf.image_size, "train", verbose=int(not args.quiet))
     print(f"Training on {len(data)} images {data.class_counts()} from {data.root}",
           flush=True)

@@ -3,7 +3,8 @@
 Modules (private, re-exported here): ``_classifier`` (the scikit-learn contract and the
 Keras plumbing), ``_params`` (parameter constraints, the architecture by image size, checks),
 ``_inputs`` (image arrays and labels), ``_training`` (Keras callbacks, input pipelines, the
-hold-out threshold), ``_ensemble`` (deep ensembles), ``_persistence`` (saved folders and
+hold-out threshold), ``_predicting`` (probabilities through ``predict_on_batch``),
+``_ensemble`` (deep ensembles), ``_persistence`` (saved folders and
 their formats), ``_hooks`` (the side effects of ``fit``).
 
 Names are imported on first use (:func:`pneumonia_cnn.utils.lazy_exports`): the
@@ -15,38 +16,16 @@ from typing import TYPE_CHECKING
 
 from ..utils import lazy_exports
 
-_EXPORTS = {
-    "architecture": "_params",
-    "ARCHITECTURES": "_params",
-    "atomic_model_folder": "_persistence",
-    "fit_hooks": "_hooks",
-    "FitContext": "_hooks",
-    "FitHook": "_hooks",
-    "FORMAT_VERSION": "_persistence",
-    "in_memory_batches": "_training",
-    "is_model_uri": "_persistence",
-    "load_folder": "_persistence",
-    "local_model_folder": "_persistence",
-    "META_FILE": "_persistence",
-    "MODEL_FILE": "_persistence",
-    "PARAMETER_CONSTRAINTS": "_params",
-    "PneumoniaCNN": "_classifier",
-    "check_settings": "_params",
-    "READABLE_FORMATS": "_persistence",
-    "SMALL_IMAGE": "_params",
-    "WRAPPER_FILES": "_persistence",
-}
-
 __all__ = [
     "ARCHITECTURES", "FORMAT_VERSION", "FitContext", "FitHook", "META_FILE", "MODEL_FILE",
     "PARAMETER_CONSTRAINTS", "PneumoniaCNN", "READABLE_FORMATS", "SMALL_IMAGE",
-    "WRAPPER_FILES", "architecture", "atomic_model_folder", "check_settings", "fit_hooks", "in_memory_batches",
-    "is_model_uri", "load_folder", "local_model_folder",
+    "WRAPPER_FILES", "architecture", "atomic_model_folder", "check_settings", "fit_hooks",
+    "in_memory_batches", "is_model_uri", "load_folder", "local_model_folder",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__)  # the names of the block below
 
-if TYPE_CHECKING:  # the same names, for documentation and type checkers
+if TYPE_CHECKING:  # imported on first use (also read by documentation, type checkers)
     from ._classifier import PneumoniaCNN
     from ._hooks import FitContext, FitHook, fit_hooks
     from ._params import (

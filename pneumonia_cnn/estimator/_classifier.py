@@ -28,9 +28,9 @@ from . import _params, _persistence
 from ._ensemble import fit_ensemble
 from ._hooks import FitContext, fit_hooks, notify
 from ._inputs import as_images, training_data, validate_array
+from ._predicting import probabilities
 from ._training import (
     batched_fit,
-    batched_proba,
     build_network,
     check_not_diverged,
     drop_fit_helpers,
@@ -387,18 +387,12 @@ class PneumoniaCNN(KerasClassifier):
             return np.concatenate([self.predict_proba(chunk, **kwargs)
                                    for chunk in iter_chunks(X, CHUNK)])
         kwargs.setdefault("verbose", 0)
-        proba = self._proba(X, kwargs)
+        proba = probabilities(self, X, kwargs, super().predict_proba)
         if self.tta:  # average over the original and the fixed test-time views
             for view in tta_views(X, int(self.tta)):
-                proba = proba + self._proba(view, kwargs)
+                proba = proba + probabilities(self, view, kwargs, super().predict_proba)
             proba = proba / (1 + int(self.tta))
         return proba
-
-    def _proba(self, X, kwargs):  # predict_on_batch unless something routes to predict
-        if kwargs.keys() - {"verbose"} or self.callbacks or any(
-                k.startswith("predict__") for k in self.get_params()):
-            return super().predict_proba(X, **kwargs).reshape(len(X), -1)  # (1, 2), not (2,)
-        return batched_proba(self, X)
 
     def predict(self, X, **kwargs):
         """Class name of every image: PNEUMONIA when P(PNEUMONIA) >= ``threshold``."""

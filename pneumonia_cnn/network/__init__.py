@@ -14,24 +14,6 @@ from typing import TYPE_CHECKING
 
 from ..utils import lazy_exports
 
-_EXPORTS = {
-    "affine": "_augmentation",
-    "augmentation_factors": "_augmentation",
-    "AUGMENTATION_PRESETS": "_augmentation",
-    "build_augmentation": "_augmentation",
-    "build_model": "_model",
-    "check_intensity_norm": "_preprocessing",
-    "clahe_in_processes": "_preprocessing",
-    "count_flops": "_model",
-    "ensemble_model": "_model",
-    "flat_layers": "_model",
-    "INTENSITY_NORMS": "_preprocessing",
-    "IntensityNormalizer": "_preprocessing",
-    "normalize_intensity": "_preprocessing",
-    "TTA_VIEWS": "_augmentation",
-    "tta_views": "_augmentation",
-}
-
 __all__ = [
     "AUGMENTATION_PRESETS", "INTENSITY_NORMS", "IntensityNormalizer", "TTA_VIEWS", "affine",
     "augmentation_factors", "build_augmentation", "build_model", "check_intensity_norm",
@@ -39,9 +21,9 @@ __all__ = [
     "count_flops", "ensemble_model", "flat_layers", "normalize_intensity", "tta_views",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__)  # the names of the block below
 
-if TYPE_CHECKING:  # the same names, for documentation and type checkers
+if TYPE_CHECKING:  # imported on first use (also read by documentation, type checkers)
     from ._augmentation import (
         AUGMENTATION_PRESETS,
         TTA_VIEWS,

@@ -6,7 +6,7 @@ names and the model URI schemes), ``_lazy`` (packages whose names load on first 
 """
 
 from ._interrupts import deferred_interrupts
-from ._lazy import lazy_exports
+from ._lazy import guarded_imports, lazy_exports
 from ._model_paths import (
     META_FILE,
     MODEL_FILE,
@@ -21,5 +21,5 @@ from ._plugins import PLUGINS, plugin
 from ._quiet import filter_native_stderr, quiet_tensorflow
 
 __all__ = ["META_FILE", "MODEL_FILE", "MODEL_URI_SCHEMES", "PLUGINS", "PYFUNC_FILE",
-           "WRAPPER_FILES", "deferred_interrupts", "filter_native_stderr", "is_model_uri",
-           "lazy_exports", "model_files_folder", "not_a_model", "plugin", "quiet_tensorflow"]
+           "WRAPPER_FILES", "deferred_interrupts", "filter_native_stderr", "guarded_imports",
+           "is_model_uri", "lazy_exports", "model_files_folder", "not_a_model", "plugin", "quiet_tensorflow"]

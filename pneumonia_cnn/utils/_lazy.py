@@ -4,24 +4,31 @@ the modules that build or run a network need."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
+from pathlib import Path
 
-__all__ = ["lazy_exports"]
+__all__ = ["guarded_imports", "lazy_exports"]
 
 
-def lazy_exports(package: str, exports: dict[str, str]):
-    """``__getattr__`` and ``__dir__`` for ``package``: each name of ``exports`` (name ->
-    private module of the package) is imported from its module when first asked for, then
-    kept in the package.
+def lazy_exports(package: str):
+    """``__getattr__`` and ``__dir__`` for ``package``: each name that its
+    ``if TYPE_CHECKING:`` block imports from one of its modules (``from ._module import
+    name``) is imported from that module when first asked for, then kept in the package.
+    That block is the one list of the package's names: documentation and type checkers read
+    it too.
 
     Examples
     --------
-    In a package's ``__init__.py``, beside an ``if TYPE_CHECKING:`` block with the same
-    imports written out (for documentation and type checkers)::
+    At the end of a package's ``__init__.py``::
 
-        __getattr__, __dir__ = lazy_exports(__name__, {"PneumoniaCNN": "_classifier"})
+        __getattr__, __dir__ = lazy_exports(__name__)
+
+        if TYPE_CHECKING:
+            from ._classifier import PneumoniaCNN
     """
+    exports = guarded_imports(sys.modules[package].__file__)
 
     def __getattr__(name):
         if name in exports:
@@ -34,3 +41,14 @@ def lazy_exports(package: str, exports: dict[str, str]):
         return sorted(set(vars(sys.modules[package])) | set(exports))
 
     return __getattr__, __dir__
+
+
+def guarded_imports(path) -> dict[str, str]:
+    """``{name: "_module"}`` of the ``from ._module import name`` lines in the top-level
+    ``if TYPE_CHECKING:`` block of the Python file ``path``."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    return {alias.asname or alias.name: node.module
+            for block in tree.body if isinstance(block, ast.If)
+            and getattr(block.test, "id", None) == "TYPE_CHECKING"
+            for node in block.body if isinstance(node, ast.ImportFrom) and node.level == 1
+            for alias in node.names}
