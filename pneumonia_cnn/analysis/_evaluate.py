@@ -171,7 +171,14 @@ def training_overlap(estimator, X) -> int:
 def _load_source(estimator, source):
     """A labelled data source at the estimator's input size (of a source with splits, its
     ``test`` split)."""
-    return load_data(source, getattr(estimator, "image_size", 96), role="evaluate", verbose=0)
+    return load_data(source, _model_size(estimator) or 96, role="evaluate", verbose=0)
+
+
+def _model_size(estimator) -> int:
+    """The side of the films ``estimator`` takes (0 where it does not say)."""
+    if hasattr(estimator, "input_size"):
+        return int(estimator.input_size())
+    return int(getattr(estimator, "image_size", 0) or 0)
 
 
 def _at_model_size(estimator, data):
@@ -180,7 +187,7 @@ def _at_model_size(estimator, data):
     training-overlap check would not recognise them); without files, a warning says so."""
     import os
 
-    size = int(getattr(estimator, "image_size", 0) or 0)
+    size = _model_size(estimator)
     if not size or len(data) == 0 or tuple(data.X.shape[1:3]) == (size, size):
         return data
     if all(os.path.isfile(str(p)) for p in data.paths):

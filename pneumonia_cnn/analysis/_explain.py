@@ -208,7 +208,7 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(net, "model_")
-    data = load_any(X, net.image_size)
+    data = load_any(X, net.input_size())
     paths = data.paths if data is not None else None
     images = net.prepare_images(data.X if data is not None else X)
     proba = np.asarray(estimator.predict_proba(images))[:, 1]

@@ -35,6 +35,16 @@ class NetworkWrapper(ClassifierMixin, BaseEstimator):
     def image_size(self):
         return self.estimator.image_size
 
+    def input_size(self) -> int:
+        """The side of the films the wrapped network takes.
+
+        Returns
+        -------
+        int
+            See :meth:`pneumonia_cnn.PneumoniaCNN.input_size`.
+        """
+        return self.estimator.input_size()
+
     @property
     def tracking(self):
         return getattr(self.estimator, "tracking", False)

@@ -71,11 +71,11 @@ def run(args) -> int:
     set_tracking_uri(clf, args.tracking_uri)
     held, name = None, str(site)
     if fraction is None:
-        data = site_films(site, clf.image_size)
+        data = site_films(site, clf.input_size())
     else:  # labels to evaluate with: NORMAL/ and PNEUMONIA/ (adapt itself never reads them)
         from ..data import load_data
 
-        data, held = split_by_patient(load_data(site, clf.image_size, role=None), fraction)
+        data, held = split_by_patient(load_data(site, clf.input_size(), role=None), fraction)
         name = f"{site} (adaptation part)"
     model = adapt(clf, data, target_sensitivity=args.target_sensitivity,
                   batch_norm=args.batch_norm, track=args.tracking, data_name=name)

@@ -87,12 +87,12 @@ def run(args) -> int:
         raise CLIError(f"--confidence must be in (0, 1), got {args.confidence}")
     if args.unlabelled is not None and not Path(args.unlabelled).is_dir():
         raise CLIError(f"--unlabelled {args.unlabelled}: no such folder")
-    data = load_data_arg(args, clf.image_size, None)  # a source with splits: name the one
+    data = load_data_arg(args, clf.input_size(), None)  # a source with splits: name the one
     held, name = None, str(data.root)
     if fraction is not None:
         data, held = split_by_patient(data, fraction)
         name = f"{data.root} (calibration part)"
-    unlabelled = site_films(args.unlabelled, clf.image_size) if args.unlabelled else None
+    unlabelled = site_films(args.unlabelled, clf.input_size()) if args.unlabelled else None
     model = calibrate(clf, data, target_sensitivity=args.target_sensitivity,
                       threshold=args.threshold, method=args.method, track=args.tracking,
                       confidence=args.confidence, unlabelled=unlabelled, data_name=name)

@@ -43,7 +43,7 @@ def run(args) -> int:
 
     clf = load_model(args.model, tracking_uri=args.tracking_uri)
     set_tracking_uri(clf, args.tracking_uri)
-    data = load_data_arg(args, clf.image_size, "evaluate")
+    data = load_data_arg(args, clf.input_size(), "evaluate")
     result = evaluate(clf, data, out_dir=args.out, threshold=args.threshold,
                       track=args.tracking, data_name=str(data.root))
     metrics = public_metrics(result)

@@ -36,7 +36,7 @@ def run(args) -> int:
     from ..analysis import explain, load_model
 
     clf = load_model(args.model)
-    data = read_inputs(args.inputs, clf.image_size)
+    data = read_inputs(args.inputs, clf.input_size())
     targets = ["PNEUMONIA", "NORMAL"] if args.target == "both" else [args.target]
     for target in targets:
         out = Path(args.out) / target.lower() if len(targets) > 1 else Path(args.out)

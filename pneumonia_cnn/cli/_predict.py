@@ -26,7 +26,7 @@ def run(args) -> int:
     from ..analysis import load_model
 
     clf = load_model(args.model)
-    data = read_inputs(args.inputs, clf.image_size)
+    data = read_inputs(args.inputs, clf.input_size())
     proba = clf.predict_proba(data.X)[:, list(clf.classes_).index("PNEUMONIA")]
     labels = clf.predict(data.X)
     import csv

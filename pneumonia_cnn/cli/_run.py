@@ -65,7 +65,7 @@ def run(args) -> int:
         clf.set_params(**{k: v for k, v in {"epochs": 25, "batch_size": 16}.items()
                           if k not in vars(args)})
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data_arg(args, clf.image_size, "train", verbose=int(not args.quiet))
+    data = load_data_arg(args, clf.input_size(), "train", verbose=int(not args.quiet))
     test_source = evaluation_split(args.data_dir)  # chest_xray:test, data.npz:test, or None
     if test_source is None:
         tr, te = grouped_split(data.y, data.groups, 0.2, random_state=0)
@@ -81,7 +81,7 @@ def run(args) -> int:
     clf.fit(train)
     model_path = clf.save(out / "model")
     if held is None:
-        held = load_data_arg(args, clf.image_size, None, source=test_source)
+        held = load_data_arg(args, clf.input_size(), None, source=test_source)
     result = evaluate(clf, held, out_dir=out / "evaluation", data_name=held_name)
     metrics = public_metrics(result)
     print(f"\nEvaluation on {metrics['n_images']} images: {held_out}"

@@ -73,7 +73,7 @@ def run(args) -> int:
             from ..cluster import connect
 
             cluster = stack.enter_context(connect(args.cluster))
-        data = load_data_arg(args, base.image_size, "train", verbose=0 if args.quiet else 1)
+        data = load_data_arg(args, base.input_size(), "train", verbose=0 if args.quiet else 1)
         result = search(data, args.grid, param_distributions=args.random,
                         n_iter=args.n_iter, estimator=base, cv=args.cv, n_jobs=args.n_jobs,
                         name=args.name, tracking_uri=tracking_uri, resume=args.resume,

@@ -50,7 +50,7 @@ def run(args) -> int:
     if not args.severities or any(v not in SEVERITIES for v in args.severities):
         raise CLIError(f"--severities must be a subset of 1,2,3, got {args.severities}")
     clf = load_model(args.model)
-    data = load_data_arg(args, clf.image_size, "evaluate")
+    data = load_data_arg(args, clf.input_size(), "evaluate")
     result = stress_test(clf, data, perturbations=names, severities=tuple(args.severities),
                          random_state=args.random_state)
     if args.json:  # strict JSON: an undefined ROC AUC (one class) is null

@@ -50,7 +50,7 @@ def run(args) -> int:
     # before TensorFlow loads or any image is read
     check_data_arg(args, "train")
     clf = make_estimator(args, checked_settings(args))
-    data = load_data_arg(args, clf.image_size, "train", verbose=int(not args.quiet))
+    data = load_data_arg(args, clf.input_size(), "train", verbose=int(not args.quiet))
     print(f"Training on {len(data)} images {data.class_counts()} from {data.root}",
           flush=True)
     try:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from ..utils import lazy_exports
 
 __all__ = [
-    "ARCHITECTURES", "FORMAT_VERSION", "FitContext", "FitHook", "META_FILE", "MODEL_FILE",
+    "ARCHITECTURES", "BACKBONE_DEFAULTS", "FORMAT_VERSION", "FitContext", "FitHook", "META_FILE", "MODEL_FILE",
     "PARAMETER_CONSTRAINTS", "PneumoniaCNN", "READABLE_FORMATS", "SMALL_IMAGE",
-    "WRAPPER_FILES", "architecture", "atomic_model_folder", "check_settings", "fit_hooks",
+    "WRAPPER_FILES", "architecture", "atomic_model_folder", "by_backbone", "check_settings", "fit_hooks",
     "in_memory_batches", "is_model_uri", "load_folder", "local_model_folder",
 ]
 
@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # imported on first use (also read by documentation, type che
     from ._hooks import FitContext, FitHook, fit_hooks
     from ._params import (
         ARCHITECTURES,
+        BACKBONE_DEFAULTS,
         PARAMETER_CONSTRAINTS,
         SMALL_IMAGE,
         architecture,
+        by_backbone,
         check_settings,
     )
     from ._persistence import (

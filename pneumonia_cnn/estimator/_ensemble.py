@@ -9,6 +9,7 @@ from sklearn.base import clone
 
 from ..data import ImageStream
 from ..network import normalize_intensity
+from ._params import by_backbone
 from ._training import member_seeds
 
 __all__ = ["combine", "fit_ensemble"]
@@ -19,7 +20,7 @@ def fit_ensemble(estimator, X, y, sample_weight, groups, hooks, context):
     combine them into one averaging Keras model; returns the validation hold-out or None.
     Hooks hear of every finished member; after Ctrl-C the finished members (and the
     interrupted one) are kept."""
-    seeds = member_seeds(estimator.random_state, int(estimator.n_networks))
+    seeds = member_seeds(estimator.random_state, int(by_backbone(estimator, "n_networks")))
     # one validation split for all members and the ensemble itself (its threshold and
     # stress test are then measured on patients no member trained on)
     split_seed = (estimator.random_state

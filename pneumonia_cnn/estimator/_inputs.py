@@ -114,7 +114,7 @@ def load_source(estimator, X, y=None, role="evaluate"):
     if isinstance(X, (str, os.PathLike)) and y is not None:
         raise ValueError("y must be None when X is a data folder: the labels come from "
                          "its class sub-folders")
-    return load_any(X, estimator.image_size, verbose=int(estimator.verbose > 0), role=role)
+    return load_any(X, estimator.input_size(), verbose=int(estimator.verbose > 0), role=role)
 
 def as_images(estimator, X, y=None, groups=None):
     """A data source, a list of files or an array as ``(X uint8, y, groups)`` (X is an

@@ -13,11 +13,12 @@ from sklearn.utils._param_validation import (
     validate_parameter_constraints,
 )
 
-from ..network import TTA_VIEWS, augmentation_factors, check_intensity_norm
+from ..network import BACKBONES, TTA_VIEWS, augmentation_factors, check_intensity_norm
 from ._hooks import FitHook
 
-__all__ = ["ARCHITECTURES", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE", "architecture",
-           "check_params", "check_settings", "check_shift_params"]
+__all__ = ["ARCHITECTURES", "BACKBONE_DEFAULTS", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE",
+           "architecture", "by_backbone", "check_params", "check_settings",
+           "check_shift_params"]
 
 #: Architectures that ``filters=None`` (and ``convs_per_block``, ``global_pooling``,
 #: ``dense_units`` None) choose by image size. "standard" is the 96-px default (4 halvings
@@ -33,9 +34,21 @@ ARCHITECTURES = {
 }
 SMALL_IMAGE = 64
 
+#: What ``image_size``, ``n_networks``, ``epochs`` and ``learning_rate`` None choose, by
+#: ``backbone``: the lab's from-scratch network (None) keeps its measured defaults; the
+#: pretrained backbone's recipe was measured on the whole training split (docs: Results,
+#: "Pretrained features").
+BACKBONE_DEFAULTS = {
+    None: {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3},
+    "efficientnet-lite0": {"image_size": 128, "n_networks": 1, "epochs": 8,
+                           "learning_rate": 3e-4},
+}
+
 #: Every parameter of :class:`PneumoniaCNN` (scikit-learn's ``_parameter_constraints``).
 PARAMETER_CONSTRAINTS = {
-    "image_size": [Interval(Integral, 8, None, closed="left")],
+    "backbone": [StrOptions(set(BACKBONES)), None],
+    "freeze_blocks": [Interval(Integral, 0, 16, closed="both")],
+    "image_size": [Interval(Integral, 8, None, closed="left"), None],
     "kernel_size": [Interval(Integral, 1, None, closed="left")],
     "convs_per_block": [Interval(Integral, 1, None, closed="left"), None],
     "pooling": [StrOptions({"max", "average"})],
@@ -44,9 +57,9 @@ PARAMETER_CONSTRAINTS = {
     "dense_units": [Interval(Integral, 0, None, closed="left"), None],
     "dropout": [Interval(Real, 0, 1, closed="left")],
     "border_mask": [Interval(Real, 0, 0.5, closed="left")],
-    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
     "lr_schedule": [StrOptions({"cosine", "constant"}), None],
-    "epochs": [Interval(Integral, 1, None, closed="left")],
+    "epochs": [Interval(Integral, 1, None, closed="left"), None],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "validation_fraction": [Interval(Real, 0, 0.5, closed="both")],
     "patience": [Interval(Integral, 1, None, closed="left"), None],
@@ -75,12 +88,22 @@ PARAMETER_CONSTRAINTS = {
 }
 
 
+def by_backbone(estimator, name: str):
+    """The value of ``image_size``, ``n_networks``, ``epochs`` or ``learning_rate``: the
+    parameter where given, else :data:`BACKBONE_DEFAULTS` for the estimator's backbone."""
+    value = getattr(estimator, name)
+    if value is None:
+        return BACKBONE_DEFAULTS[getattr(estimator, "backbone", None)][name]
+    return value
+
+
 def architecture(estimator) -> dict:
     """The network's ``filters``, ``convs_per_block``, ``global_pooling``,
     ``dense_units`` and ``augmentation``: the parameters where given (None, or "auto"
     for augmentation, is not given), else the :data:`ARCHITECTURES` entry for
     ``image_size`` (``"small"`` below :data:`SMALL_IMAGE` px)."""
-    preset = ARCHITECTURES["small" if int(estimator.image_size) < SMALL_IMAGE else "standard"]
+    size = int(by_backbone(estimator, "image_size"))
+    preset = ARCHITECTURES["small" if size < SMALL_IMAGE else "standard"]
     given = {"filters": estimator.filters, "convs_per_block": estimator.convs_per_block,
              "global_pooling": estimator.global_pooling, "dense_units": estimator.dense_units}
     out = {k: (preset[k] if v is None else v) for k, v in given.items()}
@@ -121,14 +144,20 @@ def check_params(estimator) -> None:
         validate_parameter_constraints(constraints, params, caller_name=name)
     except InvalidParameterError as exc:
         raise ValueError(str(exc)) from None
+    size = by_backbone(estimator, "image_size")
     filters = architecture(estimator)["filters"]
-    if (not isinstance(filters, (tuple, list)) or not filters
+    if estimator.backbone is not None:
+        if size < 32:
+            raise ValueError(f"image_size={size} is too small for backbone="
+                             f"{estimator.backbone!r}: it needs at least 32 px (5 halvings); "
+                             "use image_size >= 32, or backbone=None for small films")
+    elif (not isinstance(filters, (tuple, list)) or not filters
             or not all(isinstance(f, (int, np.integer)) and not isinstance(f, bool)
                        and f >= 1 for f in filters)):
         raise ValueError(f"filters must be a non-empty tuple of positive ints, one per "
                          f"convolution block, e.g. (16, 32, 64); got {filters!r}")
-    if estimator.image_size < 2 ** len(filters):
-        raise ValueError(f"image_size={estimator.image_size} is too small for {len(filters)} "
+    elif size < 2 ** len(filters):
+        raise ValueError(f"image_size={size} is too small for {len(filters)} "
                          f"convolution blocks (filters={tuple(filters)}): each block halves "
                          f"the image, so image_size must be at least {2 ** len(filters)}; "
                          "use a larger image_size or fewer filters")
@@ -143,8 +172,9 @@ def check_params(estimator) -> None:
 def check_shift_params(estimator) -> None:
     """Validate the robustness parameters before any work (named as the user wrote them)."""
     check_intensity_norm(estimator.intensity_norm)
-    if not isinstance(estimator.n_networks, (int, np.integer)) or estimator.n_networks < 1:
-        raise ValueError(f"n_networks must be an int >= 1, got {estimator.n_networks!r}")
+    n = estimator.n_networks
+    if n is not None and (not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"n_networks must be an int >= 1 or None (by backbone), got {n!r}")
     if (not isinstance(estimator.tta, (int, np.integer)) or isinstance(estimator.tta, bool)
             or not 0 <= estimator.tta <= len(TTA_VIEWS)):
         raise ValueError(f"tta must be an int from 0 (off) to {len(TTA_VIEWS)}, "

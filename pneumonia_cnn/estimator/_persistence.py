@@ -25,15 +25,18 @@ from ..utils import (
     model_files_folder,
     not_a_model,
 )
-from ._params import check_shift_params
+from ._params import BACKBONE_DEFAULTS, by_backbone, check_shift_params
 
 __all__ = ["FORMAT_VERSION", "META_FILE", "MODEL_FILE", "MODEL_URI_SCHEMES", "READABLE_FORMATS",
            "WRAPPER_FILES", "atomic_model_folder", "is_model_uri", "load_folder",
            "local_model_folder", "write_files"]
 
-FORMAT_VERSION = 3
-#: Formats :meth:`PneumoniaCNN.load` reads (3 added the validation hold-out's scores).
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: Formats :meth:`PneumoniaCNN.load` reads (3 added the validation hold-out's scores, 4 the
+#: pretrained backbone).
+READABLE_FORMATS = (1, 2, 3, 4)
+#: Formats before 4 were all the from-scratch network.
+_BEFORE_FORMAT4 = {"backbone": None, "freeze_blocks": 8}
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
 _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
@@ -120,7 +123,10 @@ def write_files(estimator, path: Path) -> None:
     inside :func:`pneumonia_cnn.estimator.atomic_model_folder`; wrappers add theirs)."""
     estimator.model_.save(path / MODEL_FILE)
     params, dropped = {}, []
-    for k, v in estimator.get_params().items():
+    given = estimator.get_params()
+    for k in BACKBONE_DEFAULTS[None]:  # the values used, not "by backbone": a later version
+        given[k] = by_backbone(estimator, k)  # may choose otherwise for None
+    for k, v in given.items():
         try:
             json.dumps(v)
             params[k] = v
@@ -132,7 +138,7 @@ def write_files(estimator, path: Path) -> None:
         "pneumonia_cnn_version": __version__,
         "keras_version": keras.__version__,
         "classes": [str(c) for c in estimator.classes_],
-        "image_size": int(estimator.image_size),
+        "image_size": estimator.input_size(),
         "params": params,
         "params_not_saved": dropped,
         "history": {k: [float(x) for x in v] for k, v in estimator.history_.items()},
@@ -177,6 +183,8 @@ def load_folder(cls, path, safe_mode: bool = True):
         raise DataError(f"{meta_file} has no 'params' object: the model folder is "
                         "damaged; save or train the model again")
     params = {**_FORMAT1_VALUES, **saved}
+    if meta.get("format_version") < 4:
+        params.update(_BEFORE_FORMAT4)
     if isinstance(params.get("filters"), list):
         params["filters"] = tuple(params["filters"])
     # where runs go is the user's choice when the model is used, not the file's

@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from ..data import ImageStream, stream_batches
 from ..metrics import RULES, choose_threshold
-from ..network import build_model, ensemble_model
+from ..network import build_model, build_pretrained_model, ensemble_model
+from ._params import by_backbone
 from ..utils import deferred_interrupts
 
 __all__ = ["BestWeights", "CosineSchedule", "HoldInterruptsWhileTracing", "batched_fit",
@@ -172,6 +173,12 @@ def build_network(estimator, meta, compile_kwargs):
     members = getattr(estimator, "_members", None)
     if members:  # a fitted ensemble: average the members' outputs
         model = ensemble_model(members)
+    elif estimator.backbone is not None:
+        model = build_pretrained_model(
+            meta["X_shape_"][1:], backbone=estimator.backbone,
+            freeze_blocks=estimator.freeze_blocks, dropout=estimator.dropout,
+            augmentation=estimator.architecture()["augmentation"],
+            border_mask=estimator.border_mask, seed=estimator._random_state)
     else:
         arch = estimator.architecture()
         model = build_model(
@@ -184,7 +191,7 @@ def build_network(estimator, meta, compile_kwargs):
     optimizer = compile_kwargs["optimizer"]
     if "optimizer__learning_rate" not in estimator.get_params() and isinstance(
             estimator.optimizer, (str, type)):
-        optimizer.learning_rate = estimator.learning_rate
+        optimizer.learning_rate = by_backbone(estimator, "learning_rate")
     if compile_kwargs.get("metrics") is None:
         compile_kwargs["metrics"] = [keras.metrics.BinaryAccuracy(name="accuracy"),
                                      keras.metrics.AUC(name="auc")]
@@ -213,7 +220,7 @@ def check_not_diverged(estimator, X) -> None:
             "the fit diverged: the trained network gives non-finite probabilities (NaN "
             f"or infinity) for {int((~np.isfinite(scores)).sum())} of {len(scores)} "
             f"training images; nothing usable was learned. Lower learning_rate (now "
-            f"{estimator.learning_rate:g}), keep batch_norm=True, or use optimizer='adam'")
+            f"{by_backbone(estimator, 'learning_rate'):g}), keep batch_norm=True, or use optimizer='adam'")
 
 
 def learned_nothing(estimator) -> str | None:
@@ -226,7 +233,8 @@ def learned_nothing(estimator) -> str | None:
         return None
     return (f"the fitted network ranks its validation hold-out no better than chance "
             f"(ROC AUC {auc:.3f}): it has learned nothing usable; check the labels, "
-            f"train longer or lower the learning rate (now {estimator.learning_rate:g})")
+            f"train longer or lower the learning rate (now "
+            f"{by_backbone(estimator, 'learning_rate'):g})")
 
 
 def salvage(estimator, context) -> tuple:
@@ -287,7 +295,8 @@ def own_callbacks(estimator) -> list:
     fit hooks' callbacks."""
     own = [HoldInterruptsWhileTracing()]
     if estimator.lr_schedule == "cosine":
-        own.append(CosineSchedule(estimator.epochs))
+        own.append(CosineSchedule(getattr(estimator, "fit__epochs", None)
+                                  or by_backbone(estimator, "epochs")))
     if getattr(estimator, "_validation", None) is not None:
         own.append(keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max",

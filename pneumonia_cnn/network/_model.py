@@ -10,7 +10,8 @@ from keras import layers
 
 from ._augmentation import build_augmentation
 
-__all__ = ["build_model", "count_flops", "ensemble_model", "flat_layers"]
+__all__ = ["build_model", "build_pretrained_model", "count_flops", "ensemble_model",
+           "flat_layers"]
 
 
 def build_model(
@@ -123,6 +124,96 @@ def build_model(
     outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=weights(),
                            name="pneumonia")(x)
     return keras.Model(inputs, outputs, name="pneumonia_cnn")
+
+
+def build_pretrained_model(
+    input_shape: Sequence[int] = (128, 128, 1),
+    *,
+    backbone: str = "efficientnet-lite0",
+    freeze_blocks: int = 8,
+    dropout: float = 0.3,
+    augmentation=None,
+    border_mask: float = 0.0,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build the (uncompiled) classifier on an ImageNet-pretrained backbone.
+
+    ``image -> augmentation -> border mask -> three channels -> ImageNet scaling ->
+    backbone -> global average pooling -> dropout -> sigmoid``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(128, 128, 1)
+        ``(height, width, channels)`` of the input, pixel values 0-255, sides >= 32 px.
+        A grayscale film is repeated into the three channels the backbone expects.
+    backbone : {"efficientnet-lite0"}, default="efficientnet-lite0"
+        See :data:`~pneumonia_cnn.network.BACKBONES`.
+    freeze_blocks : int, default=8
+        Backbone blocks (of 16, from the input up, with the stem) kept at their ImageNet
+        weights, batch-norm in inference mode; the rest, the head convolution and the
+        classifier are fine-tuned. 0 fine-tunes the whole backbone; 16 only the last
+        convolution and the classifier.
+    dropout : float, default=0.3
+        Dropout before the output unit.
+    augmentation : None, str or dict, default=None
+        See :func:`pneumonia_cnn.network.build_augmentation`.
+    border_mask : float, default=0.0
+        As in :func:`build_model`.
+    seed : int or None, default=None
+        Seed of the augmentation, dropout and the output layer's initial weights.
+
+    Returns
+    -------
+    keras.Model
+        Input ``image``; output ``pneumonia``: one sigmoid unit, P(PNEUMONIA). The backbone
+        is the nested model ``efficientnet_lite0`` (its last convolution ``top_conv``).
+    """
+    from ._efficientnet import BACKBONES, INPUT_MEAN, INPUT_STD, LITE0_BLOCKS, \
+        build_efficientnet_lite0
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES} (or None for the from-scratch "
+                         f"network), got {backbone!r}")
+    if not 0 <= int(freeze_blocks) <= len(LITE0_BLOCKS):
+        raise ValueError(f"freeze_blocks must be in [0, {len(LITE0_BLOCKS)}], "
+                         f"got {freeze_blocks!r}")
+    if min(input_shape[:2]) < 32:
+        raise ValueError(f"a pretrained backbone needs images of at least 32 px, got "
+                         f"{tuple(input_shape)!r}")
+    if not 0 <= border_mask < 0.5:
+        raise ValueError(f"border_mask must be in [0, 0.5), got {border_mask!r}")
+
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = inputs
+    augment = build_augmentation(augmentation, seed=seed)
+    if augment is not None:
+        x = augment(x)
+    margin = int(round(float(border_mask) * int(input_shape[0])))
+    if margin:
+        x = layers.Cropping2D(margin, name="border_crop")(x)
+        x = layers.ZeroPadding2D(margin, name="border_mask")(x)
+    if input_shape[-1] == 1:  # a grayscale film into the three channels of ImageNet
+        x = layers.Concatenate(name="to_rgb")([x, x, x])
+    x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="imagenet_scale")(x)
+
+    # momentum 0.9 for the fine-tuned batch norms, as in build_model (few steps an epoch)
+    net = build_efficientnet_lite0((*input_shape[:2], 3), bn_momentum=0.9)
+    frozen = int(freeze_blocks)
+    for layer in net.layers:
+        name = layer.name
+        block = (0 if name.startswith("stem") else int(name[5:].split("_")[0])
+                 if name.startswith("block") else len(LITE0_BLOCKS))
+        if block < frozen:
+            layer.trainable = False  # Keras runs a frozen BatchNormalization in inference mode
+    x = net(x)
+
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if dropout:
+        x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    init = ("glorot_uniform" if seed is None
+            else keras.initializers.GlorotUniform(seed=random.Random(int(seed)).randint(1, int(1e9))))
+    outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=init, name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name=f"pneumonia_{backbone.replace('-', '_')}")
 
 
 def ensemble_model(members: Sequence[keras.Model]) -> keras.Model:

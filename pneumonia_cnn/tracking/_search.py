@@ -305,7 +305,7 @@ def search(data, param_grid=None, *, param_distributions=None, n_iter: int = 10,
         if cluster is not None:  # before any data or run: a dead scheduler fails at once
             client = stack.enter_context(connect(cluster))
         if not isinstance(data, ImageData):
-            data = load_data(data, base.image_size, role="train", verbose=verbose)
+            data = load_data(data, base.input_size(), role="train", verbose=verbose)
         if holdout:
             search_idx, holdout_idx = grouped_split(data.y, data.groups, holdout,
                                                     random_state=random_state)

@@ -185,7 +185,7 @@ class PneumoniaPyfunc(_Base):
     def predict(self, context, model_input, params=None):
         net = getattr(self.model, "estimator", self.model)
         try:
-            X = decode_request(model_input, int(net.image_size))
+            X = decode_request(model_input, int(net.input_size()))
         except ServingInputError as exc:
             raise _invalid(str(exc)) from None
         return _predictions(self.model, X)
@@ -212,7 +212,7 @@ def log_model(run, estimator, name: str) -> str:
     output = Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
     # no input schema: the model takes image files *and* pixel arrays and checks them itself
     signature = ModelSignature(inputs=None, outputs=output)
-    example = pd.DataFrame({"image": [_example_png(int(net.image_size))]})
+    example = pd.DataFrame({"image": [_example_png(int(net.input_size()))]})
     params = {k: str(v)[:500] for k, v in model_params(net).items()}
     mlflow_logger = logging.getLogger("mlflow")
     old_level = mlflow_logger.level
