@@ -58,6 +58,17 @@ VARIANTS = {
     "mask10": {"border_mask": 0.1},
     "networks5": {"n_networks": 5},
     "single": {"n_networks": 1},
+    # the pretrained backbone (its defaults: 128 px, one network, 8 epochs, lr 3e-4, the
+    # first 8 of 16 blocks frozen) and its recipe's alternatives
+    "lite0": {"backbone": "efficientnet-lite0"},
+    "lite0_freeze12": {"backbone": "efficientnet-lite0", "freeze_blocks": 12},
+    "lite0_freeze4": {"backbone": "efficientnet-lite0", "freeze_blocks": 4},
+    "lite0_160": {"backbone": "efficientnet-lite0", "image_size": 160},
+    "lite0_96": {"backbone": "efficientnet-lite0", "image_size": 96},
+    "lite0_lr1e3": {"backbone": "efficientnet-lite0", "learning_rate": 1e-3},
+    "lite0_noaug": {"backbone": "efficientnet-lite0", "augmentation": None},
+    "lite0_noclahe": {"backbone": "efficientnet-lite0", "intensity_norm": None},
+    "lite0_12ep": {"backbone": "efficientnet-lite0", "epochs": 12},
 }
 RULES = ("target_hd95", "conformal95", "kde95", "youden", "fixed0.5")
 
@@ -276,7 +287,7 @@ def main(argv=None):
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
         params = VARIANTS[name]
-        size = params.get("image_size", PneumoniaCNN().image_size)
+        size = PneumoniaCNN(**params).input_size()
         data = load_image_folder(args.data, size, verbose=0)
         masks, y = batch_design(data)
         for seed in seeds:
@@ -289,8 +300,9 @@ def main(argv=None):
             results.setdefault("params", {})[name] = {
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in
                 PneumoniaCNN(**params).get_params().items()
-                if k in ("image_size", "filters", "global_pooling", "border_mask",
-                         "n_networks", "augmentation", "intensity_norm", "epochs", "threshold")}
+                if k in ("backbone", "freeze_blocks", "image_size", "filters", "global_pooling",
+                         "border_mask", "n_networks", "augmentation", "intensity_norm",
+                         "epochs", "learning_rate", "threshold")}
             os.makedirs(os.path.dirname(args.out), exist_ok=True)
             with open(args.out, "w") as fh:
                 json.dump(results, fh, indent=1)

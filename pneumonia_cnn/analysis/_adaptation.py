@@ -185,27 +185,49 @@ def _em(s, shapes, scale, known, unknown, centre, loc, pi, k, max_iter) -> tuple
 
 def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
     """A copy of a fitted ``PneumoniaCNN`` whose batch-normalisation statistics are those of
-    the images ``X`` (AdaBN): every BN layer, in network order, gets the mean and variance of
-    its inputs over ``X`` as its moving statistics. Weights are untouched; ``estimator`` is
-    not changed."""
-    import copy
+    the images ``X`` (AdaBN).
 
-    import keras
+    Every batch-norm layer, wherever it sits (in the network, in an ensemble's members, in a
+    pretrained backbone, frozen or not), in network order, gets the mean and variance of its
+    inputs over ``X`` as its moving statistics, with the layers before it already
+    re-estimated. Weights are untouched; ``estimator`` is not changed.
+
+    Parameters
+    ----------
+    estimator : fitted PneumoniaCNN
+        The network.
+    X : array of shape (n, size, size, 1)
+        The site's films (pixels 0-255).
+    batch_size : int, default=64
+        Films per forward pass.
+
+    Returns
+    -------
+    PneumoniaCNN
+        The copy, with its ``n_batch_norm_recalibrated_`` (layers re-estimated; 0 for a
+        network without batch norm).
+    """
+    import copy
 
     check_is_fitted(estimator, "model_")
     net = copy.deepcopy(estimator)  # scikeras pickles the Keras model: an independent copy
     X = net.feature_encoder_.transform(np.asarray(X))
-    model = net.model_
-    members = [m for m in model.layers if isinstance(m, keras.Model)] or [model]
-    for member in members:
-        for layer in flat_layers(member):
-            if not isinstance(layer, keras.layers.BatchNormalization):
-                continue
-            probe = keras.Model(member.inputs, layer.input)
+    net.n_batch_norm_recalibrated_ = _recalibrate(net.model_, X, batch_size)
+    return net
+
+
+def _recalibrate(model, X, batch_size: int) -> int:
+    """Re-estimate the batch norms of the functional ``model`` fed with ``X``, recursing
+    into nested models; returns how many layers were re-estimated."""
+    import keras
+
+    done = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            probe = keras.Model(model.inputs, layer.input)
             total = total_sq = None
             count = 0
-            for start in range(0, len(X), batch_size):
-                a = np.asarray(probe([X[start:start + batch_size]], training=False), np.float64)
+            for a in _batches(probe, X, batch_size):
                 a = a.reshape(-1, a.shape[-1])
                 total = a.sum(0) if total is None else total + a.sum(0)
                 total_sq = (a ** 2).sum(0) if total_sq is None else total_sq + (a ** 2).sum(0)
@@ -214,7 +236,36 @@ def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
             var = np.maximum(total_sq / count - mean ** 2, 0.0)
             layer.moving_mean.assign(mean.astype("float32"))
             layer.moving_variance.assign(var.astype("float32"))
-    return net
+            done += 1
+        elif isinstance(layer, keras.Model) and any(
+                isinstance(inner, keras.layers.BatchNormalization)
+                for inner in flat_layers(layer)):
+            feed = keras.Model(model.inputs, model.get_layer(_feeding_layer(model, layer)).output)
+            inner_X = np.concatenate(list(_batches(feed, X, batch_size)), axis=0)
+            done += _recalibrate(layer, inner_X.astype("float32"), batch_size)
+    return done
+
+
+def _batches(probe, X, batch_size):
+    for start in range(0, len(X), batch_size):
+        yield np.asarray(probe([X[start:start + batch_size]], training=False), np.float64)
+
+
+def _feeding_layer(model, nested) -> str:
+    """The name of the layer of ``model`` whose output is the nested model's input (read from
+    the model's functional config: a nested model's own ``input`` is its inner graph's)."""
+    for entry in model.get_config()["layers"]:
+        if entry["name"] != nested.name:
+            continue
+        for node in entry["inbound_nodes"]:
+            for arg in node["args"]:
+                history = (arg.get("config") or {}).get("keras_history") if isinstance(
+                    arg, dict) else None
+                if history:
+                    return history[0]
+    raise ValueError(f"cannot tell which layer feeds {nested.name!r} in {model.name!r}: "
+                     "batch-norm re-estimation supports nested models called once on one "
+                     "input")
 
 
 class SiteAdaptedCNN(NetworkWrapper):

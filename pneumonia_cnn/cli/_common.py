@@ -113,6 +113,8 @@ def str_or_json(text: str):
 
 SIZE_CHOSEN = {"filters": (8,), "convs_per_block": 1, "global_pooling": False,
                 "dense_units": 64}
+#: None defaults chosen by backbone (estimator.BACKBONE_DEFAULTS), with their value's kind
+BACKBONE_CHOSEN = {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3}
 
 
 def add_estimator_options(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +130,9 @@ def add_estimator_options(parser: argparse.ArgumentParser) -> None:
         kind_of = SIZE_CHOSEN.get(name, default)  # None defaults chosen by image size
         if name in SIZE_CHOSEN:
             help_ = f"{helps.get(name, name)} [by image size]"
+        elif name in BACKBONE_CHOSEN:
+            kind_of = BACKBONE_CHOSEN[name]
+            help_ = f"{helps.get(name, name)} [by backbone]"
         if isinstance(kind_of, bool):
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_)
@@ -139,8 +144,8 @@ def add_estimator_options(parser: argparse.ArgumentParser) -> None:
             kind, metavar = none_or(int), "N"
         elif name == "threshold":
             kind, metavar = float_or_auto, "X|target|conformal|auto"
-        elif isinstance(default, float):
-            kind, metavar = float, "X"
+        elif isinstance(default, float) or isinstance(kind_of, float):
+            kind, metavar = none_or(float), "X"
         elif name == "random_state":
             kind, metavar = none_or(int), "N"
         else:
