@@ -21,6 +21,7 @@ from pneumonia_cnn.analysis import (
     recalibrate_batch_norm,
 )
 from pneumonia_cnn.cli import main
+from pneumonia_cnn.estimator import FORMAT_VERSION
 from pneumonia_cnn.data import DataError, load_image_folder, make_synthetic_dataset
 from pneumonia_cnn.metrics import threshold_for_sensitivity
 
@@ -97,7 +98,7 @@ def test_fit_keeps_and_saves_its_holdout_scores(fitted_with_holdout, tmp_path):
     loaded = PneumoniaCNN.load(est.save(tmp_path / "m"))
     assert np.allclose(loaded.validation_scores_, est.validation_scores_)
     meta = json.loads((tmp_path / "m" / "pneumonia_cnn.json").read_text())
-    assert meta["format_version"] == 3
+    assert meta["format_version"] == FORMAT_VERSION == 4
     meta["validation_scores"][0] = 7.0  # not a probability: a damaged file
     (tmp_path / "m" / "pneumonia_cnn.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="validation_scores"):
@@ -122,6 +123,35 @@ def test_batch_norm_recalibration_uses_the_site_statistics(fitted_with_holdout, 
     conv = [layer for layer in adapted.model_.layers if "conv" in layer.name][0]
     original = fitted_with_holdout.model_.get_layer(conv.name)
     assert np.array_equal(conv.get_weights()[0], original.get_weights()[0])
+
+
+@pytest.mark.parametrize("network", [
+    {"augmentation": "light"},  # one network whose only nested model is its augmentation
+    {"backbone": "efficientnet-lite0", "freeze_blocks": 16, "augmentation": "light"},
+])
+def test_batch_norm_re_estimation_reaches_every_layer(network, site_dir, tmp_path):
+    """Regression (site issue, finding 1): with augmentation inside the network, adapt said
+    it re-estimated batch norm and changed nothing. Every batch-norm layer, in a backbone
+    too, must get the site's statistics, and the scores must move."""
+    import keras
+
+    from pneumonia_cnn.network import flat_layers
+
+    root = make_synthetic_dataset(tmp_path / "train", n_normal=16, n_pneumonia=16, size=40,
+                                  random_state=3)
+    data = load_image_folder(root, 32, cache=False)
+    clf = PneumoniaCNN(**{**TINY, "epochs": 1, **network}).fit(data.X, data.y)
+    site = load_image_folder(site_dir, 32, cache=False).X
+    site = np.clip(site.astype(int) * 0.6 + 70, 0, 255).astype(np.uint8)  # another exposure
+    adapted = recalibrate_batch_norm(clf, site)
+    layers = [layer for layer in flat_layers(adapted.model_)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert adapted.n_batch_norm_recalibrated_ == len(layers) > 0
+    original = {layer.name: np.asarray(layer.moving_mean) for layer in
+                flat_layers(clf.model_) if isinstance(layer, keras.layers.BatchNormalization)}
+    assert all(not np.allclose(np.asarray(layer.moving_mean), original[layer.name])
+               for layer in layers)
+    assert not np.allclose(adapted.predict_proba(site), clf.predict_proba(site))
 
 
 def test_adapt_predicts_saves_loads_and_calibrates(fitted_with_holdout, site_dir, tmp_path):

@@ -375,6 +375,7 @@ class SiteAdaptedCNN(NetworkWrapper):
             "expected_specificity_ci90": ci(3),
             "base_threshold": decision_threshold(self.estimator),
             "batch_norm_recalibrated": bool(getattr(self, "batch_norm_recalibrated_", False)),
+            "batch_norm_layers": int(getattr(self, "batch_norm_layers_", 0)),
             "site_logit": fit["site_logit"], "holdout_logit": fit["holdout_logit"],
         }
         return self
@@ -414,6 +415,7 @@ class SiteAdaptedCNN(NetworkWrapper):
                       n_bootstrap=info["n_bootstrap"], random_state=info["random_state"])
             est.batch_norm_recalibrated_ = bool(
                 info["adaptation"].get("batch_norm_recalibrated", False))
+            est.batch_norm_layers_ = int(info["adaptation"].get("batch_norm_layers", 0))
             saved_t = float(info["threshold_"])
             if not 0.0 <= saved_t <= 1.0:
                 raise ValueError(f"threshold {saved_t!r} is not in [0, 1]")
@@ -476,7 +478,8 @@ def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = 
     net = recalibrate_batch_norm(estimator, images) if batch_norm else estimator
     model = SiteAdaptedCNN(net, target_sensitivity=target_sensitivity,
                            n_bootstrap=n_bootstrap, random_state=random_state)
-    model.batch_norm_recalibrated_ = bool(batch_norm)
+    model.batch_norm_layers_ = int(getattr(net, "n_batch_norm_recalibrated_", 0))
+    model.batch_norm_recalibrated_ = model.batch_norm_layers_ > 0
     model.fit(images)
     model.mlflow_run_id_ = model.mlflow_model_id_ = None
     if track is None:

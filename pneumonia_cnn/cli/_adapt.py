@@ -94,8 +94,11 @@ def run(args) -> int:
         lo, hi = a[key + "_ci90"]
         return f"{a[key]:.3f} (90% interval {lo:.3f}-{hi:.3f})"
 
-    print(f"Adapted to {a['n_films']} unlabelled films of {site}"
-          + (" (batch-norm statistics re-estimated)" if a["batch_norm_recalibrated"] else ""))
+    layers = a.get("batch_norm_layers", 0)
+    bn_note = (f" (batch-norm statistics of {layers} layers re-estimated on them)" if layers
+               else " (batch norm not re-estimated: the network has none)"
+               if args.batch_norm else " (batch norm left as trained: --no-batch-norm)")
+    print(f"Adapted to {a['n_films']} unlabelled films of {site}{bn_note}")
     print(f"Estimated prevalence of PNEUMONIA: {ci('prevalence')} "
           f"(training hold-out: {a['holdout_prevalence']:.3f})")
     print(f"Threshold {ci('threshold')} (was {a['base_threshold']:.4f}), for sensitivity "
