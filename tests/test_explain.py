@@ -81,6 +81,29 @@ def test_a_named_layer_and_a_wrong_one(fitted_tiny, synthetic_data):
         explain(fitted_tiny, synthetic_data.X[:2], layer="dense")
 
 
+def test_pretrained_backbone_maps_fall_on_the_evidence():
+    """HiResCAM on the backbone's last activation (inside the nested EfficientNet): films
+    whose PNEUMONIA evidence is a bright square get their heat on the square, and a named
+    backbone layer can be explained too."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 60, (40, 128, 128, 1)).astype(np.uint8)
+    y = np.array(["NORMAL", "PNEUMONIA"] * 20)
+    X[y == "PNEUMONIA", 72:112, 72:112] = 220
+    clf = PneumoniaCNN(backbone="efficientnet-lite0", image_size=128, epochs=1,
+                       augmentation=None, intensity_norm=None, tracking=False,
+                       random_state=0, validation_fraction=0.0, threshold=0.5).fit(X, y)
+    e = explain(clf, X[y == "PNEUMONIA"][:6])
+    assert e.layer == "top_activation" == last_conv_layer(clf.model_)
+    heat = e.heatmaps.mean(0)
+    square = np.zeros(heat.shape, bool)
+    square[72:112, 72:112] = True
+    assert heat[square].mean() > 1.3 * heat[~square].mean()
+    named = explain(clf, X[:2], layer="block12_project_conv")
+    assert named.heatmaps.shape == (2, 128, 128) and np.isfinite(named.heatmaps).all()
+    with pytest.raises(ValueError, match="no layer 'conv9'.*top_activation"):
+        explain(clf, X[:2], layer="conv9")
+
+
 def test_maps_fall_on_the_opacities(films, trained):
     """Most of the map's mass of correctly classified PNEUMONIA films lies on the opacity
     (within half a cell of the last feature map, 4 px), and its peak is on it."""

@@ -47,7 +47,7 @@ from ..metrics import (
     smooth_quantile,
     smooth_share,
 )
-from ..network import flat_layers
+from ..network import feeding_layer, flat_layers
 from ..utils import plugin
 from ._evaluate import image_arrays, training_overlap
 from ._wrappers import NetworkWrapper
@@ -240,7 +240,7 @@ def _recalibrate(model, X, batch_size: int) -> int:
         elif isinstance(layer, keras.Model) and any(
                 isinstance(inner, keras.layers.BatchNormalization)
                 for inner in flat_layers(layer)):
-            feed = keras.Model(model.inputs, model.get_layer(_feeding_layer(model, layer)).output)
+            feed = keras.Model(model.inputs, model.get_layer(feeding_layer(model, layer)).output)
             inner_X = np.concatenate(list(_batches(feed, X, batch_size)), axis=0)
             done += _recalibrate(layer, inner_X.astype("float32"), batch_size)
     return done
@@ -249,23 +249,6 @@ def _recalibrate(model, X, batch_size: int) -> int:
 def _batches(probe, X, batch_size):
     for start in range(0, len(X), batch_size):
         yield np.asarray(probe([X[start:start + batch_size]], training=False), np.float64)
-
-
-def _feeding_layer(model, nested) -> str:
-    """The name of the layer of ``model`` whose output is the nested model's input (read from
-    the model's functional config: a nested model's own ``input`` is its inner graph's)."""
-    for entry in model.get_config()["layers"]:
-        if entry["name"] != nested.name:
-            continue
-        for node in entry["inbound_nodes"]:
-            for arg in node["args"]:
-                history = (arg.get("config") or {}).get("keras_history") if isinstance(
-                    arg, dict) else None
-                if history:
-                    return history[0]
-    raise ValueError(f"cannot tell which layer feeds {nested.name!r} in {model.name!r}: "
-                     "batch-norm re-estimation supports nested models called once on one "
-                     "input")
 
 
 class SiteAdaptedCNN(NetworkWrapper):

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..data import display_path, load_any
 from ..metrics import plt
+from ..network import feeding_layer
 
 __all__ = ["Explanation", "error_gallery", "explain", "gradcam", "last_conv_layer",
            "write_overlays"]
@@ -84,6 +85,9 @@ def last_conv_layer(model) -> str:
     pooling: the last convolution block's activation in :func:`build_model`'s networks."""
     import keras
 
+    backbone = _backbone(model)
+    if backbone is not None:  # a pretrained network: the backbone's last activation
+        return "top_activation"
     name = None
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -98,6 +102,17 @@ def last_conv_layer(model) -> str:
     if name is None:
         raise ValueError(f"model {model.name!r} has no convolution layer to explain")
     return name
+
+
+def _backbone(model):
+    """The pretrained backbone nested in one network (None for a from-scratch one)."""
+    import keras
+
+    from ..network import BACKBONES
+
+    names = {b.replace("-", "_") for b in BACKBONES}
+    return next((layer for layer in model.layers
+                 if isinstance(layer, keras.Model) and layer.name in names), None)
 
 
 def _members(model):
@@ -145,17 +160,30 @@ def _gradcam_one(model, images, layer, sign, batch_size, method="gradcam"):
     import tensorflow as tf
 
     name = layer or last_conv_layer(model)
+    backbone = _backbone(model)
+    graph = backbone if backbone is not None else model  # where the layer is looked up
     try:
-        target = model.get_layer(name)
+        target = graph.get_layer(name)
     except ValueError:
-        names = [la.name for la in model.layers if len(getattr(la.output, "shape", ())) == 4]
+        names = [la.name for la in graph.layers if len(getattr(la.output, "shape", ())) == 4]
         raise ValueError(f"no layer {name!r} in the network; 4-D layers: "
                          f"{', '.join(names)}") from None
     if len(target.output.shape) != 4:
         raise ValueError(f"layer {name!r} has output shape {target.output.shape}: Grad-CAM "
                          "needs a convolution layer (4-D output)")
     head = model.get_layer("pneumonia")
-    grad_model = keras.Model(model.inputs, [target.output, head.input])
+    if backbone is None:
+        grad_model = keras.Model(model.inputs, [target.output, head.input])
+    else:
+        # the layers before the backbone (augmentation is off at inference, the grey film
+        # into three channels, ImageNet scaling), then the backbone's own graph to the
+        # layer and to its features, then global average pooling (dropout is off)
+        before = keras.Model(model.inputs, model.get_layer(feeding_layer(model, backbone)).output)
+        inner = keras.Model(backbone.inputs, [target.output, backbone.output])
+
+        def grad_model(x, training=False):
+            conv, maps = inner(before(x, training=training), training=training)
+            return conv, keras.ops.mean(maps, axis=(1, 2))
     kernel, bias = (np.asarray(w) for w in head.get_weights())
     h, w = images.shape[1:3]
     out = []

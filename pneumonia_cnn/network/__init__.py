@@ -20,8 +20,8 @@ __all__ = [
     "AUGMENTATION_PRESETS", "BACKBONES", "INTENSITY_NORMS", "IntensityNormalizer", "TTA_VIEWS",
     "UnsafeWeightsError", "affine", "augmentation_factors", "build_augmentation",
     "build_efficientnet_lite0", "build_model", "build_pretrained_model", "check_intensity_norm",
-    "clahe_in_processes", "count_flops", "ensemble_model", "flat_layers", "normalize_intensity",
-    "read_torch_state_dict", "tta_views",
+    "clahe_in_processes", "count_flops", "ensemble_model", "feeding_layer", "flat_layers",
+    "normalize_intensity", "read_torch_state_dict", "tta_views",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__)  # the names of the block below
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # imported on first use (also read by documentation, type che
         build_pretrained_model,
         count_flops,
         ensemble_model,
+        feeding_layer,
         flat_layers,
     )
     from ._preprocessing import (

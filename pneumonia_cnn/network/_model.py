@@ -11,7 +11,7 @@ from keras import layers
 from ._augmentation import build_augmentation
 
 __all__ = ["build_model", "build_pretrained_model", "count_flops", "ensemble_model",
-           "flat_layers"]
+           "feeding_layer", "flat_layers"]
 
 
 def build_model(
@@ -248,6 +248,39 @@ def count_flops(model: keras.Model) -> int:
         elif isinstance(layer, layers.Dense):
             flops += 2 * layer.input.shape[-1] * layer.units
     return int(flops)
+
+
+def feeding_layer(model, nested) -> str:
+    """The name of the layer of ``model`` whose output is the input of ``nested``.
+
+    A nested model's own ``input`` belongs to its inner graph, so a probe from the outer
+    inputs to it is not connected: the outer layer that feeds it is read from the model's
+    functional config (its serialised graph) instead.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model.
+    nested : keras.Model
+        A model called once inside ``model``, on one input.
+
+    Returns
+    -------
+    str
+        A layer name of ``model``.
+    """
+    for entry in model.get_config()["layers"]:
+        if entry["name"] != nested.name:
+            continue
+        for node in entry["inbound_nodes"]:
+            for arg in node["args"]:
+                history = (arg.get("config") or {}).get("keras_history") if isinstance(
+                    arg, dict) else None
+                if history:
+                    return history[0]
+    raise ValueError(f"cannot tell which layer feeds {nested.name!r} in {model.name!r}: "
+                     "batch-norm re-estimation supports nested models called once on one "
+                     "input")
 
 
 def flat_layers(model):
