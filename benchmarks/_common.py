@@ -160,7 +160,7 @@ def site_benchmark(description: str, out_name: str, add_arguments, argv=None):
 
     from pneumonia_cnn import PneumoniaCNN, load_image_folder
 
-    data = load_image_folder(data_224(args.data), PneumoniaCNN().image_size, verbose=0)
+    data = load_image_folder(data_224(args.data), PneumoniaCNN().input_size(), verbose=0)
     masks, y = batch_design(data)
     clf, fit_s = train_on_middle(data, masks, args.seed)
     return args, clf, fit_s, batch_sites(data, masks, y)

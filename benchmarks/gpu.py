@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py [--data ../shared/data/chest_xray_224/train] [--sizes 96,224]
                              [--seed 0] [--cpu-scores FILE] [--mixed-precision] [--xla]
+                             [--backbone none|efficientnet-lite0]
 
 With no GPU visible to TensorFlow it prints one JSON object saying so and exits 0 (the test
 suite and CI run without one). With a GPU it trains the default ``PneumoniaCNN`` on the
@@ -89,8 +90,9 @@ def run_size(data, size: int, seed: int, args) -> dict:
     films = load_image_folder(data, size)
     train, test = grouped_split(films.y, films.groups, 0.2, random_state=seed)
     timer = epoch_timer()
-    clf = PneumoniaCNN(image_size=size, n_networks=1, random_state=seed, tracking=False,
-                       callbacks=[timer])
+    backbone = None if args.backbone == "none" else args.backbone
+    clf = PneumoniaCNN(backbone=backbone, image_size=size, n_networks=1, random_state=seed,
+                       tracking=False, callbacks=[timer])
     start = time.perf_counter()
     with DeviceSampler() as sampler:
         clf.fit(films.subset(train))
@@ -117,6 +119,8 @@ def main(argv=None):
                                                          DEFAULT_DATA))
     parser.add_argument("--sizes", default="96,224")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="none",
+                        help="none (the from-scratch network) or efficientnet-lite0")
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--xla", action="store_true")
     parser.add_argument("--save-scores", metavar="PREFIX",
@@ -147,6 +151,7 @@ def main(argv=None):
     if not os.path.isdir(args.data):
         raise SystemExit(f"data folder {args.data} not found: pass --data")
     out["mixed_precision"], out["xla"] = args.mixed_precision, args.xla
+    out["backbone"] = args.backbone
     out["runs"] = [run_size(args.data, int(s), args.seed, args)
                    for s in args.sizes.split(",")]
     print(json.dumps(out, indent=1))

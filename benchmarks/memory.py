@@ -22,7 +22,7 @@ CHILD = r"""
 import sys, time, numpy as np
 from pneumonia_cnn import PneumoniaCNN, load_image_folder
 data, n, epochs, train = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-d = load_image_folder(data, PneumoniaCNN().image_size)
+d = load_image_folder(data, PneumoniaCNN().input_size())
 reps = -(-n // len(d))
 X = np.concatenate([d.X] * reps)[:n]
 y = np.concatenate([d.y] * reps)[:n]

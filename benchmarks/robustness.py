@@ -66,6 +66,7 @@ VARIANTS = {
     "lite0_160": {"backbone": "efficientnet-lite0", "image_size": 160},
     "lite0_96": {"backbone": "efficientnet-lite0", "image_size": 96},
     "lite0_lr1e3": {"backbone": "efficientnet-lite0", "learning_rate": 1e-3},
+    "lite0_light": {"backbone": "efficientnet-lite0", "augmentation": "light"},
     "lite0_noaug": {"backbone": "efficientnet-lite0", "augmentation": None},
     "lite0_noclahe": {"backbone": "efficientnet-lite0", "intensity_norm": None},
     "lite0_12ep": {"backbone": "efficientnet-lite0", "epochs": 12},

@@ -85,7 +85,7 @@ def bench(model_params, data, files, args, tmp):
                 time.sleep(0.5)
         encoded = [base64.b64encode(open(f, "rb").read()).decode() for f in files]
         batch = {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
-        pixels = {"inputs": load_images(files, clf.image_size).X[..., 0].tolist()}
+        pixels = {"inputs": load_images(files, clf.input_size()).X[..., 0].tolist()}
         one = {"dataframe_split": {"columns": ["image"], "data": [[encoded[0]]]}}
         batch_t = _times(lambda: _post(url, batch), args.repeats)
         pixel_t = _times(lambda: _post(url, pixels), args.repeats)
@@ -97,7 +97,7 @@ def bench(model_params, data, files, args, tmp):
 
     def in_process():
         start = time.perf_counter()
-        model.predict_proba(load_images(files, model.image_size, cache=False).X)
+        model.predict_proba(load_images(files, model.input_size(), cache=False).X)
         return time.perf_counter() - start
 
     base_t = _times(in_process, args.repeats)

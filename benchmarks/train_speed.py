@@ -81,7 +81,7 @@ def main():
         out["cli_train"] = cli_train(data)
         print(json.dumps({"cli_train": out["cli_train"]}), file=sys.stderr, flush=True)
 
-    d = load_image_folder(data, PneumoniaCNN().image_size)
+    d = load_image_folder(data, PneumoniaCNN().input_size())
     r = None if args.skip_reference else load_image_folder(data, 150)
     cv = StratifiedGroupKFold(5, shuffle=True, random_state=0)
     folds, default_rows, reference_rows = [], [], []

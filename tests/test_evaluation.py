@@ -179,7 +179,7 @@ def test_images_decoded_at_another_size_are_decoded_again_for_the_model(fitted_t
     load at the model's size."""
     from pneumonia_cnn import load_image_folder
 
-    at_model = load_image_folder(synthetic_dir, fitted_tiny.image_size, cache=False)
+    at_model = load_image_folder(synthetic_dir, fitted_tiny.input_size(), cache=False)
     other = load_image_folder(synthetic_dir, 48, cache=False)
     with pytest.warns(UserWarning, match="identical to training images"):
         a = evaluate(fitted_tiny, other, track=False)

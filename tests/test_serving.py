@@ -93,7 +93,7 @@ def test_served_model_answers_image_files_like_predict(served, synthetic_data):
                                                    "data": [[f] for f in files]}})
     assert status == 200, body
     rows = body["predictions"]
-    expected = clf.predict_proba(load_images(paths, clf.image_size).X)[:, 1]
+    expected = clf.predict_proba(load_images(paths, clf.input_size()).X)[:, 1]
     np.testing.assert_allclose([r["probability"] for r in rows], expected, rtol=1e-5)
     assert [r["label"] for r in rows] == list(clf.predict(paths))
 
@@ -108,7 +108,7 @@ def test_served_model_answers_dicom_files_like_predict(served, synthetic_data, t
     files = [base64.b64encode(open(p, "rb").read()).decode() for p in paths]
     status, body = _post(url, {"inputs": {"image": files}})
     assert status == 200, body
-    expected = clf.predict_proba(load_images(paths, clf.image_size).X)[:, 1]
+    expected = clf.predict_proba(load_images(paths, clf.input_size()).X)[:, 1]
     np.testing.assert_allclose([r["probability"] for r in body["predictions"]], expected,
                                rtol=1e-5)
 

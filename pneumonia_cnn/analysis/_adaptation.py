@@ -183,7 +183,14 @@ def _em(s, shapes, scale, known, unknown, centre, loc, pi, k, max_iter) -> tuple
     return loc, pi, ll
 
 
-def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
+#: Batch-norm statistics are estimated on at most this many of the site's films (a seeded
+#: draw): a channel's mean and variance over 512 films and every position are precise, and
+#: each layer is one pass of the network up to it over them.
+BN_FILMS = 512
+
+
+def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64, max_films: int = BN_FILMS,
+                           random_state: int = 0):
     """A copy of a fitted ``PneumoniaCNN`` whose batch-normalisation statistics are those of
     the images ``X`` (AdaBN).
 
@@ -200,6 +207,10 @@ def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
         The site's films (pixels 0-255).
     batch_size : int, default=64
         Films per forward pass.
+    max_films : int, default=512
+        At most this many films (a seeded draw) are used (:data:`BN_FILMS`).
+    random_state : int, default=0
+        Seed of that draw.
 
     Returns
     -------
@@ -211,7 +222,11 @@ def recalibrate_batch_norm(estimator, X, *, batch_size: int = 64):
 
     check_is_fitted(estimator, "model_")
     net = copy.deepcopy(estimator)  # scikeras pickles the Keras model: an independent copy
-    X = net.feature_encoder_.transform(np.asarray(X))
+    X = np.asarray(X)
+    if len(X) > max_films:
+        rows = np.random.default_rng(random_state).choice(len(X), max_films, replace=False)
+        X = X[np.sort(rows)]
+    X = net.feature_encoder_.transform(X)
     net.n_batch_norm_recalibrated_ = _recalibrate(net.model_, X, batch_size)
     return net
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..data import display_path, load_any
 from ..metrics import plt
-from ..network import feeding_layer
+from ..network import BACKBONES, feeding_layer
 
 __all__ = ["Explanation", "error_gallery", "explain", "gradcam", "last_conv_layer",
            "write_overlays"]
@@ -107,8 +107,6 @@ def last_conv_layer(model) -> str:
 def _backbone(model):
     """The pretrained backbone nested in one network (None for a from-scratch one)."""
     import keras
-
-    from ..network import BACKBONES
 
     names = {b.replace("-", "_") for b in BACKBONES}
     return next((layer for layer in model.layers

@@ -36,7 +36,6 @@ from ._training import (
     drop_fit_helpers,
     hold_out_threshold,
     learned_nothing,
-    linear_probe_head,
     own_callbacks,
     salvage,
 )
@@ -64,9 +63,6 @@ class PneumoniaCNN(KerasClassifier):
         With a backbone: its first blocks (of 16, with the stem) kept at their ImageNet
         weights, batch-norm in inference mode; 0 fine-tunes all, 16 only the last
         convolution and the classifier.
-    linear_probe : bool, default=True
-        With a backbone: start the classifier from a logistic regression on the backbone's
-        features of the training films, then fine-tune (LP-FT); False starts it at random.
     image_size : int or None, default=None
         Images are resized to ``image_size x image_size`` grayscale; None chooses by backbone
         (96 from scratch, 128 pretrained: :data:`~pneumonia_cnn.estimator.BACKBONE_DEFAULTS`).
@@ -192,7 +188,7 @@ class PneumoniaCNN(KerasClassifier):
     #: same before loading any data): a wrong value is named with what it must be.
     _parameter_constraints = _params.PARAMETER_CONSTRAINTS
 
-    def __init__(self, *, backbone=None, freeze_blocks=8, linear_probe=True, image_size=None, filters=None, kernel_size=3, convs_per_block=None,
+    def __init__(self, *, backbone=None, freeze_blocks=8, image_size=None, filters=None, kernel_size=3, convs_per_block=None,
                  pooling="max", batch_norm=True, global_pooling=None, dense_units=None,
                  dropout=0.3, border_mask=0.0, augmentation="auto", intensity_norm="clahe",
                  label_smoothing=0.0, n_networks=None, tta=0, learning_rate=None,
@@ -207,7 +203,6 @@ class PneumoniaCNN(KerasClassifier):
                          random_state=random_state, verbose=verbose, **kwargs)
         self.backbone = backbone
         self.freeze_blocks = freeze_blocks
-        self.linear_probe = linear_probe
         self.image_size = image_size
         self.filters = filters
         self.kernel_size = kernel_size
@@ -295,8 +290,6 @@ class PneumoniaCNN(KerasClassifier):
             Xv, yv = self._validation
             kwargs["validation_data"] = (self.feature_encoder_.transform(Xv),
                                          self.target_encoder_.transform(yv))
-        if self.backbone is not None and self.linear_probe and not warm_start:
-            self.probe_ = linear_probe_head(self, X, y, sample_weight)
         seed = self._random_state if isinstance(self._random_state, (int, np.integer)) else None
         # scikeras calls model_.fit(x=X, y=y, ...): feed it batches through tf.data instead
         self.model_.fit = batched_fit(self.model_, int(seed) if seed is not None else None)

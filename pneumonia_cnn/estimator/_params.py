@@ -48,7 +48,6 @@ BACKBONE_DEFAULTS = {
 PARAMETER_CONSTRAINTS = {
     "backbone": [StrOptions(set(BACKBONES)), None],
     "freeze_blocks": [Interval(Integral, 0, 16, closed="both")],
-    "linear_probe": ["boolean"],
     "image_size": [Interval(Integral, 8, None, closed="left"), None],
     "kernel_size": [Interval(Integral, 1, None, closed="left")],
     "convs_per_block": [Interval(Integral, 1, None, closed="left"), None],

@@ -19,8 +19,7 @@ from ..utils import deferred_interrupts
 
 __all__ = ["BestWeights", "CosineSchedule", "HoldInterruptsWhileTracing", "batched_fit",
            "build_network", "check_not_diverged", "drop_fit_helpers", "hold_out_threshold",
-           "in_memory_batches", "learned_nothing", "linear_probe_head", "member_seeds",
-           "own_callbacks", "salvage"]
+           "in_memory_batches", "learned_nothing", "member_seeds", "own_callbacks", "salvage"]
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -157,59 +156,6 @@ def batched_fit(model, stream_seed):
                          shuffle=False, validation_data=validation_data, **fit_args)
 
     return fit_from_memory
-
-
-def linear_probe_head(estimator, X, y, sample_weight=None, *, C: float = 0.1,
-                      batch_size: int = 64) -> dict:
-    """Start the classifier of a pretrained network from a linear probe (LP-FT).
-
-    The backbone's pooled features of the training films (inference mode, no augmentation)
-    are fitted by an L2-regularised logistic regression (scikit-learn, features
-    standardised, films weighted as in the fit: ``class_weight`` times ``sample_weight``);
-    its coefficients, folded back to
-    raw features, become the output layer's weights. Fine-tuning then starts from a head
-    that already ranks the films instead of a random one, which distorts the pretrained
-    features less (Kumar et al., ICLR 2022) and needs fewer epochs on a CPU.
-
-    Parameters
-    ----------
-    estimator : PneumoniaCNN
-        With ``model_`` built (a pretrained backbone, an output layer ``pneumonia``).
-    X : ndarray or ImageStream
-        The training films as the network takes them (intensity-normalised).
-    y : ndarray
-        0/1 labels.
-    sample_weight : ndarray or None
-        Per-film weights (scikeras has multiplied ``class_weight`` in).
-    C : float, default=0.1
-        Inverse regularisation strength of the probe.
-    batch_size : int, default=64
-        Films per forward pass.
-
-    Returns
-    -------
-    dict
-        ``probe_train_roc_auc``: the probe's ROC AUC on the training films (a check that
-        the features carry the signal, not a validation score).
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    from ..data import iter_chunks
-
-    model = estimator.model_
-    features = keras.Model(model.inputs, model.get_layer("gap").output)
-    F = np.concatenate([np.asarray(features(chunk, training=False))
-                        for chunk in iter_chunks(X, batch_size)]).astype(np.float64)
-    y = np.asarray(y).ravel().astype(int)
-    # scikeras has multiplied class_weight into sample_weight already
-    weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
-    mean, sd = F.mean(0), F.std(0) + 1e-6
-    probe = LogisticRegression(C=C, max_iter=2000).fit((F - mean) / sd, y, sample_weight=weight)
-    coef = probe.coef_[0] / sd
-    bias = probe.intercept_[0] - float(np.dot(coef, mean))
-    model.get_layer("pneumonia").set_weights([coef[:, None].astype("float32"),
-                                             np.array([bias], "float32")])
-    return {"probe_train_roc_auc": float(roc_auc_score(y, F @ coef + bias))}
 
 
 def member_seeds(random_state, n: int) -> list:

@@ -9,6 +9,13 @@ import keras
 from keras import layers
 
 from ._augmentation import build_augmentation
+from ._efficientnet import (
+    BACKBONES,
+    INPUT_MEAN,
+    INPUT_STD,
+    LITE0_BLOCKS,
+    build_efficientnet_lite0,
+)
 
 __all__ = ["build_model", "build_pretrained_model", "count_flops", "ensemble_model",
            "feeding_layer", "flat_layers"]
@@ -168,9 +175,6 @@ def build_pretrained_model(
         Input ``image``; output ``pneumonia``: one sigmoid unit, P(PNEUMONIA). The backbone
         is the nested model ``efficientnet_lite0`` (its last convolution ``top_conv``).
     """
-    from ._efficientnet import BACKBONES, INPUT_MEAN, INPUT_STD, LITE0_BLOCKS, \
-        build_efficientnet_lite0
-
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {BACKBONES} (or None for the from-scratch "
                          f"network), got {backbone!r}")
@@ -212,7 +216,9 @@ def build_pretrained_model(
         x = layers.Dropout(dropout, seed=seed, name="dropout")(x)
     init = ("glorot_uniform" if seed is None
             else keras.initializers.GlorotUniform(seed=random.Random(int(seed)).randint(1, int(1e9))))
-    outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=init, name="pneumonia")(x)
+    # float32 output under a mixed-precision policy (benchmarks/gpu.py --mixed-precision)
+    outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=init, dtype="float32",
+                           name="pneumonia")(x)
     return keras.Model(inputs, outputs, name=f"pneumonia_{backbone.replace('-', '_')}")
 
 
