@@ -203,3 +203,17 @@ def test_no_auc_interval_from_a_handful_of_films():
     many = np.repeat(y, 5)  # 10 of each class: an interval again
     lo, hi = confidence_intervals(many, np.repeat([0.1, 0.6, 0.4, 0.9], 5))["roc_auc"]
     assert 0 <= lo <= hi <= 1
+
+
+def test_cli_evaluate_prints_undefined_metrics_as_na(fitted_tiny, synthetic_dir, tmp_path,
+                                                      capsys):
+    """Regression (site issue, finding 3): with --threshold 1 no film is called PNEUMONIA, so
+    precision is undefined; evaluate printed a TypeError traceback instead of the report."""
+    from pneumonia_cnn.cli import main
+
+    model = fitted_tiny.save(tmp_path / "m")
+    code = main(["evaluate", str(model), str(synthetic_dir), "--threshold", "1",
+                 "--out", str(tmp_path / "report")])
+    out = capsys.readouterr().out
+    assert code in (0, None)
+    assert "precision=n/a" in out and "sensitivity=0.000" in out

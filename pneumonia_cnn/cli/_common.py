@@ -241,9 +241,16 @@ def make_estimator(args, params: dict | None = None):
     return PneumoniaCNN(**params)
 
 
+def _defined(v) -> bool:
+    return v is not None and v == v  # None (strict JSON) or NaN: undefined
+
+
 def fmt(metrics: dict) -> str:
+    """The headline metrics on one line; an undefined one (no film of a class, or none called
+    PNEUMONIA) is printed as ``n/a``, never a crash."""
     keys = ("accuracy", "roc_auc", "sensitivity", "specificity", "precision", "f1")
-    return "  ".join(f"{k}={metrics[k]:.3f}" for k in keys if k in metrics)
+    return "  ".join(f"{k}={metrics[k]:.3f}" if _defined(metrics[k]) else f"{k}=n/a"
+                     for k in keys if k in metrics)
 
 
 def check_model_out(path, overwrite: bool = False) -> None:
@@ -348,12 +355,10 @@ def set_tracking_uri(model, uri) -> None:
 
 def fmt_ci(metrics: dict) -> str:
     ci = metrics.get("ci95", {})
-    def defined(v):
-        return v is not None and v == v  # None (strict JSON) or NaN: undefined
-
-    parts = [f"{k} {lo:.3f}-{hi:.3f}" if defined(lo) and defined(hi)
+    parts = [f"{k} {lo:.3f}-{hi:.3f}" if _defined(lo) and _defined(hi)
              else f"{k} n/a (too few images)" for k, (lo, hi) in ci.items()]
-    return (f"95% CI: {', '.join(parts)}; Brier score {metrics['brier']:.3f} "
+    brier = f"{metrics['brier']:.3f}" if _defined(metrics.get("brier")) else "n/a"
+    return (f"95% CI: {', '.join(parts)}; Brier score {brier} "
             "(ROC AUC: bootstrap over patients; others: Wilson)")
 
 
