@@ -275,3 +275,26 @@ def test_calibrate_on_a_split_root_says_what_each_split_holds_and_what_to_do(tmp
     assert code == 2
     assert "train: 30 NORMAL, 30 PNEUMONIA; val: 2 NORMAL, 2 PNEUMONIA" in err
     assert "--evaluate-fraction" in err and ":val" not in err
+
+
+@pytest.mark.parametrize("model_out", [".", "./", "{model}", "{model}/inner", "{site}/m"])
+def test_model_out_refuses_the_current_folder_and_the_inputs(fitted_tiny, synthetic_dir,
+                                                             tmp_path, monkeypatch, capsys,
+                                                             model_out):
+    """Regression (site issue, findings 6 and 8): `--model-out .` trained, then failed and
+    lost the model; `adapt MODEL ... --model-out MODEL` replaced the network it started
+    from. Both are refused before any work, the input model untouched."""
+    model = fitted_tiny.save(tmp_path / "model")
+    before = sorted(p.name for p in model.iterdir())
+    monkeypatch.chdir(tmp_path)
+    out = model_out.format(model=model, site=synthetic_dir)
+    for argv in (["adapt", str(model), str(synthetic_dir), "--model-out", out],
+                 ["calibrate", str(model), str(synthetic_dir), "--model-out", out],
+                 ["train", str(synthetic_dir), "--model-out", out, "--epochs", "1"]):
+        if argv[0] == "train" and model_out in ("{model}", "{model}/inner"):
+            continue  # train reads no model
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert "--model-out" in err and "Traceback" not in err
+    assert sorted(p.name for p in model.iterdir()) == before

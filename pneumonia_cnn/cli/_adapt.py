@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    check_model_out(args.model_out, args.overwrite)
+    check_model_out(args.model_out, args.overwrite, inputs=(args.model, args.site_dir))
     if not 0 < args.target_sensitivity < 1:
         raise CLIError(f"--target-sensitivity must be in (0, 1), got {args.target_sensitivity}")
     site = Path(args.site_dir)

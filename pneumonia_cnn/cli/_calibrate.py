@@ -71,7 +71,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    check_model_out(args.model_out, args.overwrite)
+    check_model_out(args.model_out, args.overwrite, inputs=(args.model, args.data_dir))
     check_model_arg(args.model)  # checked before TensorFlow loads: errors at once
     refuse_split_root(args.data_dir)
     check_data_arg(args, None)

@@ -253,14 +253,27 @@ def fmt(metrics: dict) -> str:
                      for k in keys if k in metrics)
 
 
-def check_model_out(path, overwrite: bool = False) -> None:
+def check_model_out(path, overwrite: bool = False, inputs=()) -> None:
     """Refuse a --model-out that would lose the trained model or someone's files, before any
-    work: a file, an existing folder that is not a saved model (unless ``overwrite``), or a
-    place that cannot be written."""
+    work: the current folder, one of the command's ``inputs`` (the model it reads, its data
+    folder) or a folder inside one, a file, an existing folder that is not a saved model
+    (unless ``overwrite``), or a place that cannot be written."""
     import tempfile
 
     from ..utils import META_FILE
 
+    if not Path(path).resolve().name or Path(path).resolve() == Path.cwd().resolve():
+        raise CLIError(f"--model-out {path} names the current folder: the model is saved as a "
+                       "folder of its own; give it a new name, e.g. --model-out ./model")
+    for given in inputs:
+        if given is None or "://" in str(given) or str(given).startswith("models:"):
+            continue  # a model URI: not a folder here
+        source, out = Path(given).resolve(), Path(path).resolve()
+        if out == source or source in out.parents:
+            raise CLIError(f"--model-out {path} is {'' if out == source else 'inside '}"
+                           f"{given}, which this command reads: writing there would "
+                           f"{'replace the model it starts from' if out == source else 'mix its files into the input'}; "
+                           "choose another folder")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CLIError(f"--model-out {path} is a file: the model is saved as a folder; choose a "

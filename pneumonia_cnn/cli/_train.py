@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import numpy as np
 
-    check_model_out(args.model_out, args.overwrite)  # before training: never lose the model
+    # before training: never lose the model
+    check_model_out(args.model_out, args.overwrite, inputs=(args.data_dir,))
     # the data source (at once), then the settings (scikit-learn's checks, about a second),
     # before TensorFlow loads or any image is read
     check_data_arg(args, "train")
