@@ -372,3 +372,12 @@ def test_cli_adapt_on_part_of_a_labelled_site_evaluates_on_the_rest(fitted_with_
     assert summary["evaluation"]["data"].endswith("(evaluation part)")
     assert set(summary["evaluation"]) >= {"model", "network"}
     assert summary["evaluation"]["model"]["threshold"] == pytest.approx(summary["threshold"])
+
+
+def test_adapting_an_adapted_or_calibrated_model_says_why(fitted_with_holdout, site_dir):
+    """Regression (site issue, finding 12): this said the model "is not fitted yet"."""
+    adapted = adapt(fitted_with_holdout, site_dir, track=False)
+    calibrated = calibrate(fitted_with_holdout, site_dir)
+    for model in (adapted, calibrated):
+        with pytest.raises(ValueError, match="not an adapted or calibrated model"):
+            adapt(model, site_dir, track=False)

@@ -456,10 +456,13 @@ def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = 
     -------
     SiteAdaptedCNN
     """
-    check_is_fitted(estimator, "model_")
-    if isinstance(estimator, SiteAdaptedCNN) or hasattr(estimator, "calibration_"):
+    # the wrapper check first: a wrapper has no model_ of its own, and "not fitted yet" would
+    # send the user the wrong way
+    if isinstance(estimator, (SiteAdaptedCNN, NetworkWrapper)) or hasattr(estimator,
+                                                                          "calibration_"):
         raise ValueError("adapt takes a trained PneumoniaCNN, not an adapted or calibrated "
                          "model: adapt the original network (calibrate may follow adapt)")
+    check_is_fitted(estimator, "model_")
     images, _, _, groups = image_arrays(estimator, X, None) if not isinstance(
         X, np.ndarray) else (estimator.prepare_images(X), None, None, None)
     if len(images) < MIN_SITE_FILMS:
