@@ -298,3 +298,28 @@ def test_model_out_refuses_the_current_folder_and_the_inputs(fitted_tiny, synthe
         assert code == 2, (argv, err)
         assert "--model-out" in err and "Traceback" not in err
     assert sorted(p.name for p in model.iterdir()) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["calibrate", "{model}", "{data}", "--model-out", "{out}", "--confidence", "1.5"],
+    ["calibrate", "{model}", "{data}", "--model-out", "{out}", "--target-sensitivity", "0"],
+    ["calibrate", "{model}", "{data}", "--model-out", "{out}", "--threshold", "7"],
+    ["calibrate", "{model}", "{data}", "--model-out", "{out}", "--unlabelled", "{missing}"],
+    ["calibrate", "{model}", "{data}", "--model-out", "{out}", "--threshold", "0.4",
+     "--unlabelled", "{data}"],
+    ["stress", "{model}", "{data}", "--severities", "7"],
+])
+def test_argument_errors_come_before_tensorflow_loads(fitted_tiny, synthetic_dir, tmp_path,
+                                                      argv):
+    """Regression (site issue, finding 13, and 16's --threshold with --unlabelled): these
+    were refused only after TensorFlow had loaded (6-8 s), or not at all."""
+    model = fitted_tiny.save(tmp_path / "m")
+    argv = [a.format(model=model, data=synthetic_dir, out=tmp_path / "out",
+                     missing=tmp_path / "nowhere") for a in argv]
+    code = ("import sys; from pneumonia_cnn.cli import main; rc = main(sys.argv[1:]); "
+            "print('TF', 'tensorflow' in sys.modules); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "TF False" in done.stdout, done.stderr
+    assert "error:" in done.stderr and "Traceback" not in done.stderr

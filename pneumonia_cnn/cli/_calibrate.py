@@ -76,17 +76,23 @@ def run(args) -> int:
     refuse_split_root(args.data_dir)
     check_data_arg(args, None)
     fraction = evaluate_fraction(args)
+    # every argument is checked before TensorFlow loads (6-8 s): a typo is refused at once
+    if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
+        raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    if not 0 < args.confidence < 1:
+        raise CLIError(f"--confidence must be in (0, 1), got {args.confidence}")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise CLIError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+    if args.unlabelled is not None and not Path(args.unlabelled).is_dir():
+        raise CLIError(f"--unlabelled {args.unlabelled}: no such folder")
+    if args.unlabelled is not None and args.threshold is not None:
+        raise CLIError("--threshold fixes the operating point, so --unlabelled would be "
+                       "ignored: give one of them")
     from ..analysis import calibrate, load_model
 
     # an adapted model is calibrated with its adaptation; a calibrated one is refused
     clf = load_model(args.model, tracking_uri=args.tracking_uri)
     set_tracking_uri(clf, args.tracking_uri)
-    if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
-        raise CLIError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
-    if not 0 < args.confidence < 1:
-        raise CLIError(f"--confidence must be in (0, 1), got {args.confidence}")
-    if args.unlabelled is not None and not Path(args.unlabelled).is_dir():
-        raise CLIError(f"--unlabelled {args.unlabelled}: no such folder")
     data = load_data_arg(args, clf.input_size(), None)  # a source with splits: name the one
     held, name = None, str(data.root)
     if fraction is not None:

@@ -40,15 +40,17 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     check_model_arg(args.model)
     check_data_arg(args, "evaluate")
-    from ..analysis import PERTURBATIONS, SEVERITIES, load_model, stress_test
+    # the severities before TensorFlow loads (analysis.SEVERITIES; the perturbation names
+    # need the analysis package, which imports it)
+    if not args.severities or any(v not in (1, 2, 3) for v in args.severities):
+        raise CLIError(f"--severities must be a subset of 1,2,3, got {args.severities}")
+    from ..analysis import PERTURBATIONS, load_model, stress_test
 
     names = args.perturbations.split(",") if args.perturbations else None
     unknown = [n for n in names or [] if n not in PERTURBATIONS]
     if unknown:
         raise CLIError(f"--perturbations: unknown {', '.join(unknown)}; choose from "
                        f"{', '.join(PERTURBATIONS)}")
-    if not args.severities or any(v not in SEVERITIES for v in args.severities):
-        raise CLIError(f"--severities must be a subset of 1,2,3, got {args.severities}")
     clf = load_model(args.model)
     data = load_data_arg(args, clf.input_size(), "evaluate")
     result = stress_test(clf, data, perturbations=names, severities=tuple(args.severities),
