@@ -19,9 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 #: Environment variable naming the real ``chest_xray/train`` folder (set by .ci/run).
 REAL_DATA_ENV = "PNEUMONIA_CNN_DATA"
 
-#: Hyperparameters of a tiny, fast network for logic tests: one network, no augmentation or
-#: normalisation, a fixed threshold (the defaults' ensemble and CLAHE have tests of their own).
-TINY = dict(image_size=32, filters=(4, 8), dense_units=8, convs_per_block=1,
+#: Hyperparameters of a tiny, fast network for logic tests: the from-scratch network, one of
+#: it, no augmentation or normalisation, a fixed threshold (the defaults' backbone and CLAHE
+#: have tests of their own).
+TINY = dict(backbone=None, image_size=32, filters=(4, 8), dense_units=8, convs_per_block=1,
             global_pooling=False, epochs=2, batch_size=16,
             augmentation=None, intensity_norm=None, n_networks=1, threshold=0.5,
             validation_fraction=0.0, random_state=0, tracking=False)

@@ -264,3 +264,27 @@ def test_small_real_fit_with_each_backbone(backbone, real_train_dir):
     clf.fit(data.X[tr], data.y[tr], groups=data.groups[tr])
     auc = roc_auc_score(data.y[te] == "PNEUMONIA", clf.predict_proba(data.X[te])[:, 1])
     assert auc > 0.75, f"backbone={backbone}: ROC AUC {auc:.3f} on unseen patients"
+
+
+def test_folders_before_format_4_load_as_the_from_scratch_network(tmp_path, synthetic_dir):
+    """A folder saved before the backbone existed (format 3, no backbone parameter) is the
+    from-scratch network, whatever today's default backbone is."""
+    import json
+
+    from pneumonia_cnn import load_image_folder
+
+    data = load_image_folder(synthetic_dir, 32)
+    clf = PneumoniaCNN(backbone=None, image_size=32, filters=(4, 8), dense_units=8, epochs=1,
+                       n_networks=1, augmentation=None, intensity_norm=None, tracking=False,
+                       validation_fraction=0.0, threshold=0.5, random_state=0)
+    clf.fit(data.X, data.y).save(tmp_path / "m")
+    meta_file = tmp_path / "m" / "pneumonia_cnn.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["format_version"] == 4 and meta["params"]["backbone"] is None
+    meta["format_version"] = 3
+    for key in ("backbone", "freeze_blocks"):
+        del meta["params"][key]
+    meta_file.write_text(json.dumps(meta))
+    old = PneumoniaCNN.load(tmp_path / "m")
+    assert old.backbone is None and PneumoniaCNN().backbone == "efficientnet-lite0"
+    np.testing.assert_allclose(old.predict_proba(data.X), clf.predict_proba(data.X), atol=1e-6)

@@ -334,12 +334,19 @@ def test_ensemble_operating_point_is_chosen_on_the_shared_hold_out(synthetic_dat
     assert clf.threshold_ == threshold_for_sensitivity(d.y[va], p, 0.9)
 
 
-def test_defaults_are_the_shift_robust_configuration():
+def test_defaults_are_the_measured_configuration():
+    from pneumonia_cnn.estimator import by_backbone
+
     clf = PneumoniaCNN()
-    assert (clf.architecture()["augmentation"], clf.intensity_norm, clf.n_networks,
-            clf.threshold, clf.target_sensitivity) == ("acquisition", "clahe", 3, "target",
-                                                       0.95)
-    assert PneumoniaCNN(image_size=28).architecture()["augmentation"] == "light"
+    assert (clf.backbone, clf.input_size(), clf.architecture()["augmentation"],
+            clf.intensity_norm, by_backbone(clf, "n_networks"), clf.freeze_blocks,
+            clf.threshold, clf.target_sensitivity) == (
+        "efficientnet-lite0", 128, "light", "clahe", 1, 8, "target", 0.95)
+    scratch = PneumoniaCNN(backbone=None)
+    assert (scratch.input_size(), scratch.architecture()["augmentation"],
+            by_backbone(scratch, "n_networks"), by_backbone(scratch, "epochs")) == (
+        96, "acquisition", 3, 14)
+    assert PneumoniaCNN(backbone=None, image_size=28).architecture()["augmentation"] == "light"
 
 
 def test_odd_inputs_to_the_stress_test_are_converted_or_refused(fitted_tiny, synthetic_data):

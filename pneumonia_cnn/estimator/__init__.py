@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from ..utils import lazy_exports
 
 __all__ = [
-    "ARCHITECTURES", "BACKBONE_DEFAULTS", "FORMAT_VERSION", "FitContext", "FitHook", "META_FILE", "MODEL_FILE",
-    "PARAMETER_CONSTRAINTS", "PneumoniaCNN", "READABLE_FORMATS", "SMALL_IMAGE",
-    "WRAPPER_FILES", "architecture", "atomic_model_folder", "by_backbone", "check_settings", "fit_hooks",
-    "in_memory_batches", "is_model_uri", "load_folder", "local_model_folder",
+    "ARCHITECTURES", "BACKBONE_DEFAULTS", "FORMAT_VERSION", "FitContext", "FitHook",
+    "META_FILE", "MODEL_FILE", "PARAMETER_CONSTRAINTS", "PRETRAINED_AUGMENTATION",
+    "PneumoniaCNN", "READABLE_FORMATS", "SMALL_IMAGE", "WRAPPER_FILES", "architecture",
+    "atomic_model_folder", "by_backbone", "check_settings", "fit_hooks", "in_memory_batches",
+    "is_model_uri", "load_folder", "local_model_folder",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__)  # the names of the block below
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # imported on first use (also read by documentation, type che
         ARCHITECTURES,
         BACKBONE_DEFAULTS,
         PARAMETER_CONSTRAINTS,
+        PRETRAINED_AUGMENTATION,
         SMALL_IMAGE,
         architecture,
         by_backbone,

