@@ -8,7 +8,7 @@ import pytest
 
 from pneumonia_cnn.cli import build_parser, main
 
-TINY_ARGS = ["--image-size", "32", "--filters", "4,8", "--dense-units", "8",
+TINY_ARGS = ["--backbone", "none", "--image-size", "32", "--filters", "4,8", "--dense-units", "8",
              "--convs-per-block", "1", "--no-global-pooling", "--epochs", "2",
              "--augmentation", "none", "--intensity-norm", "none", "--n-networks", "1",
              "--threshold", "0.5", "--validation-fraction", "0.25", "--random-state", "0",

@@ -330,7 +330,7 @@ def _not_utf8_name_walk(synthetic_dir, tmp_path):
     data = load_image_folder(root, 32, cache=True)
     assert any("\udcff" in p for p in data.paths)
     model = tmp_path / "model"
-    args = ["--image-size", "32", "--filters", "4", "--n-networks", "1", "--epochs", "1",
+    args = ["--backbone", "none", "--image-size", "32", "--filters", "4", "--n-networks", "1", "--epochs", "1",
             "--no-tracking", "--quiet", "--threshold", "0.5"]
     assert main(["train", str(root), "--model-out", str(model), *args]) == 0
     assert main(["evaluate", str(model), str(root), "--no-tracking", "--out",

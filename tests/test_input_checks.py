@@ -115,7 +115,7 @@ def test_model_out_is_checked_before_training(tmp_path, capsys, synthetic_dir):
 
     from pneumonia_cnn.cli import main
 
-    args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "1", "--image-size", "32",
+    args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "1", "--backbone", "none", "--image-size", "32",
             "--filters", "4", "--n-networks", "1", "--quiet", "--model-out"]
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
@@ -196,7 +196,7 @@ def test_ctrl_c_while_logging_a_finished_fit_says_what_happened(synthetic_dir, t
     monkeypatch.setattr(serving, "log_model", interrupted)
     uri = f"sqlite:///{tmp_path / 'i.db'}"
     code = main(["train", str(synthetic_dir), "--model-out", str(tmp_path / "m"), "--epochs",
-                 "1", "--image-size", "32", "--filters", "4", "--n-networks", "1",
+                 "1", "--backbone", "none", "--image-size", "32", "--filters", "4", "--n-networks", "1",
                  "--augmentation", "none", "--intensity-norm", "none", "--threshold", "0.5",
                  "--quiet", "--tracking-uri", uri])
     assert code == 130
@@ -231,7 +231,7 @@ def test_a_diverged_fit_is_an_error_and_writes_no_model(synthetic_dir, tmp_path,
 
     from pneumonia_cnn.cli import main
 
-    args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "2", "--image-size", "32",
+    args = ["train", str(synthetic_dir), "--no-tracking", "--epochs", "2", "--backbone", "none", "--image-size", "32",
             "--filters", "4", "--n-networks", "1", "--quiet", "--learning-rate", "1e6",
             "--optimizer", "sgd", "--no-batch-norm", "--model-out", str(tmp_path / "m")]
     assert main(args) == 2

@@ -235,7 +235,7 @@ def test_sigterm_during_cli_train_saves_model_and_exits_cleanly(synthetic_dir, t
            }
     proc = subprocess.Popen(
         [sys.executable, "-m", "pneumonia_cnn", "train", str(synthetic_dir), "--model-out",
-         str(model), "--image-size", "32", "--filters", "4,8", "--epochs", "500",
+         str(model), "--backbone", "none", "--image-size", "32", "--filters", "4,8", "--epochs", "500",
          "--patience", "none", "--validation-fraction", "0.25", "--batch-size", "8"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []

@@ -108,7 +108,7 @@ def test_the_estimator_and_the_cli_take_a_medmnist_file(medmnist, tmp_path, caps
         clf = PneumoniaCNN(**TINY).fit(str(path))
     assert clf.n_train_ == 48  # train + val
     model = tmp_path / "model"
-    args = ["--image-size", "32", "--filters", "4,8", "--dense-units", "8", "--epochs", "1",
+    args = ["--backbone", "none", "--image-size", "32", "--filters", "4,8", "--dense-units", "8", "--epochs", "1",
             "--augmentation", "none", "--intensity-norm", "none", "--n-networks", "1",
             "--threshold", "0.5", "--validation-fraction", "0", "--quiet", "--no-tracking"]
     assert main(["train", str(path), "--model-out", str(model), *args]) == 0
@@ -130,7 +130,7 @@ def test_the_estimator_and_the_cli_take_a_medmnist_file(medmnist, tmp_path, caps
 
 
 def test_run_says_what_it_trained_and_evaluated_on(split_root, tmp_path, capsys):
-    args = ["--image-size", "32", "--filters", "4,8", "--dense-units", "8", "--epochs", "1",
+    args = ["--backbone", "none", "--image-size", "32", "--filters", "4,8", "--dense-units", "8", "--epochs", "1",
             "--augmentation", "none", "--intensity-norm", "none", "--n-networks", "1",
             "--threshold", "0.5", "--validation-fraction", "0.25", "--quiet", "--no-tracking"]
     assert main(["run", str(split_root), "--out", str(tmp_path), *args]) == 0

@@ -200,7 +200,7 @@ def test_a_damaged_store_is_one_line_not_a_traceback(tmp_path, monkeypatch, caps
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "mlflow.db").write_bytes(b"this is not a database" * 100)
     code = main(["train", str(synthetic_dir), "--model-out", "m", "--epochs", "1",
-                 "--n-networks", "1", "--image-size", "32", "--filters", "4", "--quiet"])
+                 "--n-networks", "1", "--backbone", "none", "--image-size", "32", "--filters", "4", "--quiet"])
     assert code == 2
     err = capsys.readouterr().err
     assert "cannot use the MLflow store" in err and "mv mlflow.db mlflow.db.bad" in err

@@ -20,7 +20,7 @@ from pneumonia_cnn.cli import main
 #: real components (servers, processes): in CI and the full run, not in the quick loop
 pytestmark = pytest.mark.slow
 
-SMALL = ["--image-size", "32", "--epochs", "4", "--n-networks", "1", "--quiet",
+SMALL = ["--backbone", "none", "--image-size", "32", "--epochs", "4", "--n-networks", "1", "--quiet",
          "--augmentation", "none"]
 
 
