@@ -156,12 +156,15 @@ def test_batch_norm_re_estimation_reaches_every_layer(network, site_dir, tmp_pat
 
 def test_adapt_predicts_saves_loads_and_calibrates(fitted_with_holdout, site_dir, tmp_path):
     site = load_image_folder(site_dir, 32, cache=False)
-    model = adapt(fitted_with_holdout, site, n_bootstrap=20, track=False)
+    model = adapt(fitted_with_holdout, site, n_bootstrap=20, track=False, batch_norm=True)
     a = model.adaptation_
     assert a["n_films"] == 70 and 0 < a["prevalence"] < 1
     lo, hi = a["prevalence_ci90"]
     assert lo <= hi
-    assert a["batch_norm_recalibrated"]
+    assert a["batch_norm_recalibrated"] and a["batch_norm_layers"] == 2
+    plain = adapt(fitted_with_holdout, site, n_bootstrap=20, track=False)  # the default
+    assert not plain.adaptation_["batch_norm_recalibrated"]
+    assert plain.adaptation_["batch_norm_layers"] == 0
     p = model.predict_proba(site.X)[:, 1]
     assert (model.predict(site.X) == np.where(p >= model.threshold_, "PNEUMONIA",
                                               "NORMAL")).all()
