@@ -52,6 +52,9 @@ from _common import batch_design, data_224, machine, train_on_middle  # noqa: E4
 #: Candidate defaults (PneumoniaCNN parameters on top of today's defaults).
 VARIANTS = {
     "default": {},
+    # the from-scratch network with its own defaults (the default before the backbone; its
+    # rows of 2026-12-02 are "default" in results/robustness.json)
+    "scratch": {"backbone": None},
     "previous_default": {"image_size": 96, "filters": (8, 16, 32, 64), "global_pooling": False,
                          "border_mask": 0.0},
     "gap128": {"image_size": 128, "filters": (8, 16, 32, 64, 128), "global_pooling": True},

@@ -183,7 +183,7 @@ def test_quiet_tensorflow_filters_its_start_up_lines_in_the_api(quiet):
             + "import sys, numpy as np\n"
               "from pneumonia_cnn import PneumoniaCNN\n"
               "X = np.random.RandomState(0).randint(0, 255, (16, 32, 32, 1)).astype(np.uint8)\n"
-              "PneumoniaCNN(image_size=32, filters=(4,), epochs=1, n_networks=1, tracking=False,"
+              "PneumoniaCNN(backbone=None, image_size=32, filters=(4,), epochs=1, n_networks=1, tracking=False,"
               " augmentation=None, intensity_norm=None, threshold=0.5,"
               " validation_fraction=0).fit(X, ['NORMAL', 'PNEUMONIA'] * 8)\n"
               "print('kept', file=sys.stderr)\n")

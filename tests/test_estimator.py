@@ -25,7 +25,8 @@ def test_is_a_classifier_and_cv_is_stratified():
 
 
 def test_init_only_stores_and_params_round_trip():
-    clf = PneumoniaCNN(filters=(8, 16), augmentation={"zoom": 0.1}, optimizer__weight_decay=1e-4)
+    clf = PneumoniaCNN(backbone=None, filters=(8, 16), augmentation={"zoom": 0.1},
+                       optimizer__weight_decay=1e-4)
     params = clf.get_params()
     assert params["filters"] == (8, 16) and params["optimizer__weight_decay"] == 1e-4
     c = clone(clf)

@@ -31,7 +31,8 @@ def films():
 def trained(films):
     """A small network that learns the synthetic task (held-out ROC AUC ~0.95)."""
     X, _, y = films
-    return PneumoniaCNN(image_size=SIZE, filters=(8, 16, 32), dense_units=16, epochs=20,
+    return PneumoniaCNN(backbone=None, image_size=SIZE, filters=(8, 16, 32), dense_units=16,
+                        epochs=20,
                         batch_size=16, validation_fraction=0.2, random_state=0,
                         augmentation=None, intensity_norm=None, n_networks=1, threshold=0.5,
                         tracking=False).fit(X[:360], y[:360])

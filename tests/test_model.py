@@ -59,14 +59,14 @@ def test_the_architecture_is_chosen_by_image_size_unless_given():
     from pneumonia_cnn import PneumoniaCNN
     from pneumonia_cnn.estimator import ARCHITECTURES
 
-    assert PneumoniaCNN(image_size=96).architecture() == ARCHITECTURES["standard"]
-    assert PneumoniaCNN(image_size=28).architecture() == ARCHITECTURES["small"]
-    mixed = PneumoniaCNN(image_size=28, filters=(8, 16), dense_units=32,
+    assert PneumoniaCNN(backbone=None, image_size=96).architecture() == ARCHITECTURES["standard"]
+    assert PneumoniaCNN(backbone=None, image_size=28).architecture() == ARCHITECTURES["small"]
+    mixed = PneumoniaCNN(backbone=None, image_size=28, filters=(8, 16), dense_units=32,
                          augmentation=None).architecture()
     assert mixed == {**ARCHITECTURES["small"], "filters": (8, 16), "dense_units": 32,
                      "augmentation": None}
     # the small network keeps 28 px above 1 x 1 and pools globally
-    est = PneumoniaCNN(image_size=28, n_networks=1, epochs=1, tracking=False,
+    est = PneumoniaCNN(backbone=None, image_size=28, n_networks=1, epochs=1, tracking=False,
                        validation_fraction=0.0, threshold=0.5, random_state=0)
     X = np.random.default_rng(0).integers(0, 255, (8, 28, 28, 1)).astype(np.uint8)
     est.fit(X, np.array(["NORMAL", "PNEUMONIA"] * 4))

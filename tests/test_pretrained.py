@@ -288,3 +288,11 @@ def test_folders_before_format_4_load_as_the_from_scratch_network(tmp_path, synt
     old = PneumoniaCNN.load(tmp_path / "m")
     assert old.backbone is None and PneumoniaCNN().backbone == "efficientnet-lite0"
     np.testing.assert_allclose(old.predict_proba(data.X), clf.predict_proba(data.X), atol=1e-6)
+
+
+def test_from_scratch_settings_with_a_backbone_are_named_as_ignored():
+    with pytest.warns(UserWarning, match="filters, dense_units shape the from-scratch network "
+                                         "only and are ignored"):
+        PneumoniaCNN(filters=(8, 16), dense_units=8).check_params()
+    with pytest.raises(ValueError, match="filters must be"):  # still checked
+        PneumoniaCNN(filters=8).check_params()

@@ -25,7 +25,8 @@ def test_model_learns_on_unseen_patients(real_train_dir):
     X, y, g = data.X[idx], data.y[idx], data.groups[idx]
     tr, te = grouped_split(y, g, 0.25, random_state=0)
     assert set(g[tr]).isdisjoint(g[te])
-    clf = PneumoniaCNN(image_size=64, filters=(16, 32, 64), epochs=6, augmentation="light",
+    clf = PneumoniaCNN(backbone=None, image_size=64, filters=(16, 32, 64), epochs=6,
+                       augmentation="light",
                        intensity_norm=None, n_networks=1, threshold=0.5,
                        validation_fraction=0.0, random_state=0)
     clf.fit(X[tr], y[tr])
@@ -40,7 +41,8 @@ def test_stress_and_site_calibration_on_real_films(real_train_dir):
     data = load_image_folder(real_train_dir, 64)
     tr, rest = grouped_split(data.y, data.groups, 0.3, random_state=1)
     # the default's levers (acquisition augmentation, CLAHE), one network to keep it short
-    clf = PneumoniaCNN(image_size=64, filters=(8, 16, 32), epochs=5, validation_fraction=0.0,
+    clf = PneumoniaCNN(backbone=None, image_size=64, filters=(8, 16, 32), epochs=5,
+                       validation_fraction=0.0,
                        n_networks=1, threshold=0.5, random_state=0,
                        tracking=False).fit(data.X[tr], data.y[tr])
     Xr, yr = data.X[rest], data.y[rest]
@@ -78,8 +80,8 @@ def test_label_free_adaptation_on_a_real_later_batch(real_train_dir):
     data = load_image_folder(real_train_dir, 64)
     early, late = batch_masks(data.paths)
     middle = ~early & ~late
-    clf = PneumoniaCNN(image_size=64, filters=(8, 16, 32), epochs=5, n_networks=1,
-                       validation_fraction=0.2, random_state=0, tracking=False)
+    clf = PneumoniaCNN(backbone=None, image_size=64, filters=(8, 16, 32), epochs=5,
+                       n_networks=1, validation_fraction=0.2, random_state=0, tracking=False)
     clf.fit(data.X[middle], data.y[middle], groups=data.groups[middle])
     y = data.y[late] == "PNEUMONIA"
     with warnings.catch_warnings():

@@ -3,6 +3,8 @@ image size, and the checks that run before any work (``fit`` and the CLI call th
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.utils._param_validation import (
     Integral,
@@ -154,21 +156,27 @@ def check_params(estimator) -> None:
         raise ValueError(str(exc)) from None
     size = by_backbone(estimator, "image_size")
     filters = architecture(estimator)["filters"]
-    if estimator.backbone is not None:
-        if size < 32:
-            raise ValueError(f"image_size={size} is too small for backbone="
-                             f"{estimator.backbone!r}: it needs at least 32 px (5 halvings); "
-                             "use image_size >= 32, or backbone=None for small films")
-    elif (not isinstance(filters, (tuple, list)) or not filters
+    if estimator.backbone is not None and size < 32:
+        raise ValueError(f"image_size={size} is too small for backbone="
+                         f"{estimator.backbone!r}: it needs at least 32 px (5 halvings); "
+                         "use image_size >= 32, or backbone=None for small films")
+    if (not isinstance(filters, (tuple, list)) or not filters
             or not all(isinstance(f, (int, np.integer)) and not isinstance(f, bool)
                        and f >= 1 for f in filters)):
         raise ValueError(f"filters must be a non-empty tuple of positive ints, one per "
                          f"convolution block, e.g. (16, 32, 64); got {filters!r}")
-    elif size < 2 ** len(filters):
+    if estimator.backbone is None and size < 2 ** len(filters):
         raise ValueError(f"image_size={size} is too small for {len(filters)} "
                          f"convolution blocks (filters={tuple(filters)}): each block halves "
                          f"the image, so image_size must be at least {2 ** len(filters)}; "
                          "use a larger image_size or fewer filters")
+    if estimator.backbone is not None:
+        given = [k for k in ("filters", "convs_per_block", "global_pooling", "dense_units")
+                 if getattr(estimator, k) is not None]
+        if given:  # a setting that does nothing must not pass for one that does
+            warnings.warn(f"{', '.join(given)} shape the from-scratch network only and are "
+                          f"ignored with backbone={estimator.backbone!r}; set backbone=None "
+                          "(--backbone none) to use them", UserWarning, stacklevel=3)
     augmentation_factors(architecture(estimator)["augmentation"])  # unknown preset or key
     hooks = [h for h in (estimator.fit_hooks or []) if not isinstance(h, FitHook)]
     if hooks:  # a class instead of an instance, a Keras callback...: refused before any work
