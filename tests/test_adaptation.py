@@ -195,6 +195,18 @@ def test_adapt_warns_about_the_model_s_own_training_films(fitted_with_holdout, t
               track=False)
 
 
+def test_calibrate_warns_about_the_model_s_own_unlabelled_training_films(
+        fitted_with_holdout, site_dir, tmp_path):
+    """Regression (site issue, finding 11): `calibrate --unlabelled` took the model's own
+    training films without a word, where adapt warns."""
+    root = make_synthetic_dataset(tmp_path / "train", n_normal=40, n_pneumonia=60, size=40,
+                                  random_state=3)  # the fixture's training films
+    site = load_image_folder(site_dir, 32, cache=False)
+    with pytest.warns(UserWarning, match="unlabelled site films are identical to training"):
+        calibrate(fitted_with_holdout, site.X, site.y,
+                  unlabelled=load_image_folder(root, 32, cache=False).X, track=False)
+
+
 def test_adapt_refuses_too_few_films_and_models_without_holdout_scores(
         fitted_with_holdout, fitted_tiny, site_dir):
     site = load_image_folder(site_dir, 32, cache=False)

@@ -158,6 +158,12 @@ class SiteCalibratedCNN(NetworkWrapper):
                                  "retrain it, or calibrate on labelled films only")
             images = image_arrays(self.estimator, unlabelled, None)[0] if not isinstance(
                 unlabelled, np.ndarray) else unlabelled
+            overlap = training_overlap(self.estimator, images)
+            if overlap:  # as adapt warns: the model's own films make the site look easy
+                warnings.warn(f"{overlap} of the {len(images)} unlabelled site films are "
+                              "identical to training films of this model: their scores are "
+                              "optimistic, and so is the calibrated operating point; use "
+                              "films the model never saw", UserWarning, stacklevel=2)
             site = np.asarray(self.estimator.predict_proba(images))[:, col]
         return self.fit_scores(scores, y, unlabelled_scores=site)
 
