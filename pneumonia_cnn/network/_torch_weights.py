@@ -66,6 +66,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     _REBUILD = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")}
 
+    def __init__(self, file):
+        super().__init__(file)
+        self.storages: dict = {}  # storage key -> _Storage, filled by persistent_load
+
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
@@ -82,10 +86,9 @@ class RestrictedUnpickler(pickle.Unpickler):
                 or not isinstance(pid[1], _StorageType)):
             raise UnsafeWeightsError(f"refusing persistent id {pid!r}: not a tensor storage")
         key, numel = str(pid[2]), int(pid[4])
-        storages = self.__dict__.setdefault("storages", {})
-        if key not in storages:
-            storages[key] = _Storage(pid[1].dtype, numel)
-        return storages[key]
+        if key not in self.storages:
+            self.storages[key] = _Storage(pid[1].dtype, numel)
+        return self.storages[key]
 
 
 def read_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
@@ -126,11 +129,13 @@ def read_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
         if isinstance(exc, UnsafeWeightsError):
             raise
         raise ValueError(f"{path}: not a readable torch.save file ({exc})") from None
-    storages = unpickler.__dict__.get("storages", {})
+    storages = unpickler.storages
     if not isinstance(state, dict) or not isinstance(keys, list):
         raise UnsafeWeightsError(f"{path} does not hold a state dict")
     for key in keys:
-        storage = storages[str(key)]
+        storage = storages.get(str(key))
+        if storage is None:
+            raise ValueError(f"{path} is damaged: storage {key!r} is listed but no tensor uses it")
         count = int(np.frombuffer(f.read(8), "<i8")[0])
         nbytes = count * storage.dtype.itemsize
         raw = f.read(nbytes)
@@ -146,7 +151,7 @@ def read_torch_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
         flat = storage.data
         if flat is None:
             raise ValueError(f"{path}: the storage of {name!r} is missing")
-        extent = offset + sum((s - 1) * st for s, st in zip(size, stride)) + 1 if size else offset + 1
+        extent = offset + 1 + sum((n - 1) * st for n, st in zip(size, stride))
         if extent > flat.size:
             raise ValueError(f"{path}: tensor {name!r} reaches past its storage")
         arr = np.lib.stride_tricks.as_strided(flat[offset:], shape=size,
