@@ -323,3 +323,16 @@ def test_argument_errors_come_before_tensorflow_loads(fitted_tiny, synthetic_dir
     assert done.returncode == 2, done.stderr
     assert "TF False" in done.stdout, done.stderr
     assert "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("verb", ["adapt", "calibrate"])
+def test_report_dir_without_evaluate_fraction_is_refused(fitted_tiny, synthetic_dir, tmp_path,
+                                                         capsys, verb):
+    """Regression (site issue, finding 16): --report-dir without --evaluate-fraction was
+    ignored silently."""
+    model = fitted_tiny.save(tmp_path / "m")
+    code = main([verb, str(model), str(synthetic_dir), "--model-out", str(tmp_path / "out"),
+                 "--report-dir", str(tmp_path / "report")])
+    assert code == 2
+    assert "needs --evaluate-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

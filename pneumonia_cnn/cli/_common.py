@@ -611,6 +611,10 @@ def evaluate_fraction(args) -> float | None:
     """``--evaluate-fraction``, checked: in (0, 0.5] (the part the operating point is fitted
     on keeps at least half of the films), or None."""
     fraction = args.evaluate_fraction
+    if fraction is None and getattr(args, "report_dir", None):
+        raise CLIError("--report-dir writes the evaluation of --evaluate-fraction's part of "
+                       "the site, so it needs --evaluate-fraction (e.g. 0.5); without it "
+                       "nothing would be evaluated or written")
     if fraction is not None and not 0 < fraction <= 0.5:
         raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}: the part "
                        "the operating point is fitted on keeps at least half of the films")
