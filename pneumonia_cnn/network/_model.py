@@ -98,16 +98,10 @@ def build_model(
     x = inputs
 
     # Augmentation (training only) on raw 0-255 pixels, then scale to 0-1.
-    augment = build_augmentation(augmentation, seed=seed)
-    if augment is not None:
-        x = augment(x)
+    x = _augmented(x, augmentation, seed)
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
 
-    # Border mask: crop the margins and pad them back with zeros (two standard layers).
-    margin = int(round(float(border_mask) * int(input_shape[0])))
-    if margin:
-        x = layers.Cropping2D(margin, name="border_crop")(x)
-        x = layers.ZeroPadding2D(margin, name="border_mask")(x)
+    x = _border_masked(x, border_mask, int(input_shape[0]))
 
     # Convolution blocks: [conv -> (batch norm) -> ReLU] x n, then 2x2 pooling.
     for b, n_filters in enumerate(filters, start=1):
@@ -189,13 +183,8 @@ def build_pretrained_model(
 
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
-    augment = build_augmentation(augmentation, seed=seed)
-    if augment is not None:
-        x = augment(x)
-    margin = int(round(float(border_mask) * int(input_shape[0])))
-    if margin:
-        x = layers.Cropping2D(margin, name="border_crop")(x)
-        x = layers.ZeroPadding2D(margin, name="border_mask")(x)
+    x = _augmented(x, augmentation, seed)
+    x = _border_masked(x, border_mask, int(input_shape[0]))
     if input_shape[-1] == 1:  # a grayscale film into the three channels of ImageNet
         x = layers.Concatenate(name="to_rgb")([x, x, x])
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="imagenet_scale")(x)
@@ -220,6 +209,22 @@ def build_pretrained_model(
     outputs = layers.Dense(1, activation="sigmoid", kernel_initializer=init, dtype="float32",
                            name="pneumonia")(x)
     return keras.Model(inputs, outputs, name=f"pneumonia_{backbone.replace('-', '_')}")
+
+
+def _augmented(x, augmentation, seed):
+    """``x`` through the augmentation layers (training only), if there are any."""
+    augment = build_augmentation(augmentation, seed=seed)
+    return augment(x) if augment is not None else x
+
+
+def _border_masked(x, border_mask: float, side: int):
+    """The border mask: crop the margins and pad them back with zeros (two standard
+    layers); ``x`` unchanged for ``border_mask=0``."""
+    margin = int(round(float(border_mask) * side))
+    if margin:
+        x = layers.Cropping2D(margin, name="border_crop")(x)
+        x = layers.ZeroPadding2D(margin, name="border_mask")(x)
+    return x
 
 
 def ensemble_model(members: Sequence[keras.Model]) -> keras.Model:
