@@ -396,3 +396,29 @@ def test_adapting_an_adapted_or_calibrated_model_says_why(fitted_with_holdout, s
     for model in (adapted, calibrated):
         with pytest.raises(ValueError, match="not an adapted or calibrated model"):
             adapt(model, site_dir, track=False)
+
+
+@pytest.mark.parametrize("kind", ["adapted", "calibrated_with_unlabelled"])
+def test_an_edited_operating_point_is_refused_on_load(fitted_with_holdout, site_dir, tmp_path,
+                                                      kind):
+    """Regression (site issue, finding 4): a plausible but edited threshold in
+    site_adaptation.json, or in a calibration made with unlabelled films, was used as it
+    stood. Both are rebuilt from the saved scores on load and compared."""
+    from pneumonia_cnn.analysis import CALIBRATION_FILE
+
+    site = load_image_folder(site_dir, 32, cache=False)
+    if kind == "adapted":
+        model, name = adapt(fitted_with_holdout, site, n_bootstrap=5, track=False), \
+            ADAPTATION_FILE
+    else:
+        labelled = np.r_[np.flatnonzero(site.y == "NORMAL")[:10],
+                         np.flatnonzero(site.y == "PNEUMONIA")[:10]]
+        model, name = calibrate(fitted_with_holdout, site.X[labelled], site.y[labelled],
+                                unlabelled=site.X, track=False), CALIBRATION_FILE
+    path = model.save(tmp_path / kind)
+    assert load_model(path).threshold_ == pytest.approx(model.threshold_, rel=1e-6)
+    info = json.loads((path / name).read_text())
+    info["threshold_"] = model.threshold_ * 0.8
+    (path / name).write_text(json.dumps(info))
+    with pytest.raises(DataError, match="edited"):
+        load_model(path)

@@ -418,7 +418,20 @@ class SiteAdaptedCNN(NetworkWrapper):
             if not 0.0 <= saved_t <= 1.0:
                 raise ValueError(f"threshold {saved_t!r} is not in [0, 1]")
             est.site_scores_ = check_probabilities(info["site_scores"], "site_scores")
-            est.threshold_ = saved_t
+            est._check_params()
+            # the operating point is rebuilt from what it was derived from (the site's scores
+            # and the network's hold-out), never taken as it stands: an edited or mismatched
+            # file is refused (site issue, finding 4)
+            rebuilt = estimate_site_mixture(
+                np.asarray(est.site_scores_, float),
+                np.asarray(net.validation_scores_, float),
+                np.asarray(net.validation_labels_, int),
+                target_sensitivity=float(est.target_sensitivity))["threshold"]
+            if not np.isclose(rebuilt, saved_t, rtol=1e-6, atol=1e-9):
+                raise ValueError(f"its threshold {saved_t!r} is not the one its site scores "
+                                 f"and the network's hold-out give ({rebuilt:.6g}): the file "
+                                 "was edited, or belongs to another network")
+            est.threshold_ = float(rebuilt)
             est.classes_ = np.array([NEGATIVE, POSITIVE])
             est.adaptation_ = dict(info["adaptation"])
         except (OSError, ValueError, KeyError, TypeError) as exc:

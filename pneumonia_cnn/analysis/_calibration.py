@@ -341,16 +341,19 @@ class SiteCalibratedCNN(NetworkWrapper):
                 raise ValueError(f"threshold_ {saved!r} is not in [0, 1]")
             est.fit_scores(np.asarray(info["scores"], float), np.asarray(info["labels"]),
                             warn=False, unlabelled_scores=unl,
-                            # a mixture's bootstrap is not redone; a file of an older version
-                            # (no confidence) used the expected-coverage rule: both kept
-                            saved_threshold=(saved if unl is not None
-                                             or "confidence" not in info else None))
+                            # a file of an older version (no confidence) used the
+                            # expected-coverage rule: its threshold is kept. Every other
+                            # threshold, the mixture's included (its bootstrap is seeded),
+                            # is rebuilt and compared below (site issue, finding 4)
+                            saved_threshold=saved if "confidence" not in info else None)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path / CALIBRATION_FILE} is damaged ({exc}): calibrate the "
                             "model again with `pneumonia-cnn calibrate`") from exc
-        if abs(est.threshold_ - float(info["threshold_"])) > 1e-9:
-            raise DataError(f"{path / CALIBRATION_FILE}: the rebuilt threshold differs from "
-                            "the saved one; calibrate the model again")
+        if not np.isclose(est.threshold_, float(info["threshold_"]), rtol=1e-6, atol=1e-9):
+            raise DataError(f"{path / CALIBRATION_FILE}: its threshold "
+                            f"{float(info['threshold_']):.6g} is not the one its saved scores "
+                            f"give ({est.threshold_:.6g}): the file was edited, or belongs to "
+                            "another network; calibrate the model again")
         est.mlflow_run_id_ = info.get("mlflow_run_id")
         est.mlflow_model_id_ = info.get("mlflow_model_id")
         return est
