@@ -422,3 +422,18 @@ def test_an_edited_operating_point_is_refused_on_load(fitted_with_holdout, site_
     (path / name).write_text(json.dumps(info))
     with pytest.raises(DataError, match="edited"):
         load_model(path)
+
+
+def test_the_network_loader_refuses_to_drop_a_site_s_operating_point(fitted_with_holdout,
+                                                                     site_dir, tmp_path):
+    """Regression (site issue, finding 5): PneumoniaCNN.load on an adapted or calibrated
+    folder returned the bare network at its original threshold, without a word."""
+    adapted = adapt(fitted_with_holdout, site_dir, n_bootstrap=5, track=False)
+    calibrated = calibrate(fitted_with_holdout, site_dir)
+    for name, model in (("adapted", adapted), ("calibrated", calibrated)):
+        path = model.save(tmp_path / name)
+        with pytest.raises(DataError, match=r"analysis.load_model"):
+            PneumoniaCNN.load(path)
+        net = PneumoniaCNN.load(path, network_only=True)
+        assert net.threshold_ == pytest.approx(fitted_with_holdout.threshold_)
+        assert load_model(path).threshold_ == pytest.approx(model.threshold_)

@@ -406,7 +406,7 @@ class SiteAdaptedCNN(NetworkWrapper):
         """Load a folder written by :meth:`save` (the threshold is rebuilt from the saved
         scores and checked against the saved one)."""
         path = Path(path)
-        net = PneumoniaCNN.load(path)
+        net = PneumoniaCNN.load(path, network_only=True)
         try:
             info = json.loads((path / ADAPTATION_FILE).read_text())
             est = cls(net, target_sensitivity=info["target_sensitivity"],

@@ -323,7 +323,7 @@ class SiteCalibratedCNN(NetworkWrapper):
         path = Path(path)
         # an adapted model may be calibrated too: its adaptation is loaded under it
         base = (SiteAdaptedCNN.load(path) if (path / ADAPTATION_FILE).is_file()
-                else PneumoniaCNN.load(path))
+                else PneumoniaCNN.load(path, network_only=True))
         try:
             info = json.loads((path / CALIBRATION_FILE).read_text())
             est = cls(base, target_sensitivity=info["target_sensitivity"],

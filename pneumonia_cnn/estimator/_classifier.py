@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..data import (
     CHUNK,
+    DataError,
     ImageStream,
     canonical_labels,
     grouped_split,
@@ -457,15 +458,39 @@ class PneumoniaCNN(KerasClassifier):
         _persistence.write_files(self, path)
 
     @classmethod
-    def load(cls, path, *, safe_mode: bool = True,
-             tracking_uri: str | None = None) -> "PneumoniaCNN":
-        """Load an estimator saved with :meth:`save` (``path``: its folder) or logged to
-        MLflow (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/MODEL_ID``,
-        ``runs:/RUN_ID/NAME``, from ``tracking_uri``). ``safe_mode``: Keras' (no code
-        from the file). See :func:`pneumonia_cnn.analysis.load_model` for any model."""
+    def load(cls, path, *, safe_mode: bool = True, tracking_uri: str | None = None,
+             network_only: bool = False) -> "PneumoniaCNN":
+        """Load an estimator saved with :meth:`save`, or logged to MLflow.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Its folder, or an MLflow model URI (``models:/NAME@ALIAS``,
+            ``models:/NAME/VERSION``, ``models:/MODEL_ID``, ``runs:/RUN_ID/NAME``).
+        safe_mode : bool, default=True
+            Keras' safe mode (no code from the file).
+        tracking_uri : str, default=None
+            The MLflow store of a model URI.
+        network_only : bool, default=False
+            A folder adapted or calibrated to a site (``site_*.json``) is refused, because
+            this class would drop the site's operating point: load it with
+            :func:`pneumonia_cnn.analysis.load_model`. ``True`` returns its bare network
+            (for an adapted folder, the site-changed network at its original threshold).
+
+        Returns
+        -------
+        PneumoniaCNN
+        """
         found = (plugin("model_folder")(path, tracking_uri) if _persistence.is_model_uri(path)
                  else _persistence.local_model_folder(path))
         with found as (folder, info):
+            site = sorted(p.name for p in Path(folder).glob("site_*.json"))
+            if site and not network_only:
+                raise DataError(
+                    f"{path} holds a model adapted or calibrated to a site ({', '.join(site)}): "
+                    "PneumoniaCNN.load would drop its operating point. Load it with "
+                    "pneumonia_cnn.analysis.load_model(path), or pass network_only=True for "
+                    "the bare network")
             est = _persistence.load_folder(cls, folder, safe_mode)
         if info.get("model_id"):
             est.mlflow_model_id_ = info["model_id"]
