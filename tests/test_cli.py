@@ -336,3 +336,48 @@ def test_report_dir_without_evaluate_fraction_is_refused(fitted_tiny, synthetic_
     assert code == 2
     assert "needs --evaluate-fraction" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hold_out_too_small_for_the_threshold_rule_is_refused_before_training(tmp_path,
+                                                                               capsys):
+    """Regression (site issue, finding 9): a hold-out with one PNEUMONIA film failed only
+    after training, naming an internal function."""
+    import numpy as np
+
+    from conftest import TINY
+    from pneumonia_cnn import PneumoniaCNN
+    from pneumonia_cnn.data import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "few", n_normal=30, n_pneumonia=3, size=40,
+                                  random_state=2)  # one PNEUMONIA film falls in the hold-out
+    clf = PneumoniaCNN(**{**TINY, "validation_fraction": 0.3, "threshold": "target",
+                          "random_state": 0})
+    with pytest.raises(ValueError, match="needs at least 2 PNEUMONIA films.*validation_fraction"):
+        clf.fit(str(root))
+    assert not hasattr(clf, "history_")  # refused before any epoch
+    assert main(["train", str(root), "--model-out", str(tmp_path / "m"),
+                 *TINY_ARGS, "--validation-fraction", "0.3", "--threshold", "target",
+                 "--random-state", "0"]) != 0
+    assert "--validation-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+    # one PNEUMONIA film, held out: the training part lacks the class (was an encoder error)
+    one = make_synthetic_dataset(tmp_path / "one", n_normal=30, n_pneumonia=1, size=40,
+                                 random_state=2)
+    with pytest.raises(ValueError, match="training part holds no PNEUMONIA film"):
+        clf.set_params(threshold=0.5).fit(str(one))
+
+
+def test_train_says_what_its_threshold_keeps_of_the_hold_out(synthetic_dir, tmp_path, capsys):
+    """Regression (site issue, finding 9): "keeps sensitivity 0.95" was printed where the
+    threshold kept 14/15 of the hold-out's PNEUMONIA films."""
+    import re
+
+    from pneumonia_cnn import PneumoniaCNN
+
+    assert main(["train", str(synthetic_dir), "--model-out", str(tmp_path / "m"),
+                 *TINY_ARGS]) == 0
+    out = capsys.readouterr().out
+    kept, n = map(int, re.search(r"on the hold-out it keeps (\d+)/(\d+) = ", out).groups())
+    model = PneumoniaCNN.load(tmp_path / "m")
+    pos = model.validation_scores_[model.validation_labels_ == 1]
+    assert (kept, n) == (int((pos >= model.threshold_).sum()), pos.size)

@@ -351,7 +351,34 @@ class PneumoniaCNN(KerasClassifier):
             return None
         if seed is None:
             seed = getattr(self, "_split_random_state", self.random_state)
-        return grouped_split(y, groups, self.validation_fraction, random_state=seed)
+        split = grouped_split(y, groups, self.validation_fraction, random_state=seed)
+        self._check_split(np.asarray(y).astype(str), split)
+        return split
+
+    def _check_split(self, y, split):
+        """Before any training: refuse a split whose training part lacks a class, or whose
+        hold-out is too small for the threshold rule (site issue, finding 9: this failed
+        after training, naming an internal function)."""
+        y_train = y[split[0]]
+        for label in ("NORMAL", "PNEUMONIA"):  # labels are canonical here
+            if not (y_train == label).any():
+                raise ValueError(
+                    f"after the validation hold-out (validation_fraction="
+                    f"{self.validation_fraction:g}) the training part holds no {label} film: "
+                    f"add {label} films (of more patients), or lower validation_fraction")
+        if self.threshold not in RULES:
+            return
+        y_pos = y[split[1]] == "PNEUMONIA"
+        n_pos, n_neg = int(y_pos.sum()), int((~y_pos).sum())
+        need_pos, need_neg = {"target": (2, 0), "conformal": (1, 0)}.get(self.threshold, (1, 1))
+        if n_pos < need_pos or n_neg < need_neg:
+            raise ValueError(
+                f"the validation hold-out (validation_fraction={self.validation_fraction:g}) "
+                f"holds {n_pos} PNEUMONIA and {n_neg} NORMAL films; threshold="
+                f"{self.threshold!r} needs at least {max(need_pos, 1)} PNEUMONIA"
+                + (f" and {need_neg} NORMAL" if need_neg else "") + " films to set the "
+                "operating point. Raise validation_fraction (CLI --validation-fraction), add "
+                "films, or give a fixed threshold (e.g. threshold=0.5)")
 
     def _fit_network(self, X, y, sample_weight, groups, hooks, context, **kwargs):
         """Train one network (scikeras' fit); returns the validation hold-out or None."""
