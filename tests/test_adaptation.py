@@ -210,7 +210,7 @@ def test_calibrate_warns_about_the_model_s_own_unlabelled_training_films(
 def test_adapt_refuses_too_few_films_and_models_without_holdout_scores(
         fitted_with_holdout, fitted_tiny, site_dir):
     site = load_image_folder(site_dir, 32, cache=False)
-    with pytest.raises(DataError, match=f"at least {MIN_SITE_FILMS} unlabelled films"):
+    with pytest.raises(DataError, match=f"at least {MIN_SITE_FILMS} distinct unlabelled films"):
         adapt(fitted_with_holdout, site.X[:20], track=False)
     with pytest.raises(ValueError, match="kept no validation hold-out scores"):
         adapt(fitted_tiny, site.X, batch_norm=False, track=False)
@@ -437,3 +437,22 @@ def test_the_network_loader_refuses_to_drop_a_site_s_operating_point(fitted_with
         net = PneumoniaCNN.load(path, network_only=True)
         assert net.threshold_ == pytest.approx(fitted_with_holdout.threshold_)
         assert load_model(path).threshold_ == pytest.approx(model.threshold_)
+
+
+def test_copies_of_one_film_count_once(fitted_with_holdout, site_dir):
+    """Regression (site issue, finding 10): 50 copies of one film passed the 50-film
+    minimum and gave a confident, meaningless operating point."""
+    site = load_image_folder(site_dir, 32, cache=False)
+    copies = np.repeat(site.X[:1], MIN_SITE_FILMS + 10, axis=0)
+    with pytest.warns(UserWarning, match=f"{MIN_SITE_FILMS + 9} of the {MIN_SITE_FILMS + 10} "
+                                         "site films are pixel-identical"), \
+            pytest.raises(DataError, match="distinct unlabelled films of the site, got 1"):
+        adapt(fitted_with_holdout, copies, n_bootstrap=5, track=False)
+    # the distinct films of a site padded with copies: adapted on the distinct ones only
+    padded = np.concatenate([site.X, site.X[:20]])
+    with pytest.warns(UserWarning, match="20 of the 90 site films are pixel-identical"):
+        model = adapt(fitted_with_holdout, padded, n_bootstrap=5, track=False)
+    assert model.adaptation_["n_films"] == 70
+    with pytest.warns(UserWarning, match="pixel-identical"):
+        direct = SiteAdaptedCNN(fitted_with_holdout, n_bootstrap=5).fit(padded)
+    assert direct.adaptation_["n_films"] == 70
