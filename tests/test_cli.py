@@ -381,3 +381,53 @@ def test_train_says_what_its_threshold_keeps_of_the_hold_out(synthetic_dir, tmp_
     model = PneumoniaCNN.load(tmp_path / "m")
     pos = model.validation_scores_[model.validation_labels_ == 1]
     assert (kept, n) == (int((pos >= model.threshold_).sum()), pos.size)
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "{model}", "{site}", "--out", "{site}/NORMAL"],
+    ["explain", "{model}", "{site}/PNEUMONIA", "--out", "{site}/PNEUMONIA/maps"],
+    ["train", "{site}", "--model-out", "{tmp}/m2", "--report-dir", "{site}/reports"],
+    ["adapt", "{model}", "{site}", "--model-out", "{tmp}/a", "--evaluate-fraction", "0.5",
+     "--report-dir", "{site}/r"],
+    ["run", "{site}", "--out", "{site}/outputs"],
+])
+def test_reports_are_not_written_into_the_data_they_read(fitted_tiny, synthetic_dir, tmp_path,
+                                                        argv):
+    """Regression (site issue, finding 7): reports written into a data folder became films
+    of the next run. Refused before TensorFlow loads, nothing written."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(synthetic_dir, site)
+    before = sorted(p for p in site.rglob("*"))
+    model = fitted_tiny.save(tmp_path / "m")
+    argv = [a.format(model=model, site=site, tmp=tmp_path) for a in argv]
+    code = ("import sys; from pneumonia_cnn.cli import main; rc = main(sys.argv[1:]); "
+            "print('TF', 'tensorflow' in sys.modules); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "which this command reads" in done.stderr and "TF False" in done.stdout
+    assert sorted(p for p in site.rglob("*")) == before
+
+
+def test_reports_already_in_a_data_folder_are_not_read_as_films(fitted_tiny, synthetic_dir,
+                                                                tmp_path, capsys):
+    """Regression (site issue, finding 7): a report written earlier into what is now a data
+    folder (here: another copy's class folder) is skipped by every loader, with a warning."""
+    import shutil
+
+    from pneumonia_cnn.data import OUTPUT_MARKER, UnreadableImageWarning, load_image_folder
+
+    model = fitted_tiny.save(tmp_path / "m")
+    site = tmp_path / "site"
+    shutil.copytree(synthetic_dir, site)
+    assert main(["evaluate", str(model), str(synthetic_dir), "--out",
+                 str(site / "NORMAL" / "report"), "--no-tracking"]) == 0
+    assert (site / "NORMAL" / "report" / OUTPUT_MARKER).is_file()
+    assert len(list((site / "NORMAL" / "report").glob("*.png"))) >= 3
+    capsys.readouterr()
+    with pytest.warns(UnreadableImageWarning, match="pneumonia-cnn wrote as reports"):
+        assert len(load_image_folder(site, 32, cache=False)) == 60
+    assert main(["evaluate", str(model), str(site), "--json", "--no-tracking"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 60

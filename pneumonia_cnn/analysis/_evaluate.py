@@ -18,6 +18,7 @@ from ..data import (
     is_synthetic,
     load_data,
     load_images,
+    mark_outputs,
 )
 from ..metrics import (
     NEGATIVE,
@@ -253,4 +254,6 @@ def save_evaluation(result: dict, out_dir, history: dict | None = None,
         result["per_image"].to_csv(out / "per_image.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(public_metrics(result), indent=2,
                                                  allow_nan=False))
+    mark_outputs(out, [*figures.values(), "classification_report.txt", "per_image.csv",
+                       "metrics.json"])
     return figures

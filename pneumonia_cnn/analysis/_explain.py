@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import display_path, load_any
+from ..data import display_path, load_any, mark_outputs
 from ..metrics import plt
 from ..network import BACKBONES, feeding_layer
 
@@ -308,6 +308,7 @@ def write_overlays(result: Explanation, out_dir, *, progress: bool = False) -> l
         f"{html.escape(_shown(result, i, f))}"
         f"<br>P(PNEUMONIA) = {result.probabilities[i]:.3f}: {result.labels[i]}"
         "</figcaption></figure>" for i, f in enumerate(files))
+    mark_outputs(out, [*files, "index.html"])
     (out / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>pneumonia-cnn explanations</title>"
         "<style>body{font-family:sans-serif} figure{display:inline-block;margin:6px;"

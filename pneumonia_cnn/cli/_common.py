@@ -253,6 +253,26 @@ def fmt(metrics: dict) -> str:
                      for k in keys if k in metrics)
 
 
+def refuse_inside_inputs(flag: str, path, inputs) -> None:
+    """Refuse an output folder (``flag``'s ``path``) that is one of the command's
+    ``inputs`` (data folders, image files, the model it reads) or inside one, before any
+    work: what it writes would replace the input or be read back as films (site issue,
+    findings 6 and 7)."""
+    if path is None:
+        return
+    out = Path(path).resolve()
+    for given in inputs:
+        if given is None or "://" in str(given) or str(given).startswith("models:"):
+            continue  # a model URI: not a folder here
+        source = Path(given).resolve()
+        if out == source or source in out.parents:
+            harm = ("replace what it reads" if out == source else
+                    "mix its files into the input (plots would be read as films next time)")
+            raise CLIError(f"{flag} {path} is {'' if out == source else 'inside '}{given}, "
+                           f"which this command reads: writing there would {harm}; choose "
+                           "a folder outside the data and the model")
+
+
 def check_model_out(path, overwrite: bool = False, inputs=()) -> None:
     """Refuse a --model-out that would lose the trained model or someone's files, before any
     work: the current folder, one of the command's ``inputs`` (the model it reads, its data
@@ -265,15 +285,7 @@ def check_model_out(path, overwrite: bool = False, inputs=()) -> None:
     if not Path(path).resolve().name or Path(path).resolve() == Path.cwd().resolve():
         raise CLIError(f"--model-out {path} names the current folder: the model is saved as a "
                        "folder of its own; give it a new name, e.g. --model-out ./model")
-    for given in inputs:
-        if given is None or "://" in str(given) or str(given).startswith("models:"):
-            continue  # a model URI: not a folder here
-        source, out = Path(given).resolve(), Path(path).resolve()
-        if out == source or source in out.parents:
-            raise CLIError(f"--model-out {path} is {'' if out == source else 'inside '}"
-                           f"{given}, which this command reads: writing there would "
-                           f"{'replace the model it starts from' if out == source else 'mix its files into the input'}; "
-                           "choose another folder")
+    refuse_inside_inputs("--model-out", path, inputs)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CLIError(f"--model-out {path} is a file: the model is saved as a folder; choose a "
@@ -618,4 +630,7 @@ def evaluate_fraction(args) -> float | None:
     if fraction is not None and not 0 < fraction <= 0.5:
         raise CLIError(f"--evaluate-fraction must be in (0, 0.5], got {fraction}: the part "
                        "the operating point is fitted on keeps at least half of the films")
+    refuse_inside_inputs("--report-dir", getattr(args, "report_dir", None),
+                         [getattr(args, k, None) for k in ("model", "site_dir", "data_dir",
+                                                           "unlabelled")])
     return fraction

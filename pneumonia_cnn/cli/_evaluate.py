@@ -15,6 +15,7 @@ from ._common import (
     fmt_ci,
     load_data_arg,
     print_view_link,
+    refuse_inside_inputs,
     set_tracking_uri,
 )
 
@@ -38,6 +39,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     check_model_arg(args.model)  # both checked before TensorFlow loads: errors at once
     check_data_arg(args, "evaluate")
+    refuse_inside_inputs("--out", args.out, (args.data_dir, args.model))
     from ..analysis import evaluate, load_model
     from ..metrics import public_metrics
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._common import MODEL_HELP, check_inputs_exist, check_model_arg, read_inputs
+from ._common import (
+    MODEL_HELP,
+    check_inputs_exist,
+    check_model_arg,
+    read_inputs,
+    refuse_inside_inputs,
+)
 
 
 def add_parser(sub) -> None:
@@ -33,6 +39,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     check_model_arg(args.model)
     check_inputs_exist(args.inputs)
+    refuse_inside_inputs("--out", args.out, (*args.inputs, args.model))
     from ..analysis import explain, load_model
 
     clf = load_model(args.model)

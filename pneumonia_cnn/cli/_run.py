@@ -16,6 +16,7 @@ from ._common import (
     make_estimator,
     print_stress,
     print_view_link,
+    refuse_inside_inputs,
 )
 
 
@@ -40,6 +41,7 @@ def run(args) -> int:
     # before TensorFlow loads or any image is read
     if args.data_dir is not None:
         check_data_arg(args, "train")
+        refuse_inside_inputs("--out", args.out, (args.data_dir,))
     settings = checked_settings(args)
     from ..analysis import evaluate
     from ..data import evaluation_split, grouped_split, make_synthetic_dataset

@@ -17,6 +17,7 @@ from ._common import (
     make_estimator,
     print_stress,
     print_view_link,
+    refuse_inside_inputs,
     register_model,
 )
 
@@ -47,6 +48,7 @@ def run(args) -> int:
 
     # before training: never lose the model
     check_model_out(args.model_out, args.overwrite, inputs=(args.data_dir,))
+    refuse_inside_inputs("--report-dir", args.report_dir, (args.data_dir,))
     # the data source (at once), then the settings (scikit-learn's checks, about a second),
     # before TensorFlow loads or any image is read
     check_data_arg(args, "train")
@@ -84,11 +86,13 @@ def run(args) -> int:
     print(f"Operating point: threshold {clf.threshold_:.3f} ({operating_rule(clf)})")
     print_stress(clf)
     if args.report_dir:
+        from ..data import mark_outputs
         from ..metrics import plot_history
 
         Path(args.report_dir).mkdir(parents=True, exist_ok=True)
         fig = plot_history(hist, best_epoch=clf.best_epoch_, n_networks=len(histories))
         fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
+        mark_outputs(args.report_dir, ["training_history.png"])
     print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")
     model_id = getattr(clf, "mlflow_model_id_", None)
     if model_id:

@@ -25,11 +25,13 @@ from ._cache import default_cache_dir
 from ._decode import decode_image
 from ._dicom import DICOM_EXTENSIONS, dicom_patient_id, is_dicom, read_dicom
 from ._folders import (
+    OUTPUT_MARKER,
     find_class_folders,
     image_files,
     load_image_folder,
     load_image_folders,
     load_images,
+    mark_outputs,
 )
 from ._images import (
     CLASS_NAMES,
@@ -74,13 +76,14 @@ from ._synthetic import (
 
 __all__ = [
     "CHUNK", "CLASS_NAMES", "DICOM_EXTENSIONS", "DataError", "IMAGE_EXTENSIONS", "ImageData",
-    "ImageStream", "MAX_PIXELS", "SPLITS", "SYNTHETIC_MARKER", "UnreadableImageWarning",
+    "ImageStream", "MAX_PIXELS", "OUTPUT_MARKER", "SPLITS", "SYNTHETIC_MARKER",
+    "UnreadableImageWarning",
     "batch_masks", "canonical_labels", "check_pixel_budget", "check_source", "decode_image",
     "default_cache_dir", "dicom_patient_id", "display_path", "evaluation_split",
     "file_families", "find_class_folders", "grouped_split", "image_files",
     "image_fingerprints", "in_memory_limit", "is_data_file", "is_dicom", "is_path_list",
     "is_synthetic", "iter_chunks", "load_any", "load_csv", "load_data", "load_image_folder",
     "load_image_folders", "load_images", "make_synthetic_dataset", "make_synthetic_xray",
-    "map_stream", "parse_source", "patient_id", "read_dicom", "release", "source_kind",
+    "map_stream", "mark_outputs", "parse_source", "patient_id", "read_dicom", "release", "source_kind",
     "stream_batches",
 ]

@@ -25,6 +25,19 @@ from ._streaming import ImageStream, in_memory_limit, release
 #: Folder names that are never data (archive debris).
 _IGNORED_DIRS = frozenset({"__macosx"})
 
+#: The file that lists, one name a line, the files pneumonia-cnn wrote into its folder
+#: (plots, heat maps): never read back as films (site issue, finding 7).
+OUTPUT_MARKER = ".pneumonia-cnn-outputs"
+
+
+def mark_outputs(folder, names) -> None:
+    """Record ``names`` (files in ``folder``) as pneumonia-cnn's own outputs, so that no
+    data loader reads them as films (a report written into a data folder used to become
+    six more "films" of the next evaluation)."""
+    marker = Path(folder) / OUTPUT_MARKER
+    known = set(marker.read_text().splitlines()) if marker.is_file() else set()
+    marker.write_text("".join(f"{n}\n" for n in sorted(known | {Path(n).name for n in names})))
+
 # ---------------------------------------------------------------------------------------------
 # Finding files
 # ---------------------------------------------------------------------------------------------
@@ -95,7 +108,7 @@ def find_class_folders(root: str | os.PathLike, classes: Sequence[str] = CLASS_N
 def image_files(folder: Path) -> list[Path]:
     """The image files under ``folder`` (any depth, sorted; hidden files and folders,
     archive debris and symbolic-link loops skipped; FIFOs and devices never opened)."""
-    files, special = [], []
+    files, special, reports = [], [], []
     top = os.path.realpath(folder)
     seen = {top}
     # symlinked sub-folders are followed (a data set assembled with links is common), each
@@ -109,8 +122,17 @@ def image_files(folder: Path) -> list[Path]:
                 seen.add(real)
                 keep.append(d)
         dirnames[:] = keep
+        ours = set()
+        if OUTPUT_MARKER in filenames:
+            try:
+                ours = set((Path(dirpath) / OUTPUT_MARKER).read_text().splitlines())
+            except (OSError, UnicodeDecodeError):
+                ours = set()
         for name in sorted(filenames):
             if _is_hidden(name):
+                continue
+            if name in ours:
+                reports.append(str(Path(dirpath) / name))
                 continue
             path = Path(dirpath) / name
             if not _regular_or_missing(path):  # a FIFO named x.png would block the read
@@ -119,6 +141,10 @@ def image_files(folder: Path) -> list[Path]:
             suffix = Path(name).suffix.lower()
             if suffix in IMAGE_EXTENSIONS or (not suffix and is_dicom(path)):
                 files.append(path)
+    if reports:
+        warnings.warn(f"skipped {len(reports)} file(s) that pneumonia-cnn wrote as reports "
+                      f"(listed in {OUTPUT_MARKER}), first: {reports[0]}; keep reports out of "
+                      "data folders", UnreadableImageWarning, stacklevel=3)
     if special:
         warnings.warn(f"skipped {len(special)} entr{'y' if len(special) == 1 else 'ies'} that "
                       f"are not regular files (FIFO, socket or device), first: {special[0]}",
