@@ -2,6 +2,7 @@
 model's life (predict, save, load, calibrate, track, serve) and the CLI."""
 
 import json
+import warnings
 
 import mlflow
 import numpy as np
@@ -456,3 +457,26 @@ def test_copies_of_one_film_count_once(fitted_with_holdout, site_dir):
     with pytest.warns(UserWarning, match="pixel-identical"):
         direct = SiteAdaptedCNN(fitted_with_holdout, n_bootstrap=5).fit(padded)
     assert direct.adaptation_["n_films"] == 70
+
+
+@pytest.mark.parametrize("prevalence", [1.0, 0.5])
+def test_the_sensitivity_interval_is_that_of_the_chosen_threshold(fitted_with_holdout,
+                                                                  prevalence):
+    """Regression (site issue, finding 2): on a site of PNEUMONIA films only, adapt printed
+    sensitivity 0.950 with the interval 0.950-0.950, which said nothing (each resample's
+    own threshold keeps the target by construction). The interval is now that of the
+    chosen threshold over resamples of the site's films."""
+    import copy
+
+    rng = np.random.default_rng(4)
+    v, lab = _holdout(rng)
+    n_pos = int(300 * prevalence)
+    site = _sigmoid(np.r_[rng.normal(-4, 1.5, 300 - n_pos), 6 - rng.gamma(2, 1.2, n_pos)])
+    est = copy.deepcopy(fitted_with_holdout)
+    est.validation_scores_, est.validation_labels_ = v, lab
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = SiteAdaptedCNN(est, n_bootstrap=60)._fit_scores(site).adaptation_
+    lo, hi = a["expected_sensitivity_ci90"]
+    assert hi - lo > 0.01
+    assert lo <= a["expected_sensitivity"] <= hi

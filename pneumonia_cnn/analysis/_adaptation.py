@@ -67,7 +67,7 @@ PRIOR_WEIGHT = 30.0
 
 def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
                           target_sensitivity: float = 0.95, prior_weight: float = PRIOR_WEIGHT,
-                          max_iter: int = 200, site_labels=None) -> dict:
+                          max_iter: int = 200, site_labels=None, evaluate_at=None) -> dict:
     """Fit the two-class mixture to a site's unlabelled scores (see the module docstring).
 
     Parameters
@@ -85,6 +85,11 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
         known films belong to their class's component (semi-supervised: site calibration
         with labelled and unlabelled films). The prevalence is estimated from the unknown
         ones (a labelled set is often drawn per class).
+    evaluate_at : float, default=None
+        Also the expected sensitivity and specificity at this threshold (probability), as
+        ``sensitivity_at`` / ``specificity_at``: a bootstrap of them at a fixed threshold is
+        the uncertainty of an operating point already chosen (at the target's own threshold
+        the expected sensitivity is the target by construction).
 
     Returns
     -------
@@ -126,22 +131,28 @@ def estimate_site_mixture(site_scores, validation_scores, validation_labels, *,
         if best is None or fit[2] > best[2] + 1e-9:
             best = fit
     loc, pi, prev_ll = best
-    t_logit = smooth_quantile(shapes[1], loc[1], scale[1], float(target_sensitivity))
-    sens = smooth_share(shapes[1], loc[1], scale[1], t_logit, above=True)
-    # specificity from the site's own films, not from the NORMAL component's shape (a
-    # location shift cannot widen its upper tail, and NORMAL films at a new site do spread):
-    # the films below the threshold, less the PNEUMONIA films expected there, over the
-    # NORMAL films expected in all
     pool = unknown if unknown.sum() >= 10 else np.ones(s.size, bool)
-    below = float(np.mean(s[pool] < t_logit))
-    if (1 - pi) * pool.sum() < 10:
-        # (almost) no NORMAL films found: the site has hardly any, or its NORMAL films
-        # score like PNEUMONIA ones, which scores alone cannot tell from prevalence. Its
-        # specificity is unknown, not 1.
-        spec = None
-    else:
-        spec = float(np.clip((below - pi * (1 - sens)) / (1 - pi), 0.0, 1.0))
-    return {
+
+    def rates(t):
+        sens = smooth_share(shapes[1], loc[1], scale[1], t, above=True)
+        # specificity from the site's own films, not from the NORMAL component's shape (a
+        # location shift cannot widen its upper tail, and NORMAL films at a new site do
+        # spread): the films below the threshold, less the PNEUMONIA films expected there,
+        # over the NORMAL films expected in all
+        if (1 - pi) * pool.sum() < 10:
+            # (almost) no NORMAL films found: the site has hardly any, or its NORMAL films
+            # score like PNEUMONIA ones, which scores alone cannot tell from prevalence. Its
+            # specificity is unknown, not 1.
+            return sens, None
+        below = float(np.mean(s[pool] < t))
+        return sens, float(np.clip((below - pi * (1 - sens)) / (1 - pi), 0.0, 1.0))
+
+    t_logit = smooth_quantile(shapes[1], loc[1], scale[1], float(target_sensitivity))
+    sens, spec = rates(t_logit)
+    at = {}
+    if evaluate_at is not None:
+        at = dict(zip(("sensitivity_at", "specificity_at"), rates(logit(evaluate_at))))
+    return {**at,
         "prevalence": pi,
         "threshold": float(np.clip(sigmoid(t_logit), 0.0, 1.0)),
         "expected_sensitivity": sens,
@@ -340,12 +351,16 @@ class SiteAdaptedCNN(NetworkWrapper):
         fit = estimate_site_mixture(scores, v, lab, target_sensitivity=t)
         rng = np.random.default_rng(self.random_state)
         boot = []
+        # the intervals of the sensitivity and specificity are those of the operating point
+        # chosen here (this threshold) over resamples of the site's films; at each
+        # resample's own threshold the sensitivity is the target by construction, which
+        # made the degenerate "0.950-0.950" (site issue, finding 2)
         for _ in range(int(self.n_bootstrap)):
             b = estimate_site_mixture(rng.choice(scores, scores.size), v, lab,
-                                      target_sensitivity=t, max_iter=60)
-            boot.append((b["prevalence"], b["threshold"], b["expected_sensitivity"],
-                         np.nan if b["expected_specificity"] is None
-                         else b["expected_specificity"]))
+                                      target_sensitivity=t, max_iter=60,
+                                      evaluate_at=fit["threshold"])
+            boot.append((b["prevalence"], b["threshold"], b["sensitivity_at"],
+                         np.nan if b["specificity_at"] is None else b["specificity_at"]))
 
         def ci(i):
             col = np.array([row[i] for row in boot], float)
@@ -521,6 +536,15 @@ def adapt(estimator, X, *, target_sensitivity: float = 0.95, batch_norm: bool = 
     model.batch_norm_layers_ = int(getattr(net, "n_batch_norm_recalibrated_", 0))
     model.batch_norm_recalibrated_ = model.batch_norm_layers_ > 0
     model.fit(images)
+    prevalence = model.adaptation_["prevalence"]
+    if model.batch_norm_recalibrated_ and not 0.2 <= prevalence <= 0.8:
+        warnings.warn(
+            f"batch-norm statistics were re-estimated on a site whose films are mostly one "
+            f"class (estimated prevalence of PNEUMONIA {prevalence:.2f}): that moves the "
+            "network's scores toward the other class as well as the site's appearance, "
+            "which the expected rates do not account for (on a site of PNEUMONIA films "
+            "only, 0.950 was promised and 0.890 measured). Adapt without batch_norm "
+            "(CLI: leave out --batch-norm)", UserWarning, stacklevel=2)
     model.mlflow_run_id_ = model.mlflow_model_id_ = None
     if track is None:
         track = bool(getattr(estimator, "tracking", False))

@@ -125,8 +125,16 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         if track is None:
             track = bool(getattr(estimator, "tracking", False))
         if track:
-            result["mlflow_run_id"] = plugin("evaluation_run")(estimator, result, X_name, X, y,
-                                                               groups, extra)
+            try:
+                result["mlflow_run_id"] = plugin("evaluation_run")(estimator, result, X_name,
+                                                                   X, y, groups, extra)
+            except Exception as exc:  # the evaluation stands; only its logging failed
+                result["mlflow_run_id"] = None
+                warnings.warn(f"the evaluation could not be logged to MLflow "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); its "
+                              "results are printed" + (f" and written to {out_dir}" if out_dir
+                                                       else "") + " all the same",
+                              UserWarning, stacklevel=2)
     finally:
         for fig in extra.values():
             plt.close(fig)

@@ -89,8 +89,10 @@ def run(args) -> int:
     def ci(key):
         if a[key] is None:
             return "unknown (see the warning)"
-        if not a[key + "_ci90"]:
-            return f"{a[key]:.3f}"
+        if not a[key + "_ci90"]:  # say why there is no interval (site issue, finding 16)
+            why = ("no resamples were asked for" if not model.n_bootstrap else
+                   "it was undefined in more than 1 in 20 resamples of the site's films")
+            return f"{a[key]:.3f} (no interval: {why})"
         lo, hi = a[key + "_ci90"]
         return f"{a[key]:.3f} (90% interval {lo:.3f}-{hi:.3f})"
 
@@ -105,8 +107,11 @@ def run(args) -> int:
           f"{a['target_sensitivity']:g} on the site's estimated PNEUMONIA scores")
     print(f"Expected at this threshold: sensitivity {ci('expected_sensitivity')}, "
           f"specificity {ci('expected_specificity')}")
-    print("These are estimates from the films' score distribution, not measurements: "
-          "evaluate on labelled films of the site, or calibrate on 20+ of each class")
+    print("These are estimates, not measurements: they assume that the site's NORMAL and "
+          "PNEUMONIA films score like the training hold-out's, moved as a whole, which "
+          "unlabelled films cannot check; the intervals are over resamples of the site's "
+          "films at this threshold. Evaluate on labelled films of the site, or calibrate on "
+          "20+ of each class")
     if site_eval:
         print_site_evaluation(site_eval)
     print(f"Adapted model saved to {path}"

@@ -16,14 +16,28 @@ __all__ = ["log_adaptation_run", "log_calibration_run", "log_evaluation_run",
            "log_site_evaluation", "log_site_run"]
 
 
+def logged_model_here(model_id, tracking_uri):
+    """``model_id`` when this store holds that logged model, else None: a model folder
+    trained under another store (a colleague's, a deleted ``mlruns``) is evaluated without
+    a link to it (site issue, finding 15: logging metrics linked to a model the store does
+    not hold failed with a raw ``FOREIGN KEY constraint failed``)."""
+    if not model_id:
+        return None
+    try:
+        get_client(tracking_uri).get_logged_model(model_id)
+    except Exception:
+        return None
+    return model_id
+
+
 def log_evaluation_run(estimator, result: dict, source, X, y, groups,
                         extra_figures: dict | None = None) -> str:
     """One run per evaluation, nested under the model's run, named ``eval <data> · <model
     run>``; its headline metrics are linked to the model and the evaluation dataset."""
     parent = getattr(estimator, "mlflow_run_id_", None)
-    model_id = getattr(estimator, "mlflow_model_id_", None)
-    data = result["data"] if source is None else data_label(source)
     tracking_uri = getattr(estimator, "tracking_uri", None)
+    model_id = logged_model_here(getattr(estimator, "mlflow_model_id_", None), tracking_uri)
+    data = result["data"] if source is None else data_label(source)
     name = f"eval {data}"
     if parent:
         try:
@@ -42,13 +56,7 @@ def log_evaluation_run(estimator, result: dict, source, X, y, groups,
     try:
         run.log_params({"data": data})
         dataset = image_dataset(data, X, y, source, groups)
-        if model_id:
-            try:
-                run.log_dataset(dataset, "evaluation", model_id=model_id)
-            except Exception:  # the model lives in another store: do not link to it
-                model_id = None
-        if not model_id:
-            run.log_dataset(dataset, "evaluation")
+        run.log_dataset(dataset, "evaluation", model_id=model_id)
         run.log_evaluation(result, extra_figures=extra_figures, model_id=model_id,
                            dataset=dataset)
         run.rank_check(result["n_images"], result.get("n_training_images", 0))
