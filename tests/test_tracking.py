@@ -262,3 +262,24 @@ def test_each_question_has_its_view_and_small_or_training_sets_rank_nowhere(synt
     ranked = client.search_runs([exp.experiment_id], VIEWS["evaluations"]["searchFilter"])
     assert not {r.info.run_id for r in ranked} & {small["mlflow_run_id"],
                                                   seen["mlflow_run_id"]}
+
+
+def test_a_model_trained_under_another_store_is_evaluated_and_logged_here(synthetic_dir,
+                                                                          tmp_path, capsys):
+    """Regression (site issue, finding 15): evaluating a model folder whose fit was logged
+    to another MLflow store failed with a raw "FOREIGN KEY constraint failed", and the
+    evaluation was lost. It is logged here, without a link to a model this store lacks."""
+    from pneumonia_cnn.cli import main
+
+    first, second = (f"sqlite:///{tmp_path / n}" for n in ("first.db", "second.db"))
+    clf = PneumoniaCNN(**{**TINY, "tracking": True, "tracking_uri": first})
+    clf.fit(str(synthetic_dir))
+    clf.save(tmp_path / "model")
+    assert main(["evaluate", str(tmp_path / "model"), str(synthetic_dir), "--json",
+                 "--tracking-uri", second, "--out", str(tmp_path / "eval")]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert metrics["n_images"] == 60 and "FOREIGN KEY" not in captured.err
+    run = mlflow.MlflowClient(second).get_run(metrics["mlflow_run_id"])
+    assert run.data.metrics["roc_auc"] == pytest.approx(metrics["roc_auc"])
+    assert run.info.status == "FINISHED"
