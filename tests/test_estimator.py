@@ -275,3 +275,33 @@ def test_fit_hooks_that_are_not_hooks_are_refused_before_any_work(synthetic_data
     for wrong in (StressOnFit, keras.callbacks.History()):
         with pytest.raises(ValueError, match="fit_hooks must hold FitHook instances"):
             PneumoniaCNN(fit_hooks=[wrong]).fit(synthetic_data.X, synthetic_data.y)
+
+
+def test_average_last_keeps_the_mean_of_the_last_epochs_weights(synthetic_data, tmp_path):
+    """``average_last=N`` (the pretrained default's 3) keeps the average of the weights
+    after each of the last N epochs, batch-norm statistics included; 0 keeps the best
+    validation epoch's, as the from-scratch default always did."""
+    import keras
+
+    from pneumonia_cnn.estimator import BACKBONE_DEFAULTS
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(self.model.get_weights())
+
+    rec = Record()
+    clf = PneumoniaCNN(**{**TINY, "epochs": 4, "average_last": 2, "validation_fraction": 0.25,
+                          "patience": None}, callbacks=[rec])
+    clf.fit(synthetic_data.X, synthetic_data.y, groups=synthetic_data.groups)
+    assert len(rec.weights) == 4 and clf.averaged_epochs_ == [3, 4]
+    for got, a, b in zip(clf.model_.get_weights(), *rec.weights[-2:]):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(clf.model_.get_weights()[0], rec.weights[-1][0])
+    loaded = PneumoniaCNN.load(clf.save(tmp_path / "m"))
+    assert loaded.averaged_epochs_ == [3, 4] and loaded.get_params()["average_last"] == 2
+    assert BACKBONE_DEFAULTS[None]["average_last"] == 0
+    assert BACKBONE_DEFAULTS["efficientnet-lite0"]["average_last"] == 3

@@ -114,7 +114,8 @@ def str_or_json(text: str):
 SIZE_CHOSEN = {"filters": (8,), "convs_per_block": 1, "global_pooling": False,
                 "dense_units": 64}
 #: None defaults chosen by backbone (estimator.BACKBONE_DEFAULTS), with their value's kind
-BACKBONE_CHOSEN = {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3}
+BACKBONE_CHOSEN = {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3,
+                   "average_last": 0}
 
 
 def add_estimator_options(parser: argparse.ArgumentParser) -> None:

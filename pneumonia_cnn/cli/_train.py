@@ -80,7 +80,11 @@ def run(args) -> int:
     histories = getattr(clf, "member_histories_", None) or [hist]
     kept = [(int(np.argmax(h["val_auc"])) + 1, max(h["val_auc"]), len(h["val_auc"]))
             for h in histories if h.get("val_auc")]
-    if kept:
+    averaged = getattr(clf, "averaged_epochs_", None)
+    if averaged:
+        print(f"Weights: the average of epochs {averaged[0]}-{averaged[-1]} of "
+              f"{len(hist['loss'])} (average_last)")
+    elif kept:
         print(("Networks' best epochs: " if len(kept) > 1 else "Best epoch: ")
               + ", ".join(f"{e}/{n} (validation ROC AUC {a:.3f})" for e, a, n in kept))
     print(f"Operating point: threshold {clf.threshold_:.3f} ({operating_rule(clf)})")

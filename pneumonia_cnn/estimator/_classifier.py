@@ -118,7 +118,13 @@ class PneumoniaCNN(KerasClassifier):
         Fraction of the training patients held out (patient-grouped, stratified) for
         early stopping, the threshold and site adaptation; 0 trains on everything.
     patience : int or None, default=6
-        Early stopping on validation ROC AUC; the best epoch's weights are kept.
+        Early stopping on validation ROC AUC; the best epoch's weights are kept (unless
+        ``average_last``).
+    average_last : int or None, default=None
+        Keep the average of the weights of the last this many epochs (stochastic weight
+        averaging) instead of the best validation epoch's; 0 keeps the best epoch. None
+        chooses by backbone (0 from scratch; 3 pretrained, where the best validation epoch
+        was a noisy pick: docs, "Fine-tuning, epoch by epoch").
     threshold : float, "target", "conformal" or "auto", default="target"
         The operating point, chosen on the hold-out by
         :func:`~pneumonia_cnn.metrics.choose_threshold`: "target" keeps
@@ -163,7 +169,10 @@ class PneumoniaCNN(KerasClassifier):
     classes_ : ndarray of str
         ``["NORMAL", "PNEUMONIA"]``; ``predict_proba[:, 1]`` is P(PNEUMONIA).
     best_epoch_ : int or None
-        1-based epoch whose weights were kept (None without validation).
+        1-based epoch of the best validation ROC AUC (None without validation); its
+        weights are the ones kept unless ``averaged_epochs_``.
+    averaged_epochs_ : list of int or None
+        The 1-based epochs whose weights were averaged (``average_last``), else None.
     n_train_ : int
         Images used for gradient steps.
     fit_time_ : float
@@ -195,7 +204,7 @@ class PneumoniaCNN(KerasClassifier):
                  dropout=0.3, border_mask=0.0, augmentation="auto", intensity_norm="clahe",
                  label_smoothing=0.0, n_networks=None, tta=0, learning_rate=None,
                  lr_schedule="cosine", epochs=None, batch_size=32, class_weight="balanced",
-                 validation_fraction=0.15, patience=6, threshold="target",
+                 validation_fraction=0.15, patience=6, average_last=None, threshold="target",
                  target_sensitivity=0.95, random_state=None, optimizer="adam",
                  loss="binary_crossentropy", metrics=None, callbacks=None, fit_hooks=None,
                  verbose=0, tracking=True, tracking_uri=None, experiment="pneumonia-cnn",
@@ -224,6 +233,7 @@ class PneumoniaCNN(KerasClassifier):
         self.lr_schedule = lr_schedule
         self.validation_fraction = validation_fraction
         self.patience = patience
+        self.average_last = average_last
         self.threshold = threshold
         self.target_sensitivity = target_sensitivity
         self.fit_hooks = fit_hooks
@@ -408,6 +418,10 @@ class PneumoniaCNN(KerasClassifier):
         self.best_epoch_ = None
         if validation is not None and self.history_.get("val_auc"):
             self.best_epoch_ = int(np.argmax(self.history_["val_auc"])) + 1
+        n_epochs, last = len(self.history_.get("loss", [])), _params.by_backbone(
+            self, "average_last")
+        self.averaged_epochs_ = (list(range(max(1, n_epochs - last + 1), n_epochs + 1))
+                                 if last and n_epochs else None)
         return validation
 
     def _check_not_diverged(self, X) -> None:

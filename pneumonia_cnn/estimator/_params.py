@@ -47,9 +47,10 @@ PRETRAINED_AUGMENTATION = "light"
 #: pretrained backbone's recipe was measured on the whole training split (docs: Pretrained
 #: features).
 BACKBONE_DEFAULTS = {
-    None: {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3},
+    None: {"image_size": 96, "n_networks": 3, "epochs": 14, "learning_rate": 1e-3,
+           "average_last": 0},
     "efficientnet-lite0": {"image_size": 128, "n_networks": 1, "epochs": 8,
-                           "learning_rate": 3e-4},
+                           "learning_rate": 3e-4, "average_last": 3},
 }
 
 #: Every parameter of :class:`PneumoniaCNN` (scikit-learn's ``_parameter_constraints``).
@@ -71,6 +72,7 @@ PARAMETER_CONSTRAINTS = {
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "validation_fraction": [Interval(Real, 0, 0.5, closed="both")],
     "patience": [Interval(Integral, 1, None, closed="left"), None],
+    "average_last": [Interval(Integral, 0, None, closed="left"), None],
     "tracking": ["boolean"],
     "tracking_uri": [str, None],
     "experiment": [str],
@@ -97,7 +99,8 @@ PARAMETER_CONSTRAINTS = {
 
 
 def by_backbone(estimator, name: str):
-    """The value of ``image_size``, ``n_networks``, ``epochs`` or ``learning_rate``: the
+    """The value of ``image_size``, ``n_networks``, ``epochs``, ``learning_rate`` or
+    ``average_last``: the
     parameter where given, else :data:`BACKBONE_DEFAULTS` for the estimator's backbone."""
     value = getattr(estimator, name)
     if value is None:

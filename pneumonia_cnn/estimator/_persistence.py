@@ -40,7 +40,7 @@ _BEFORE_FORMAT4 = {"backbone": None, "freeze_blocks": 8}
 #: Parameters that format 1 did not know, with the value that models of that format used:
 #: a folder saved before a parameter existed must not pick up a newer default.
 _FORMAT1_VALUES = {"intensity_norm": None, "label_smoothing": 0.0, "n_networks": 1, "tta": 0,
-                   "target_sensitivity": 0.95, "border_mask": 0.0}
+                   "target_sensitivity": 0.95, "border_mask": 0.0, "average_last": 0}
 #: Every saved format before 3 stored its network's parameters explicitly; these are the
 #: values of that time for any that were absent (there are none in files of format 2).
 _FORMAT1_VALUES.update({"filters": (8, 16, 32, 64), "convs_per_block": 1,
@@ -143,6 +143,7 @@ def write_files(estimator, path: Path) -> None:
         "params_not_saved": dropped,
         "history": {k: [float(x) for x in v] for k, v in estimator.history_.items()},
         "best_epoch": estimator.best_epoch_,
+        "averaged_epochs": getattr(estimator, "averaged_epochs_", None),
         "mlflow_run_id": getattr(estimator, "mlflow_run_id_", None),
         "mlflow_model_id": getattr(estimator, "mlflow_model_id_", None),
         "interrupted": bool(getattr(estimator, "interrupted_", False)),
@@ -229,6 +230,7 @@ def load_folder(cls, path, safe_mode: bool = True):
     est.model_ = model
     est.history_ = meta.get("history", {})
     est.best_epoch_ = meta.get("best_epoch")
+    est.averaged_epochs_ = meta.get("averaged_epochs")
     est.mlflow_run_id_ = meta.get("mlflow_run_id")
     est.mlflow_model_id_ = meta.get("mlflow_model_id")
     try:

@@ -17,7 +17,8 @@ from ..network import build_model, build_pretrained_model, ensemble_model
 from ._params import by_backbone
 from ..utils import deferred_interrupts
 
-__all__ = ["BestWeights", "CosineSchedule", "HoldInterruptsWhileTracing", "batched_fit",
+__all__ = ["BestWeights", "CosineSchedule", "HoldInterruptsWhileTracing", "WeightAverage",
+           "batched_fit",
            "build_network", "check_not_diverged", "drop_fit_helpers", "hold_out_threshold",
            "in_memory_batches", "learned_nothing", "member_seeds", "own_callbacks", "salvage"]
 
@@ -47,6 +48,25 @@ class BestWeights(keras.callbacks.Callback):
     def restore(self, model):
         if self._weights is not None:
             model.set_weights(self._weights)
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """At the end of training, sets the model's weights (batch-norm statistics included) to
+    the average of those after each of the last ``n`` epochs (stochastic weight averaging
+    of the tail of the cosine schedule)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = int(n)
+        self._last: list = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last = [*self._last, self.model.get_weights()][-self.n:]
+
+    def on_train_end(self, logs=None):
+        if self._last:
+            self.model.set_weights([np.mean(ws, axis=0) for ws in zip(*self._last)])
+        self._last = []
 
 
 class HoldInterruptsWhileTracing(keras.callbacks.Callback):
@@ -297,10 +317,13 @@ def own_callbacks(estimator) -> list:
     if estimator.lr_schedule == "cosine":
         own.append(CosineSchedule(getattr(estimator, "fit__epochs", None)
                                   or by_backbone(estimator, "epochs")))
+    average = int(by_backbone(estimator, "average_last"))
     if getattr(estimator, "_validation", None) is not None:
         own.append(keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max",
             patience=estimator.patience if estimator.patience is not None else 10**9,
-            restore_best_weights=True, start_from_epoch=0, verbose=0))
+            restore_best_weights=not average, start_from_epoch=0, verbose=0))
+    if average:
+        own.append(WeightAverage(average))
     estimator._recorder = BestWeights()
     return own + [estimator._recorder, *getattr(estimator, "_hook_callbacks", [])]
