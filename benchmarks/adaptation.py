@@ -17,6 +17,19 @@ threshold found on a subset is scored on all of the site's films). Per site: sen
 specificity at the model's own threshold and after adaptation (with and without
 batch-norm re-estimation), true vs estimated prevalence, the expected sensitivity /
 specificity ``adapt`` printed and whether the truth fell inside their 90% intervals.
+
+Other label-free methods, on all of each site's films (``--no-others`` leaves them out):
+
+- ``em_prior``: EM prior correction alone (Saerens et al. 2002): the site's prevalence
+  re-estimated from the network's probabilities (trained with balanced class weights:
+  training prior 0.5), the probabilities re-weighted to it, the model's own threshold;
+- ``normal_mode``: the threshold moved in logit space by how far the site's NORMAL mode
+  (the kernel-density mode of the site's logits below the model's threshold) sits from the
+  hold-out's NORMAL mode;
+- ``tent``: test-time entropy minimisation (Wang et al. 2021): batch-norm statistics
+  re-estimated on the site, then one pass of Adam (1e-3, batches of 32) on the trainable
+  batch-norm scales and offsets minimising the mean binary entropy of the site's
+  predictions; the model's own threshold.
 """
 
 import json
@@ -38,13 +51,79 @@ def inside(value, interval):
     return interval is not None and interval[0] - 1e-9 <= value <= interval[1] + 1e-9
 
 
+def em_prior(p, train_prior=0.5, iters=200):
+    """Saerens-Latinne-Decaestecker EM: the site's prior and the re-weighted posteriors."""
+    pi = train_prior
+    post = p
+    for _ in range(iters):
+        a = pi / train_prior * p
+        b = (1 - pi) / (1 - train_prior) * (1 - p)
+        post = a / (a + b)
+        new = float(post.mean())
+        if abs(new - pi) < 1e-7:
+            break
+        pi = new
+    return pi, post
+
+
+def logit(p):
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def kde_mode(z):
+    from scipy.stats import gaussian_kde
+
+    grid = np.linspace(z.min(), z.max(), 512)
+    return float(grid[np.argmax(gaussian_kde(z)(grid))])
+
+
+def normal_mode_threshold(clf, site_scores):
+    t = logit(clf.threshold_)
+    v, lab = np.asarray(clf.validation_scores_), np.asarray(clf.validation_labels_)
+    z = logit(site_scores)
+    below = z[z < t]
+    if below.size < 10:
+        return float(clf.threshold_)
+    delta = kde_mode(below) - kde_mode(logit(v[lab == 0]))
+    return float(1 / (1 + np.exp(-(t + delta))))
+
+
+def tent(clf, X, lr=1e-3, batch=32):
+    """The network after TENT on the site's films ``X`` (a copy; see the module docstring)."""
+    import keras
+    import tensorflow as tf
+
+    from pneumonia_cnn.analysis import recalibrate_batch_norm
+    from pneumonia_cnn.network import flat_layers
+
+    X = clf.prepare_images(X)
+    net = recalibrate_batch_norm(clf, X)
+    model = net.model_
+    Xp = np.asarray(net.feature_encoder_.transform(X), "float32")
+    bns = [layer for layer in flat_layers(model)
+           if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    params = [v for layer in bns for v in (layer.gamma, layer.beta) if v is not None]
+    opt = keras.optimizers.Adam(lr)
+    order = np.random.default_rng(0).permutation(len(Xp))
+    for i in range(0, len(Xp), batch):
+        xb = tf.constant(Xp[order[i:i + batch]])
+        with tf.GradientTape() as tape:
+            p = tf.clip_by_value(tf.cast(model(xb, training=False), "float32"), 1e-6, 1 - 1e-6)
+            loss = -tf.reduce_mean(p * tf.math.log(p) + (1 - p) * tf.math.log(1 - p))
+        grads = tape.gradient(loss, [v.value for v in params])
+        opt.apply_gradients(zip(grads, params))
+    return net
+
+
 def main(argv=None):
     from pneumonia_cnn.analysis import adapt
 
     start = time.perf_counter()
     args, clf, fit_s, sites = site_benchmark(
         __doc__.splitlines()[0], "adaptation.json",
-        lambda p: p.add_argument("--sizes", default="50,100,all"), argv)
+        lambda p: (p.add_argument("--sizes", default="50,100,all"),
+                   p.add_argument("--no-others", action="store_true")), argv)
 
     rows = []
     for site, (X, ys) in sites.items():
@@ -73,6 +152,20 @@ def main(argv=None):
                                              else round(a["expected_specificity"], 4)),
                     "specificity_in_ci": inside(spec, a["expected_specificity_ci90"]),
                 }
+        if not args.no_others:
+            _, post = em_prior(base)
+            row["em_prior"] = dict(zip(("sensitivity", "specificity"), np.round(
+                rates(ys, post, clf.threshold_), 4).tolist()))
+            t = normal_mode_threshold(clf, base)
+            row["normal_mode"] = dict(zip(("sensitivity", "specificity"), np.round(
+                rates(ys, base, t), 4).tolist()))
+            s = tent(clf, X).predict_proba(X)[:, 1]
+            row["tent"] = dict(zip(("sensitivity", "specificity"), np.round(
+                rates(ys, s, clf.threshold_), 4).tolist()))
+            from sklearn.metrics import roc_auc_score
+
+            row["tent"]["roc_auc"] = round(float(roc_auc_score(ys, s)), 4)
+            row["own_threshold"]["roc_auc"] = round(float(roc_auc_score(ys, base)), 4)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
 
@@ -85,6 +178,13 @@ def main(argv=None):
                          ("stress_sites", lambda s: s.startswith("stress"))):
         summary[label] = {"own_threshold": {m: mean_of("own_threshold", m, which)
                                             for m in ("sensitivity", "specificity")}}
+        for key in ("em_prior", "normal_mode", "tent"):
+            if key in rows[0]:
+                summary[label][key] = {m: mean_of(key, m, which)
+                                       for m in ("sensitivity", "specificity")}
+                summary[label][key]["sites_meeting_0.95_and_0.90"] = (
+                    f"{sum(r[key]['sensitivity'] >= 0.95 and r[key]['specificity'] >= 0.9 for r in rows if which(r['site']))}"
+                    f"/{sum(1 for r in rows if which(r['site']))}")
         for key in [k for k in rows[0] if k.startswith("adapt")]:
             summary[label][key] = {m: mean_of(key, m, which)
                                    for m in ("sensitivity", "specificity")}
