@@ -480,3 +480,14 @@ def test_the_sensitivity_interval_is_that_of_the_chosen_threshold(fitted_with_ho
     lo, hi = a["expected_sensitivity_ci90"]
     assert hi - lo > 0.01
     assert lo <= a["expected_sensitivity"] <= hi
+
+
+def test_a_threshold_that_calls_every_film_pneumonia_is_warned_about(fitted_with_holdout,
+                                                                     site_dir):
+    """Regression (site issue, finding 16): calibrate --target-sensitivity 1 --unlabelled
+    gave threshold 1.6e-28 (every film PNEUMONIA) without a word."""
+    site = load_image_folder(site_dir, 32, cache=False)
+    with pytest.warns(UserWarning, match="calls every film of the site PNEUMONIA"):
+        model = calibrate(fitted_with_holdout, site.X, site.y, target_sensitivity=1.0,
+                          unlabelled=site.X, track=False)
+    assert model.calibration_["specificity"] == 0.0

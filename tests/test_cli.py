@@ -308,6 +308,9 @@ def test_model_out_refuses_the_current_folder_and_the_inputs(fitted_tiny, synthe
     ["calibrate", "{model}", "{data}", "--model-out", "{out}", "--threshold", "0.4",
      "--unlabelled", "{data}"],
     ["stress", "{model}", "{data}", "--severities", "7"],
+    ["explain", "{model}", "{data}", "--out", "{out}", "--layer", "nosuch"],
+    ["register", "{model}", ""],
+    ["close-runs", "--older-than", "-3"],
 ])
 def test_argument_errors_come_before_tensorflow_loads(fitted_tiny, synthetic_dir, tmp_path,
                                                       argv):
@@ -316,8 +319,9 @@ def test_argument_errors_come_before_tensorflow_loads(fitted_tiny, synthetic_dir
     model = fitted_tiny.save(tmp_path / "m")
     argv = [a.format(model=model, data=synthetic_dir, out=tmp_path / "out",
                      missing=tmp_path / "nowhere") for a in argv]
-    code = ("import sys; from pneumonia_cnn.cli import main; rc = main(sys.argv[1:]); "
-            "print('TF', 'tensorflow' in sys.modules); sys.exit(rc)")
+    code = ("import sys; from pneumonia_cnn.cli import main\n"
+            "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:  # argparse's errors\n"
+            "    rc = e.code\nprint('TF', 'tensorflow' in sys.modules); sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2, done.stderr

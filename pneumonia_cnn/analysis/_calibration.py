@@ -255,6 +255,15 @@ class SiteCalibratedCNN(NetworkWrapper):
                 + (f" (the {self.method} re-map inverts its scores)" if self.method else "")
                 + ". Check the labels, then do not use this model here", UserWarning,
                 stacklevel=2)
+        every = np.r_[p, [] if self.unlabelled_scores_ is None else
+                      self.calibrator_.predict_proba(self.unlabelled_scores_[:, None])[:, 1]]
+        if warn and rule != "fixed" and np.all(every >= t):
+            # site issue, finding 16: --target-sensitivity 1 --unlabelled gave 1.6e-28 silently
+            warnings.warn(
+                f"the threshold {t:.3g} calls every film of the site PNEUMONIA (specificity "
+                f"0): that is the only way the asked sensitivity "
+                f"{float(self.target_sensitivity):g} can be kept on these films. Lower "
+                "--target-sensitivity (e.g. 0.95)", UserWarning, stacklevel=2)
         target = self.calibration_["target_sensitivity"]
         if warn and rule == "conformal" and confidence < float(self.confidence):
             needed = ("no number of" if target >= 1 else

@@ -478,6 +478,39 @@ def check_model_arg(path) -> None:
         raise CLIError(not_a_model(path))
 
 
+def check_layer_arg(model, layer) -> None:
+    """Refuse ``explain --layer NAME`` when the saved network (a local model folder) has no
+    such layer, from the model file's own config, before TensorFlow loads (site issue,
+    finding 13)."""
+    import json
+    import zipfile
+
+    from ..utils import MODEL_FILE, is_model_uri, model_files_folder
+
+    if layer is None or is_model_uri(model):
+        return
+    try:
+        with zipfile.ZipFile(model_files_folder(model) / MODEL_FILE) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return  # loading the model will say what is wrong with it
+    names = []
+
+    def walk(cfg):
+        for entry in cfg.get("config", {}).get("layers", []) or []:
+            names.append((entry.get("config", {}).get("name") or entry.get("name"),
+                          entry.get("class_name", "")))
+            walk(entry)
+
+    walk(config)
+    if layer not in {n for n, _ in names}:
+        convs = [n for n, kind in names if "Conv" in kind or "Activation" in kind
+                 or "ReLU" in kind][-6:]
+        raise CLIError(f"--layer {layer!r}: {model} has no layer of that name; its last "
+                       f"convolution and activation layers are {', '.join(convs)} (leave out "
+                       "--layer for the default)")
+
+
 def check_data_arg(args, role, source=None) -> None:
     """Refuse a DATA source that :func:`load_data_arg` would refuse (missing folder, split
     or class folders; CSV options without a CSV), without reading an image or importing

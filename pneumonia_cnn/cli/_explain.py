@@ -7,6 +7,7 @@ from pathlib import Path
 from ._common import (
     MODEL_HELP,
     check_inputs_exist,
+    check_layer_arg,
     check_model_arg,
     read_inputs,
     refuse_inside_inputs,
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     check_model_arg(args.model)
     check_inputs_exist(args.inputs)
+    check_layer_arg(args.model, args.layer)
     refuse_inside_inputs("--out", args.out, (*args.inputs, args.model))
     from ..analysis import explain, load_model
 

@@ -19,9 +19,22 @@ def add_parser(sub) -> None:
                    help="a model folder written by train, calibrate or adapt (the model it "
                         "logged), runs:/RUN_ID/MODEL_NAME, models:/MODEL_ID, or a run id (its "
                         "logged model); printed by train, search, calibrate and adapt")
-    p.add_argument("name", metavar="NAME", help="registered model name, e.g. pneumonia-cnn")
+    p.add_argument("name", metavar="NAME", type=registered_name,
+                   help="registered model name, e.g. pneumonia-cnn")
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI [$MLFLOW_TRACKING_URI or sqlite:///mlflow.db]")
+
+
+def registered_name(text: str) -> str:
+    """A registered model name: not empty, no surrounding spaces (checked by argparse,
+    before MLflow loads: site issue, finding 13)."""
+    import argparse
+
+    if not text.strip() or text != text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a usable model name: give a "
+                                         "non-empty name without surrounding spaces, e.g. "
+                                         "pneumonia-cnn")
+    return text
 
 
 def run(args) -> int:
