@@ -180,3 +180,32 @@ def test_a_dicom_declaring_too_many_pixels_is_refused_before_decoding(film, tmp_
     ds.save_as(path)
     with pytest.raises(ValueError, match="declares 8000 x 8000 pixels"):
         decode_image(path, 64)
+
+
+def test_an_embedded_jpeg_larger_than_declared_is_refused_before_decoding(film, tmp_path):
+    """Regression (site issue, finding 14): a DICOM whose header says 100 x 100 around a
+    JPEG of 13,000 x 13,000 was decoded in full (539 MB) before the pixel budget refused
+    it. The embedded image's own header is read first."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    def jpeg_dicom(path, side):
+        buf = io.BytesIO()
+        Image.new("L", (side, side), 128).save(buf, format="JPEG", quality=50)
+        ds = pydicom.dcmread(make_dicom(tmp_path / "base.dcm", film.astype(np.uint16) * 16))
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.Rows = ds.Columns = 100  # what the header declares
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(path)
+        return path
+
+    with pytest.raises(ValueError, match="declares 8000 x 8000 pixels"):
+        decode_image(jpeg_dicom(tmp_path / "bomb.dcm", 8000), 64)
+    with pytest.raises(ValueError, match="embedded image is 300 x 300 pixels, but the DICOM "
+                                         "header declares 100 x 100"):
+        decode_image(jpeg_dicom(tmp_path / "lie.dcm", 300), 64)

@@ -92,6 +92,7 @@ def read_dicom(path) -> np.ndarray:
     if frames > 1:
         raise ValueError(f"DICOM with {frames} frames: one image per file is expected")
     check_pixel_budget(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
+    _check_embedded_size(ds)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError / NotImplementedError / ...
@@ -120,6 +121,43 @@ def read_dicom(path) -> np.ndarray:
     if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         out = 255 - out  # white = low values: show as MONOCHROME2
     return out
+
+
+def _check_embedded_size(ds) -> None:
+    """For compressed pixel data, read the embedded JPEG / JPEG 2000 image's own header
+    (Pillow parses headers without decoding) and refuse it, before any pixel is decoded,
+    when it is over the pixel budget or is not the size the DICOM header declares: a file
+    declaring 100 x 100 around a 13,000 x 13,000 JPEG was decoded in full (539 MB) first
+    (site issue, finding 14). RLE frames carry no size of their own (they are decoded to the
+    header's); a JPEG-LS header Pillow cannot parse is checked after decoding."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_compressed or syntax == "1.2.840.10008.1.2.5":  # RLE
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception:  # noqa: BLE001 - damaged encapsulation: pydicom's decoder says why
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(frame)) as im:  # the header only
+                width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"its embedded image is a decompression bomb ({exc})") from None
+    except Exception:  # noqa: BLE001 - a codec whose header Pillow cannot parse
+        return
+    check_pixel_budget(width, height)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if (height, width) != (rows, cols):
+        raise ValueError(f"its embedded image is {width} x {height} pixels, but the DICOM "
+                         f"header declares {cols} x {rows}: a damaged or crafted file")
 
 
 def _voi_output_range(ds) -> tuple:
