@@ -491,3 +491,18 @@ def test_a_threshold_that_calls_every_film_pneumonia_is_warned_about(fitted_with
         model = calibrate(fitted_with_holdout, site.X, site.y, target_sensitivity=1.0,
                           unlabelled=site.X, track=False)
     assert model.calibration_["specificity"] == 0.0
+
+
+def test_an_edited_threshold_of_the_network_itself_is_refused(fitted_with_holdout, tmp_path):
+    """The class of site issue finding 4: every file that holds an operating point is
+    checked on load against what it was derived from, the network's own
+    pneumonia_cnn.json (threshold rule on its saved hold-out scores) included."""
+    from pneumonia_cnn.utils import META_FILE
+
+    path = fitted_with_holdout.save(tmp_path / "m")
+    assert PneumoniaCNN.load(path).threshold_ == pytest.approx(fitted_with_holdout.threshold_)
+    meta = json.loads((path / META_FILE).read_text())
+    meta["threshold"] = fitted_with_holdout.threshold_ * 0.8
+    (path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="edited"):
+        PneumoniaCNN.load(path)

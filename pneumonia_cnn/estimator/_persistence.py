@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import __version__
 from ..data import DataError
-from ..metrics import check_probabilities
+from ..metrics import RULES, check_probabilities, choose_threshold
 from ..utils import (
     META_FILE,
     MODEL_FILE,
@@ -256,4 +256,13 @@ def load_folder(cls, path, safe_mode: bool = True):
                             "damaged (expected equal-length lists of probabilities and "
                             "0/1 labels of both classes); save or train the model again")
         est.validation_scores_, est.validation_labels_ = scores, labels
+        if est.threshold in RULES:  # rebuilt from what it was derived from (site issue 4)
+            rebuilt = choose_threshold(est.threshold, labels, scores, est.target_sensitivity)
+            if not np.isclose(rebuilt, est.threshold_, rtol=1e-6, atol=1e-9):
+                raise DataError(
+                    f"{meta_file}: its threshold {est.threshold_:.6g} is not the one its rule "
+                    f"({est.threshold!r}, target_sensitivity {est.target_sensitivity:g}) "
+                    f"gives on its saved hold-out scores ({rebuilt:.6g}): the file was "
+                    "edited, or its settings changed after fitting; train or save the "
+                    "model again")
     return est
