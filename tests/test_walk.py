@@ -1,6 +1,6 @@
 """The README's path walked as a user would, on a small real subset, checking what every step
-prints and writes: ``run`` -> ``register`` (the model folder) -> ``calibrate
---evaluate-fraction`` (on another site's films) -> ``register`` the calibrated model ->
+prints and writes: ``run`` -> ``register`` (the model folder) -> ``adapt --evaluate-fraction`` ->
+``calibrate --evaluate-fraction`` (on another site's films) -> ``register`` the calibrated model ->
 ``evaluate models:/...@champion`` -> ``mlflow models serve`` answering a JPEG.
 
 Real data: skipped without ``PNEUMONIA_CNN_DATA`` (CI sets it)."""
@@ -45,7 +45,7 @@ def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_pat
     from pneumonia_cnn.tracking import start_server
 
     train = _subset(real_train_dir, tmp_path / "train", slice(0, 200), 70)
-    site = _subset(real_train_dir, tmp_path / "site", slice(-60, None), 40)
+    site = _subset(real_train_dir, tmp_path / "site", slice(-90, None), 60)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
@@ -63,8 +63,13 @@ def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_pat
     assert main(["register", "out/model", "pcnn"]) == 0
     assert "champion -> v1" in capsys.readouterr().out
 
-    # 3. calibrate the champion on the site, holding out half of its patients to evaluate
-    assert main(["calibrate", "models:/pcnn@champion", str(site), "--model-out", "cal",
+    # 3. as the README: adapt the champion to the site (half of its patients, labels
+    # unused), then calibrate that on the same half, each evaluated on the other half
+    assert main(["adapt", "models:/pcnn@champion", str(site), "--model-out", "adapted",
+                 "--evaluate-fraction", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Adapted to \d+ unlabelled films", out) and "after :" in out
+    assert main(["calibrate", "adapted", str(site), "--model-out", "cal",
                  "--evaluate-fraction", "0.5"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"Split \d+ films of \d+ patients by patient", out)
@@ -86,7 +91,7 @@ def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_pat
     # 5. evaluate whatever the champion is now, by its URI
     assert main(["evaluate", "models:/pcnn@champion", str(site), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert metrics["n_images"] == 80 and 0 <= metrics["roc_auc"] <= 1
+    assert metrics["n_images"] == 120 and 0 <= metrics["roc_auc"] <= 1
 
     # 6. serve the champion and send it a JPEG of the site
     port = free_port()
