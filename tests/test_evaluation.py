@@ -148,7 +148,12 @@ def test_history_marks_the_kept_epoch_and_uses_a_log_loss_axis():
     assert loss_ax.get_yscale() == "log"
     labels = auc_ax.get_legend_handles_labels()[1]
     assert "kept: epoch 3" in labels and "validation (internal hold-out)" in labels
-    assert auc_ax.get_ylim()[0] > 0.8  # the first epoch's 0.5 does not flatten the curves
+    # every epoch is in view, the first included (user's path issue, item 8: it was clipped)
+    assert auc_ax.get_ylim()[0] <= 0.5 and loss_ax.get_ylim()[1] >= 80
+    # averaged weights: the span is marked instead of one epoch
+    fig = plot_history(history, averaged_epochs=[2, 3, 4])
+    labels = fig.axes[1].get_legend_handles_labels()[1]
+    assert "kept: average of epochs 2-4" in labels and not any("epoch 3" in t for t in labels)
 
 
 def test_harrell_davis_threshold_is_steadier_than_the_order_statistic():

@@ -250,4 +250,8 @@ def test_an_ensembles_history_says_whose_it_is():
                "val_auc": [0.6, 0.7]}
     assert plot_history(history)._suptitle is None
     title = plot_history(history, n_networks=3)._suptitle.get_text()
-    assert title.startswith("Network 1 of the ensemble's 3")
+    assert title.startswith("The ensemble's 3 networks (network 1 only)")
+    # with every network's history (user's path issue, item 8): all are drawn
+    fig = plot_history(history, n_networks=3, histories=[history] * 3)
+    assert "all of them" in fig._suptitle.get_text()
+    assert len(fig.axes[1].get_lines()) == 6  # train and validation of 3 networks

@@ -121,7 +121,9 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
         if out_dir is not None:
             save_evaluation(result, out_dir, history=getattr(net, "history_", None),
                             extra_figures=extra, best_epoch=getattr(net, "best_epoch_", None),
-                            n_networks=len(getattr(net, "member_histories_", None) or [1]))
+                            n_networks=len(getattr(net, "member_histories_", None) or [1]),
+                            histories=getattr(net, "member_histories_", None),
+                            averaged_epochs=getattr(net, "averaged_epochs_", None))
         if track is None:
             track = bool(getattr(estimator, "tracking", False))
         if track:
@@ -161,7 +163,7 @@ def trust_warnings(estimator, X, result: dict) -> list:
         out.append(f"the model calls every image {counts.index[0]}: check the threshold "
                    f"({result['threshold']:.3f}) and that these images are chest X-rays like "
                    "the training ones")
-    overlap = result["n_training_images"] = training_overlap(estimator, X)
+    overlap = result["n_images_seen_in_training"] = training_overlap(estimator, X)
     if overlap:
         out.append(f"{overlap} of the {n} evaluation images are identical to training "
                    "images of this model: these numbers are optimistic; evaluate on "
@@ -235,11 +237,13 @@ def image_arrays(estimator, X, y=None):
 
 def save_evaluation(result: dict, out_dir, history: dict | None = None,
                     extra_figures: dict | None = None, best_epoch: int | None = None,
-                    n_networks: int = 1) -> dict:
+                    n_networks: int = 1, histories: list | None = None,
+                    averaged_epochs: list | None = None) -> dict:
     """Write the figures, ``metrics.json``, ``per_image.csv`` and
     ``classification_report.txt`` of an :func:`evaluate` result to ``out_dir``; adds and
-    returns ``result["figures"]``. ``n_networks``: the ensemble's size (the history shown is
-    its first network's, and says so)."""
+    returns ``result["figures"]``. ``n_networks``, ``histories``, ``averaged_epochs``: the
+    ensemble's size, every network's history and the epochs averaged, for the training
+    history (see :func:`pneumonia_cnn.metrics.plot_history`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {}
@@ -247,7 +251,8 @@ def save_evaluation(result: dict, out_dir, history: dict | None = None,
     if history:
         drawn["history"] = plot_history(history, best_epoch=best_epoch,
                                         synthetic=bool(result.get("synthetic")),
-                                        n_networks=n_networks)
+                                        n_networks=n_networks, histories=histories,
+                                        averaged_epochs=averaged_epochs)
     close = set(drawn)
     drawn.update(extra_figures or {})
     for name, fig in drawn.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ._common import (
+    CLIError,
     DATA_HELP,
     MODEL_HELP,
     add_data_options,
@@ -40,6 +41,8 @@ def run(args) -> int:
     check_model_arg(args.model)  # both checked before TensorFlow loads: errors at once
     check_data_arg(args, "evaluate")
     refuse_inside_inputs("--out", args.out, (args.data_dir, args.model))
+    if args.threshold is not None and not 0 <= args.threshold <= 1:  # NaN too
+        raise CLIError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     from ..analysis import evaluate, load_model
     from ..metrics import public_metrics
 

@@ -94,7 +94,9 @@ def run(args) -> int:
         from ..metrics import plot_history
 
         Path(args.report_dir).mkdir(parents=True, exist_ok=True)
-        fig = plot_history(hist, best_epoch=clf.best_epoch_, n_networks=len(histories))
+        fig = plot_history(hist, best_epoch=clf.best_epoch_, n_networks=len(histories),
+                           histories=histories,
+                           averaged_epochs=getattr(clf, "averaged_epochs_", None))
         fig.savefig(Path(args.report_dir) / "training_history.png", dpi=110)
         mark_outputs(args.report_dir, ["training_history.png"])
     print(f"Trained in {clf.fit_time_:.1f} s; model saved to {path}")

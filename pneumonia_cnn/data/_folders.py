@@ -169,7 +169,8 @@ def _report_skipped(skipped, strict: bool):
     listing = "\n".join(f"  {p}: {why}" for p, why in skipped)
     if strict:
         raise DataError(f"{len(skipped)} image file(s) could not be read:\n{listing}\n"
-                        "Remove or replace them, or load without strict=True to skip them.")
+                        "Remove or replace them, or load without strictness (CLI: leave out "
+                        "--strict; Python: strict=False) to skip them.")
     warnings.warn(f"skipped {len(skipped)} unreadable image file(s):\n{listing}",
                   UnreadableImageWarning, stacklevel=3)
 

@@ -89,8 +89,9 @@ class PneumoniaCNN(KerasClassifier):
         Share of the image side blanked on every edge inside the network (side markers and
         film corners are shortcuts that do not travel between sites).
     augmentation : None, str or dict, default="auto"
-        A preset of :data:`~pneumonia_cnn.network.AUGMENTATION_PRESETS` or a dict of factors
-        (no horizontal flips unless asked for); "auto" chooses by backbone and size ("light"
+        A preset of :data:`~pneumonia_cnn.network.AUGMENTATION_PRESETS` ("light",
+        "standard", "heavy", "acquisition"), "auto", None, or a dict of factors (no
+        horizontal flips unless asked for); "auto" chooses by backbone and size ("light"
         for a pretrained backbone; from scratch "acquisition", "light" below 64 px).
     intensity_norm : {None, "standardize", "equalize", "clahe"}, default="clahe"
         Per-image intensity normalisation before the network, at fit and predict time.

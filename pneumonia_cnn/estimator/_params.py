@@ -36,6 +36,8 @@ ARCHITECTURES = {
               "dense_units": 0, "augmentation": "light"},
 }
 SMALL_IMAGE = 64
+#: The smallest ``image_size`` measured (PneumoniaMNIST, 28 px); below it ``fit`` warns.
+SMALLEST_MEASURED = 28
 
 #: What ``augmentation="auto"`` chooses for a pretrained backbone: geometric only (rotation,
 #: zoom, shift). Measured against "acquisition" and none on the real batch shifts (docs:
@@ -168,6 +170,11 @@ def check_params(estimator) -> None:
                        and f >= 1 for f in filters)):
         raise ValueError(f"filters must be a non-empty tuple of positive ints, one per "
                          f"convolution block, e.g. (16, 32, 64); got {filters!r}")
+    if size < SMALLEST_MEASURED:  # user's path issue, item 8: it trained without a word
+        warnings.warn(f"image_size={size}: films shrunk to {size} x {size} px keep little of "
+                      f"the lungs; the smallest size measured here is {SMALLEST_MEASURED} px "
+                      "(PneumoniaMNIST; docs: Results, \"Small images\")", UserWarning,
+                      stacklevel=3)
     if estimator.backbone is None and size < 2 ** len(filters):
         raise ValueError(f"image_size={size} is too small for {len(filters)} "
                          f"convolution blocks (filters={tuple(filters)}): each block halves "

@@ -165,42 +165,66 @@ def evaluation_figures(result: dict) -> dict:
 
 
 def plot_history(history: dict, best_epoch: int | None = None, synthetic: bool = False,
-                 n_networks: int = 1):
+                 n_networks: int = 1, histories: list | None = None,
+                 averaged_epochs: list | None = None):
     """Loss (log scale), accuracy and ROC AUC per epoch, training vs the internal
-    validation hold-out, with the epoch whose weights were kept marked. The accuracy and
-    AUC axes are limited by the epochs after the first, so one bad first epoch does not
-    flatten the rest. For an ensemble (``n_networks`` > 1) the history is its first
-    network's, and the figure says so."""
+    validation hold-out, with the weights that were kept marked: the best epoch, or the
+    span of epochs averaged (``averaged_epochs``). Every epoch is shown, the first
+    included. For an ensemble, ``histories`` (one per network) are all drawn, each network
+    in its own shade; ``history`` alone draws one network.
+
+    Parameters
+    ----------
+    history : dict
+        Per-epoch ``loss``, ``accuracy``, ``auc`` and their ``val_`` counterparts.
+    best_epoch : int, default=None
+        The kept epoch (None: the best validation ROC AUC, where there is one).
+    synthetic : bool, default=False
+        Say SYNTHETIC DATA in every title.
+    n_networks : int, default=1
+        The ensemble's size (for the title).
+    histories : list of dict, default=None
+        Every network's history (``member_histories_``).
+    averaged_epochs : list of int, default=None
+        The epochs whose weights were averaged (``averaged_epochs_``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    histories = list(histories) if histories else [history]
     panels = [m for m in ("loss", "accuracy", "auc") if m in history]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    if best_epoch is None and history.get("val_auc"):
+    if best_epoch is None and history.get("val_auc") and not averaged_epochs:
         best_epoch = int(np.argmax(history["val_auc"])) + 1
     for ax, metric in zip(axes[0], panels):
-        epochs = np.arange(1, len(history[metric]) + 1)
-        ax.plot(epochs, history[metric], marker="o", ms=3, label="train")
-        series = [np.asarray(history[metric], float)]
-        if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"], marker="o", ms=3,
-                    label="validation (internal hold-out)")
-            series.append(np.asarray(history[f"val_{metric}"], float))
-        if best_epoch:
+        for i, h in enumerate(histories):
+            if metric not in h:
+                continue
+            epochs = np.arange(1, len(h[metric]) + 1)
+            ax.plot(epochs, h[metric], marker="o", ms=3, color="C0",
+                    alpha=1.0 if i == 0 else 0.45, label=("train" if i == 0 else None))
+            if f"val_{metric}" in h:
+                ax.plot(epochs, h[f"val_{metric}"], marker="o", ms=3, color="C1",
+                        alpha=1.0 if i == 0 else 0.45,
+                        label=("validation (internal hold-out)" if i == 0 else None))
+        if averaged_epochs:
+            ax.axvspan(averaged_epochs[0] - 0.5, averaged_epochs[-1] + 0.5, color="grey",
+                       alpha=0.15, label=f"kept: average of epochs {averaged_epochs[0]}-"
+                                         f"{averaged_epochs[-1]}")
+        elif best_epoch and len(histories) == 1:
             ax.axvline(best_epoch, color="grey", ls="--", lw=1,
                        label=f"kept: epoch {best_epoch}")
         if metric == "loss":
             ax.set_yscale("log")
-        elif len(epochs) > 2:
-            later = np.concatenate([v[1:] for v in series])
-            later = later[np.isfinite(later)]
-            if later.size:
-                pad = max(0.02, 0.1 * (later.max() - later.min()))
-                ax.set_ylim(max(later.min() - pad, 0), min(later.max() + pad, 1.0))
         ax.set_xlabel("epoch")
         ax.set_title(("SYNTHETIC DATA - " if synthetic else "")
                      + {"auc": "ROC AUC", "loss": "loss (log scale)"}.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if n_networks > 1:
-        fig.suptitle(f"Network 1 of the ensemble's {n_networks} (each network's history: "
-                     "member_histories_; they are averaged for predictions)", fontsize=9)
+        shown = ("all of them, network 1 darkest" if len(histories) > 1 else "network 1 only")
+        fig.suptitle(f"The ensemble's {n_networks} networks ({shown}); their probabilities "
+                     "are averaged for predictions", fontsize=9)
     fig.tight_layout()
     return fig

@@ -214,8 +214,10 @@ class TrackedRun:
         if hist:
             import matplotlib.pyplot as plt
 
-            fig = plot_history(hist, best_epoch=estimator.best_epoch_, n_networks=len(
-                getattr(estimator, "member_histories_", None) or [1]))
+            members = getattr(estimator, "member_histories_", None)
+            fig = plot_history(hist, best_epoch=estimator.best_epoch_,
+                               n_networks=len(members or [1]), histories=members,
+                               averaged_epochs=getattr(estimator, "averaged_epochs_", None))
             self.log_figure(fig, "plots/training_history.png")
             plt.close(fig)
 

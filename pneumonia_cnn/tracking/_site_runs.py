@@ -59,7 +59,7 @@ def log_evaluation_run(estimator, result: dict, source, X, y, groups,
         run.log_dataset(dataset, "evaluation", model_id=model_id)
         run.log_evaluation(result, extra_figures=extra_figures, model_id=model_id,
                            dataset=dataset)
-        run.rank_check(result["n_images"], result.get("n_training_images", 0))
+        run.rank_check(result["n_images"], result.get("n_images_seen_in_training", 0))
     except BaseException as exc:
         run.end_after_error(exc)
         raise
