@@ -3,8 +3,10 @@
 import base64
 import io
 import json
+import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,3 +148,50 @@ def test_a_batch_is_decoded_in_order_and_its_first_bad_image_is_named(synthetic_
     bad[4] = "%%%"
     with pytest.raises(ServingInputError, match="^image 2: not a readable image file"):
         decode_request({"image": bad}, 32)
+
+
+@pytest.mark.slow
+def test_serve_command_serves_a_model_folder_and_stops_on_ctrl_c(fitted_tiny, synthetic_dir,
+                                                                tmp_path):
+    """User's path issue, item 1: the README's `mlflow models serve` failed without an
+    activated environment. `pneumonia-cnn serve MODEL` starts the server from the package's
+    own environment, prints the URL and a curl example, answers, and stops on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = fitted_tiny.save(tmp_path / "model")
+    port = free_port()
+    exe = Path(sys.executable).with_name("pneumonia-cnn")
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # not activated: the package finds its own server
+    proc = subprocess.Popen([str(exe), "serve", str(model), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 240
+        while "Serving" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "serve exited early"
+        url = f"http://127.0.0.1:{port}/invocations"
+        assert url in line
+        assert "curl -s " + url in proc.stdout.readline()
+        film = sorted((synthetic_dir / "PNEUMONIA").iterdir())[0]
+        body = json.dumps({"inputs": {"image": [base64.b64encode(film.read_bytes())
+                                                 .decode()]}}).encode()
+        request = urllib.request.Request(url, data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as r:
+            answer = json.loads(r.read())["predictions"][0]
+        np.testing.assert_allclose(answer["probability"],
+                                   fitted_tiny.predict_proba([str(film)])[0, 1], rtol=1e-5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Model server stopped." in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)

@@ -1,7 +1,7 @@
 """The README's path walked as a user would, on a small real subset, checking what every step
 prints and writes: ``run`` -> ``register`` (the model folder) -> ``adapt --evaluate-fraction`` ->
 ``calibrate --evaluate-fraction`` (on another site's films) -> ``register`` the calibrated model ->
-``evaluate models:/...@champion`` -> ``mlflow models serve`` answering a JPEG.
+``evaluate models:/...@champion`` -> ``pneumonia-cnn serve`` answering a JPEG.
 
 Real data: skipped without ``PNEUMONIA_CNN_DATA`` (CI sets it)."""
 
@@ -13,7 +13,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import free_port, stop_process, wait_for_http
+from conftest import free_port, stop_process
 
 from pneumonia_cnn.cli import main
 
@@ -42,7 +42,6 @@ def _subset(src, dst, patients, per_class):
 def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_path, capsys,
                                                          monkeypatch):
     from pneumonia_cnn.analysis import load_model
-    from pneumonia_cnn.tracking import start_server
 
     train = _subset(real_train_dir, tmp_path / "train", slice(0, 200), 70)
     site = _subset(real_train_dir, tmp_path / "site", slice(-90, None), 60)
@@ -93,13 +92,26 @@ def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_pat
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["n_images"] == 120 and 0 <= metrics["roc_auc"] <= 1
 
-    # 6. serve the champion and send it a JPEG of the site
+    # 6. serve the champion as the README does (`pneumonia-cnn serve`, no activated
+    # environment) and send it a JPEG of the site; Ctrl-C stops it
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
     port = free_port()
-    log = tmp_path / "serve.log"
-    proc = start_server("models:/pcnn@champion", port, tracking_uri=uri, log_file=log)
+    env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+           "PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("pneumonia-cnn")), "serve",
+                             "models:/pcnn@champion", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", proc, log, "mlflow models serve",
-                      timeout=180)
+        line = ""
+        while "Serving" not in line:
+            line = proc.stdout.readline()
+            assert line, "serve exited before serving"
         film = sorted((site / "PNEUMONIA").iterdir())[0]
         body = json.dumps({"inputs": {"image": [base64.b64encode(film.read_bytes())
                                                  .decode()]}}).encode()
@@ -107,6 +119,8 @@ def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_pat
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as r:
             answer = json.loads(r.read())["predictions"][0]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert "Model server stopped." in proc.communicate(timeout=60)[0]
     finally:
         stop_process(proc)
     champion = load_model("models:/pcnn@champion", tracking_uri=uri)

@@ -309,7 +309,7 @@ def register_model(model_uri: str, name: str, tracking_uri) -> None:
 
     r = register(model_uri, name, tracking_uri=tracking_uri)
     print(f"Registered {r.name!r} version {r.version}; {r.message}. Serve the champion: "
-          f"mlflow models serve -m models:/{r.name}@champion --env-manager local")
+          f"pneumonia-cnn serve models:/{r.name}@champion")
 
 
 def logged_model_uri(model: str) -> str:

@@ -18,6 +18,7 @@ from . import (
     _register,
     _run,
     _search,
+    _serve,
     _stress,
     _train,
 )
@@ -28,7 +29,7 @@ __all__ = ["COMMANDS", "build_parser", "console_main", "main"]
 #: Command name -> its module (``add_parser(sub)`` and ``run(args)``), in ``--help`` order.
 COMMANDS = {"train": _train, "evaluate": _evaluate, "calibrate": _calibrate, "adapt": _adapt,
             "stress": _stress, "explain": _explain, "predict": _predict, "search": _search,
-            "register": _register, "close-runs": _close_runs, "run": _run}
+            "register": _register, "serve": _serve, "close-runs": _close_runs, "run": _run}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,8 +13,7 @@ def add_parser(sub) -> None:
                     "a new version of NAME in the MLflow model registry. The alias "
                     "'champion' moves to the new version only when its hold-out ROC AUC "
                     "beats the current champion's; the command says which way it went. "
-                    "Serve the champion with: mlflow models serve -m "
-                    "models:/NAME@champion --env-manager local")
+                    "Serve the champion with: pneumonia-cnn serve models:/NAME@champion")
     p.add_argument("model_uri", metavar="MODEL_URI",
                    help="a model folder written by train, calibrate or adapt (the model it "
                         "logged), runs:/RUN_ID/MODEL_NAME, models:/MODEL_ID, or a run id (its "

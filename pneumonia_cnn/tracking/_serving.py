@@ -48,7 +48,7 @@ from ._runs import quiet_run_links
 from ._store import global_tracking_uri, resolve_tracking_uri
 
 __all__ = ["MODEL_ARTIFACT", "PneumoniaPyfunc", "ServingInputError", "decode_request", "log_model",
-           "start_server"]
+           "save_pyfunc", "start_server"]
 
 #: Name of the package's model folder inside the logged pyfunc model (``artifacts/model``).
 MODEL_ARTIFACT = "model"
@@ -235,6 +235,34 @@ def log_model(run, estimator, name: str) -> str:
     # leaving MLflow's run context marked the run FINISHED: it is not done yet
     run.client.update_run(run.run_id, status="RUNNING")
     return info.model_id
+
+
+def save_pyfunc(model_folder, dest) -> Path:
+    """Write the MLflow pyfunc model of a saved model folder (any model :func:`load_model`
+    reads: a network, an adapted or a calibrated one) to the new folder ``dest``, which
+    ``mlflow models serve -m dest`` serves; returns ``dest``. No run or store is needed."""
+    import keras
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    output = Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
+    mlflow_logger = logging.getLogger("mlflow")
+    old_level = mlflow_logger.level
+    mlflow_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():  # its note on input examples: the model has none
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            mlflow.pyfunc.save_model(
+                path=str(dest), python_model=PneumoniaPyfunc(),
+                artifacts={MODEL_ARTIFACT: str(model_folder)},
+                signature=ModelSignature(inputs=None, outputs=output),
+                pip_requirements=[f"pneumonia-cnn=={__version__}",
+                                  f"keras=={keras.__version__}",
+                                  f"mlflow=={mlflow.__version__}"])
+    finally:
+        mlflow_logger.setLevel(old_level)
+    return Path(dest)
 
 
 def start_server(model_uri: str, port: int, *, tracking_uri: str | None = None,
