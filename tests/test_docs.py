@@ -19,9 +19,16 @@ def test_mkdocs_build_strict(tmp_path):
                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (tmp_path / "site" / "api" / "estimator" / "index.html").is_file()
-    page = (tmp_path / "site" / "api" / "estimator" / "index.html").read_text()
+    # plain .html links (use_directory_urls: false): site/index.html opened from disk shows
+    # pages, not directory listings (user's path issue, item 5)
+    page = (tmp_path / "site" / "api" / "estimator.html").read_text()
     assert "target_sensitivity" in page and "FitHook" in page  # rendered from docstrings
+    assert 'href="api/estimator.html"' in (tmp_path / "site" / "index.html").read_text()
+    assert "private" not in page.split("target_sensitivity")[0]  # opens with the API
+    import re
+
+    home = re.sub(r"<[^>]+>", "", (tmp_path / "site" / "index.html").read_text())
+    assert "pip install" in home and "pneumonia-cnn run" in home  # a quick start
 
 
 @pytest.mark.parametrize("name", SUBPACKAGES)

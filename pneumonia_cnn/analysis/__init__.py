@@ -2,12 +2,13 @@
 to a new site's films, calibrate it on a site's labelled films, explain its calls, and load
 any saved model back. Nothing here writes to MLflow: with ``track=True`` the results go to
 :mod:`pneumonia_cnn.tracking` (see :mod:`pneumonia_cnn.utils`' plug-ins).
-
-Modules (private, re-exported here): ``_evaluate``, ``_robustness`` (synthetic shift and the
-fit's stress test), ``_adaptation`` (label-free site adaptation), ``_calibration`` (site
-calibration on labelled films), ``_explain`` (HiResCAM / Grad-CAM), ``_wrappers`` (what
-post-fit wrappers share), ``_loading`` (one ``load_model``).
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_evaluate``, ``_robustness`` (synthetic shift and the
+# fit's stress test), ``_adaptation`` (label-free site adaptation), ``_calibration`` (site
+# calibration on labelled films), ``_explain`` (HiResCAM / Grad-CAM), ``_wrappers`` (what
+# post-fit wrappers share), ``_loading`` (one ``load_model``).
 
 from ._adaptation import (
     ADAPTATION_FILE,

@@ -1,10 +1,11 @@
 """Searches on a Dask cluster (optional extra ``[cluster]``): connecting, sizing waves of fold
 fits, and the worker plugin that sizes TensorFlow's thread pools.
-
-Modules (private): ``_cluster`` (re-exported here; it imports ``distributed`` only when a
-cluster is used) and ``_dask_plugin`` (the worker plugin, which imports ``distributed``:
-``from pneumonia_cnn.cluster import TensorFlowThreads`` loads it on first use).
 """
+
+# Layout (for developers):
+# Modules (private): ``_cluster`` (re-exported here; it imports ``distributed`` only when a
+# cluster is used) and ``_dask_plugin`` (the worker plugin, which imports ``distributed``:
+# ``from pneumonia_cnn.cluster import TensorFlowThreads`` loads it on first use).
 
 from ._cluster import (
     ClusterError,

@@ -13,13 +13,14 @@ size, so that a second load of the same folder is a single ``np.load``. Decoding
 progress every few hundred images, so an interrupted load of a large folder resumes where it
 stopped. Data too large to hold in memory comfortably is returned as an
 :class:`ImageStream` over the memory-mapped cache.
-
-Modules (private, re-exported here): ``_images`` (the shared types), ``_decode`` (one
-file to pixels), ``_cache`` (the on-disk cache), ``_folders`` (folders and file lists),
-``_sources`` (data sources), ``_streaming`` (data larger than memory), ``_dicom``,
-``_splits`` (patient-grouped splits and acquisition batches), ``_synthetic`` (the demo set),
-``_limits`` (the pixel budget).
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_images`` (the shared types), ``_decode`` (one
+# file to pixels), ``_cache`` (the on-disk cache), ``_folders`` (folders and file lists),
+# ``_sources`` (data sources), ``_streaming`` (data larger than memory), ``_dicom``,
+# ``_splits`` (patient-grouped splits and acquisition batches), ``_synthetic`` (the demo set),
+# ``_limits`` (the pixel budget).
 
 from ._cache import default_cache_dir
 from ._decode import decode_image

@@ -1,16 +1,17 @@
 """The classifier: :class:`PneumoniaCNN` and what it is made of.
 
-Modules (private, re-exported here): ``_classifier`` (the scikit-learn contract and the
-Keras plumbing), ``_params`` (parameter constraints, the architecture by image size, checks),
-``_inputs`` (image arrays and labels), ``_training`` (Keras callbacks, input pipelines, the
-hold-out threshold), ``_predicting`` (probabilities through ``predict_on_batch``),
-``_ensemble`` (deep ensembles), ``_persistence`` (saved folders and
-their formats), ``_hooks`` (the side effects of ``fit``).
-
 Names are imported on first use (:func:`pneumonia_cnn.utils.lazy_exports`): the
 parameter checks and the constants load without TensorFlow, so the command line can
 refuse a wrong setting in a fraction of a second.
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_classifier`` (the scikit-learn contract and the
+# Keras plumbing), ``_params`` (parameter constraints, the architecture by image size, checks),
+# ``_inputs`` (image arrays and labels), ``_training`` (Keras callbacks, input pipelines, the
+# hold-out threshold), ``_predicting`` (probabilities through ``predict_on_batch``),
+# ``_ensemble`` (deep ensembles), ``_persistence`` (saved folders and
+# their formats), ``_hooks`` (the side effects of ``fit``).
 
 from typing import TYPE_CHECKING
 

@@ -1,11 +1,12 @@
 """Scores to numbers and figures: metrics, confidence intervals, threshold rules, score
 distributions, plots and report text. No TensorFlow and no MLflow: everything here works on
 labels and probabilities.
-
-Modules (private, re-exported here): ``_metrics`` (metrics and intervals), ``_thresholds``
-(every threshold rule), ``_scores`` (score distributions in logit space), ``_plots``
-(figures), ``_report`` (JSON and text forms of a result).
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_metrics`` (metrics and intervals), ``_thresholds``
+# (every threshold rule), ``_scores`` (score distributions in logit space), ``_plots``
+# (figures), ``_report`` (JSON and text forms of a result).
 
 from ._metrics import (
     MIN_FOR_AUC_INTERVAL,

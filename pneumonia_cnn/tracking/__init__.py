@@ -24,14 +24,15 @@ One naming scheme for every run (see the docs' MLflow page):
 Store: ``tracking_uri`` argument > ``MLFLOW_TRACKING_URI`` > ``sqlite:///mlflow.db`` in the
 current folder with artifacts under ``./mlruns`` -- MLflow 3's own default, so a plain
 ``mlflow ui`` started in the same folder shows every run.
-
-Modules (private, re-exported here): ``_store`` (the tracking store), ``_names`` (run,
-parameter and data names), ``_runs`` (:class:`TrackedRun`, the per-epoch logger),
-``_fit_logging`` (:class:`FitLogger`, the fit hook ``tracking=True`` plugs in),
-``_site_runs`` (runs of evaluations, calibrations, adaptations), ``_search`` (grid and random
-searches with a parent run and a child per candidate), ``_registry`` (model registry and
-model URIs), ``_serving`` (the pyfunc model and ``mlflow models serve``).
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_store`` (the tracking store), ``_names`` (run,
+# parameter and data names), ``_runs`` (:class:`TrackedRun`, the per-epoch logger),
+# ``_fit_logging`` (:class:`FitLogger`, the fit hook ``tracking=True`` plugs in),
+# ``_site_runs`` (runs of evaluations, calibrations, adaptations), ``_search`` (grid and random
+# searches with a parent run and a child per candidate), ``_registry`` (model registry and
+# model URIs), ``_serving`` (the pyfunc model and ``mlflow models serve``).
 
 from ..estimator import is_model_uri
 from ._fit_logging import FitLogger, log_stress, run_name

@@ -1,9 +1,10 @@
 """Small helpers every layer may use: quiet TensorFlow start-up, holding interrupts, plug-ins.
-
-Modules (private, re-exported here): ``_quiet``, ``_interrupts``, ``_plugins`` (side
-effects that lower layers switch on by name), ``_model_paths`` (a saved model's file
-names and the model URI schemes), ``_lazy`` (packages whose names load on first use).
 """
+
+# Layout (for developers):
+# Modules (private, re-exported here): ``_quiet``, ``_interrupts``, ``_plugins`` (side
+# effects that lower layers switch on by name), ``_model_paths`` (a saved model's file
+# names and the model URI schemes), ``_lazy`` (packages whose names load on first use).
 
 from ._interrupts import deferred_interrupts
 from ._lazy import guarded_imports, lazy_exports
