@@ -506,3 +506,16 @@ def test_an_edited_threshold_of_the_network_itself_is_refused(fitted_with_holdou
     (path / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(DataError, match="edited"):
         PneumoniaCNN.load(path)
+
+
+def test_evaluating_a_calibrated_adapted_model_writes_its_error_gallery(fitted_with_holdout,
+                                                                        site_dir, tmp_path):
+    """User's path issue, item 6: `evaluate` of a model adapted, then calibrated (two
+    wrappers) wrote no error gallery and no training history."""
+    from pneumonia_cnn.analysis import evaluate
+
+    adapted = adapt(fitted_with_holdout, site_dir, n_bootstrap=5, track=False)
+    model = calibrate(adapted, site_dir, track=False)
+    result = evaluate(model, str(site_dir), out_dir=tmp_path / "eval", track=False)
+    assert {"error_gallery", "history"} <= set(result["figures"])
+    assert (tmp_path / "eval" / "error_gallery.png").is_file()

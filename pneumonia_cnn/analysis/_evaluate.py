@@ -33,6 +33,7 @@ from ..metrics import (
 )
 from ..utils import plugin
 from ._explain import error_gallery
+from ._wrappers import network_of
 
 __all__ = ["FIGURE_FILES", "evaluate", "image_arrays", "save_evaluation", "training_overlap",
            "trust_warnings"]
@@ -111,12 +112,12 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
     for message in result["trust_warnings"]:
         warnings.warn(message, UserWarning, stacklevel=2)
     extra = {}
-    if gallery and hasattr(getattr(estimator, "estimator", estimator), "model_"):
+    net = network_of(estimator)
+    if gallery and hasattr(net, "model_"):
         fig = error_gallery(estimator, X, result["per_image"], threshold,
                             data=result["data"], synthetic=synthetic)
         if fig is not None:
             extra["error_gallery"] = fig
-    net = getattr(estimator, "estimator", estimator)
     try:
         if out_dir is not None:
             save_evaluation(result, out_dir, history=getattr(net, "history_", None),
@@ -174,8 +175,7 @@ def trust_warnings(estimator, X, result: dict) -> list:
 def training_overlap(estimator, X) -> int:
     """How many images of ``X`` are pixel-identical to the model's training images (0 when
     the model kept no fingerprints)."""
-    net = getattr(estimator, "estimator", estimator)
-    seen = set(getattr(net, "train_fingerprints_", None) or [])
+    seen = set(getattr(network_of(estimator), "train_fingerprints_", None) or [])
     return int(sum(f in seen for f in image_fingerprints(X))) if seen else 0
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from ..data import display_path, load_any, mark_outputs
 from ..metrics import plt
 from ..network import BACKBONES, feeding_layer
+from ._wrappers import network_of
 
 __all__ = ["Explanation", "error_gallery", "explain", "gradcam", "last_conv_layer",
            "write_overlays"]
@@ -230,7 +231,7 @@ def explain(estimator, X, *, layer: str | None = None, target: str = "PNEUMONIA"
     """
     if target not in ("PNEUMONIA", "NORMAL"):
         raise ValueError(f"target must be 'PNEUMONIA' or 'NORMAL', got {target!r}")
-    net = getattr(estimator, "estimator", estimator)  # a site-calibrated model's network
+    net = network_of(estimator)  # a site model's network (under one wrapper or two)
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(net, "model_")

@@ -40,6 +40,7 @@ from ..estimator import FitHook
 from ..metrics import POSITIVE, decision_threshold
 from ..network import affine
 from ._evaluate import image_arrays
+from ._wrappers import network_of
 
 __all__ = [
     "PERTURBATIONS",
@@ -293,7 +294,7 @@ def stress_test(estimator, X, y=None, *, perturbations=None, severities=SEVERITI
     StressResult
     """
     X, y, _, _ = image_arrays(estimator, X, y)
-    net = getattr(estimator, "estimator", estimator)  # a site-calibrated model's network
+    net = network_of(estimator)  # a site model's network (under one wrapper or two)
     if hasattr(net, "prepare_images"):  # RGB -> gray, resize, 0-255 uint8, as predict does
         X = net.prepare_images(X)
     names = list(perturbations) if perturbations is not None else list(PERTURBATIONS)

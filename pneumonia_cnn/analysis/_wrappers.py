@@ -10,7 +10,24 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..estimator import atomic_model_folder
 
-__all__ = ["NetworkWrapper"]
+__all__ = ["NetworkWrapper", "network_of"]
+
+
+def network_of(model):
+    """The fitted :class:`~pneumonia_cnn.PneumoniaCNN` under any post-fit wrappers (a
+    calibration of an adaptation has two).
+
+    Parameters
+    ----------
+    model : PneumoniaCNN, SiteAdaptedCNN or SiteCalibratedCNN
+
+    Returns
+    -------
+    PneumoniaCNN
+    """
+    while isinstance(model, NetworkWrapper):
+        model = model.estimator
+    return model
 
 
 class NetworkWrapper(ClassifierMixin, BaseEstimator):

@@ -378,8 +378,9 @@ def collect_images(inputs) -> list[str]:
 
 def set_tracking_uri(model, uri) -> None:
     if uri:
-        net = getattr(model, "estimator", model)  # a site-calibrated model logs as its network
-        net.set_params(tracking_uri=uri)
+        from ..analysis import network_of
+
+        network_of(model).set_params(tracking_uri=uri)  # a site model logs as its network
 
 
 def fmt_ci(metrics: dict) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..analysis import load_model
+from ..analysis import load_model, network_of
 from ..data import decode_image
 from ..estimator import PneumoniaCNN
 from ..metrics import NEGATIVE, POSITIVE, decision_threshold
@@ -208,7 +208,7 @@ def log_model(run, estimator, name: str) -> str:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    net = getattr(estimator, "estimator", estimator)
+    net = network_of(estimator)
     output = Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
     # no input schema: the model takes image files *and* pixel arrays and checks them itself
     signature = ModelSignature(inputs=None, outputs=output)
