@@ -86,6 +86,10 @@ def test_the_readme_path_from_run_to_a_served_site_model(real_train_dir, tmp_pat
     assert version.tags["kind"] == "calibration"
     assert version.tags["eval_on"].endswith("(evaluation part)")
     assert version.tags["calibration_data"].endswith("(calibration part)")
+    # its lineage, step by step (user's path issue, item 3)
+    steps = version.tags["lineage"].split(" -> ")
+    assert [s.split()[0] for s in steps] == ["fit", "adaptation", "calibration"]
+    assert version.tags["adaptation_data"].endswith("(adaptation part)")
 
     # 5. evaluate whatever the champion is now, by its URI
     assert main(["evaluate", "models:/pcnn@champion", str(site), "--json"]) == 0

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def positive_hours(text: str) -> float:
-    """``--older-than``: a number of hours > 0 (checked by argparse, before MLflow loads)."""
+    """``--older-than``: a number of hours >= 0 (checked by argparse, before MLflow loads)."""
     import argparse
     import math
 
@@ -28,8 +28,8 @@ def positive_hours(text: str) -> float:
         hours = float(text)
     except ValueError:
         hours = math.nan
-    if not hours > 0 or math.isinf(hours):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours > 0, e.g. 24")
+    if not hours >= 0 or math.isinf(hours):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours >= 0, e.g. 24")
     return hours
 
 

@@ -20,6 +20,10 @@ from ._common import (
 )
 
 
+#: Where the synthetic demo's runs go (never among real fits and evaluations).
+DEMO_EXPERIMENT = "pneumonia-cnn-SYNTHETIC-demo"
+
+
 def add_parser(sub) -> None:
     """Add the ``run`` command to the sub-parsers ``sub``."""
     p = sub.add_parser("run", help="the main job: train, evaluate, save model and plots",
@@ -56,6 +60,8 @@ def run(args) -> int:
     synthetic = args.data_dir is None
     if synthetic:  # every result of the demo says SYNTHETIC, its folder too
         out = out / "SYNTHETIC-demo"
+        if "experiment" not in vars(args):  # its runs in an experiment of their own
+            clf.set_params(experiment=DEMO_EXPERIMENT)
         out.mkdir(parents=True, exist_ok=True)
         # opacities brighter than the generator's default: every network of the demo
         # learns them within its epochs (at 0.25 one of three stayed at chance)

@@ -32,11 +32,13 @@ from ._serving import log_model
 __all__ = ["FitLogger", "log_stress", "run_name"]
 
 
-def run_name(estimator, data_root) -> str:
-    """``nets=1 aug=None · chest_xray/train``: what differs from the defaults, then the data
-    (``SYNTHETIC-`` first for the demo data)."""
+def run_name(estimator, data_root, n_films: int | None = None, digest: str = "") -> str:
+    """``nets=1 aug=None · chest_xray/train (1738 films, 3f2a1c)``: what differs from the
+    defaults, then the data, its size and the start of its pixel digest, so that fits on
+    different films never share a name (``SYNTHETIC-`` first for the demo data)."""
     prefix = "SYNTHETIC-" if is_synthetic(data_root) else ""
-    return f"{prefix}{describe_changes(estimator)} · {data_label(data_root)}"
+    films = f" ({n_films} films, {digest[:6]})" if n_films is not None else ""
+    return f"{prefix}{describe_changes(estimator)} · {data_label(data_root)}{films}"
 
 
 class FitLogger(FitHook):
@@ -50,15 +52,15 @@ class FitLogger(FitHook):
         """Start the run: model parameters, ``data`` and the training dataset."""
         root = context.data_root
         synthetic = is_synthetic(root)
+        dataset = image_dataset(data_label(root), context.X, context.y, root, context.groups)
         self.run = run = TrackedRun.start(
             tracking_uri=estimator.tracking_uri, experiment=estimator.experiment,
-            run_name=run_name(estimator, root),
+            run_name=run_name(estimator, root, len(context.y), dataset.digest),
             tags={"kind": "fit", "eval_on": "validation hold-out",
                   **({"synthetic_data": "true"} if synthetic else {})})
         try:
             run.log_params({**model_params(estimator), "data": data_label(root)})
-            run.log_dataset(image_dataset(data_label(root), context.X, context.y, root,
-                                          context.groups), "training")
+            run.log_dataset(dataset, "training")
             run.log_environment()
         except BaseException as exc:  # Ctrl-C right after the run was created: not RUNNING
             run.end_after_error(exc)

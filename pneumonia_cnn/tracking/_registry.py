@@ -104,6 +104,24 @@ def _holdout_auc(client, run_id: str | None):
     return None, None
 
 
+def lineage(client, run_id: str | None) -> list:
+    """The steps that made a logged model, oldest first: ``[(kind, data), ...]`` from its
+    run back through ``model_run_id`` (a calibration of an adaptation of a fit gives
+    ``[("fit", ...), ("adaptation", ...), ("calibration", ...)]``)."""
+    steps, seen = [], set()
+    while run_id and run_id not in seen:
+        seen.add(run_id)
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # a step logged to another store: the chain ends here
+            break
+        kind = run.data.tags.get("kind", "run")
+        steps.append((kind, run.data.params.get("data", "?")))
+        run_id = run.data.tags.get("model_run_id") if kind in ("calibration",
+                                                               "adaptation") else None
+    return steps[::-1]
+
+
 def _site_score(client, run_id: str | None) -> dict | None:
     """How a calibrated or adapted model did on the held-out part of its site's films (its
     balanced accuracy there, and its network's before it), or None when it was not
@@ -196,6 +214,14 @@ def register(model_uri: str, name: str, *, tracking_uri: str | None = None,
     auc, data = _holdout_auc(client, mv.run_id)
     site = _site_score(client, mv.run_id)
     tags = {"holdout_roc_auc": None if auc is None else f"{auc:.6f}", "data": data}
+    # every version says how it was made, with or without --evaluate-fraction (user's path
+    # issue, item 3: an adapted, then calibrated model carried only its base fit's tags)
+    steps = lineage(client, mv.run_id)
+    if steps:
+        tags["lineage"] = " -> ".join(f"{k} {d}" for k, d in steps)
+        tags["kind"] = steps[-1][0]
+        for k, d in steps:
+            tags[f"{k}_data"] = d
     if site is not None:  # what it was fitted on, and where it is scored
         tags.update({"kind": site["kind"], f"{site['kind']}_data": site["fitted_on"],
                      "eval_on": site["data"], "score": f"{site['value']:.6f}",

@@ -38,7 +38,9 @@ def log_evaluation_run(estimator, result: dict, source, X, y, groups,
     tracking_uri = getattr(estimator, "tracking_uri", None)
     model_id = logged_model_here(getattr(estimator, "mlflow_model_id_", None), tracking_uri)
     data = result["data"] if source is None else data_label(source)
-    name = f"eval {data}"
+    dataset = image_dataset(data, X, y, source, groups)
+    # two site folders with the same last two parts (site/test) must not share a name
+    name = f"eval {data} ({len(y)} films, {dataset.digest[:6]})"
     if parent:
         try:
             model_run = get_client(tracking_uri).get_run(parent).info.run_name or ""
@@ -55,7 +57,6 @@ def log_evaluation_run(estimator, result: dict, source, X, y, groups,
                                  **({"model_run_id": parent} if parent else {})})
     try:
         run.log_params({"data": data})
-        dataset = image_dataset(data, X, y, source, groups)
         run.log_dataset(dataset, "evaluation", model_id=model_id)
         run.log_evaluation(result, extra_figures=extra_figures, model_id=model_id,
                            dataset=dataset)
