@@ -3,7 +3,6 @@
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -142,14 +141,9 @@ def wait_for_http(url: str, proc, log_file, what: str, timeout: float = 120) -> 
 
 def stop_process(proc) -> None:
     """Stop a process started with ``start_new_session=True`` and everything it started."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    from pneumonia_cnn.tracking import stop_server
+
+    stop_server(proc)
 
 
 #: Fixtures that start a real component (an `mlflow server`, `mlflow models serve`, a Dask

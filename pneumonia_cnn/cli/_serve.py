@@ -31,7 +31,7 @@ def run(args) -> int:
     if not 0 < args.port < 65536:
         raise CLIError(f"--port must be in 1-65535, got {args.port}")
     check_model_arg(args.model)
-    from ..tracking import save_pyfunc, start_server
+    from ..tracking import save_pyfunc, start_server, stop_server
     from ..utils import is_model_uri, model_files_folder
 
     with tempfile.TemporaryDirectory(prefix="pneumonia-cnn-serve-") as tmp:
@@ -51,12 +51,12 @@ def run(args) -> int:
             try:
                 proc.wait()
             except KeyboardInterrupt:  # the way to stop it: not an error
-                _stop(proc)
+                stop_server(proc)
                 print("Model server stopped.")
                 return 0
             raise CLIError("the model server stopped:\n" + log.read_text()[-2000:])
         finally:
-            _stop(proc)
+            stop_server(proc)
 
 
 def _wait_ready(url: str, proc, log, timeout: float) -> None:
@@ -77,18 +77,3 @@ def _wait_ready(url: str, proc, log, timeout: float) -> None:
             raise CLIError(f"the model server did not start within {timeout:g} s (is port "
                            f"{url.split(':')[-1].split('/')[0]} free?); its output:\n{tail}")
         time.sleep(0.5)
-
-
-def _stop(proc) -> None:
-    import os
-    import signal
-    import subprocess
-
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)

@@ -72,6 +72,7 @@ from ._serving import (
     log_model,
     save_pyfunc,
     start_server,
+    stop_server,
 )
 from ._site_runs import (
     log_adaptation_run,
@@ -108,5 +109,6 @@ __all__ = [
     "log_site_evaluation", "log_site_run", "log_stress", "model_folder", "model_name",
     "model_params", "plot_search", "quiet_run_links", "rank_candidates", "read_candidates",
     "register", "resolve_tracking_uri", "run_is_live", "run_name", "search", "short_value",
-    "save_pyfunc", "save_view", "sqlite_path", "start_server", "ui_url", "MIN_RANKED_IMAGES", "VIEWS",
+    "save_pyfunc", "save_view", "sqlite_path", "start_server", "stop_server", "ui_url",
+    "MIN_RANKED_IMAGES", "VIEWS",
 ]

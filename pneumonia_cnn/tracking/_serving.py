@@ -48,7 +48,7 @@ from ._runs import quiet_run_links
 from ._store import global_tracking_uri, resolve_tracking_uri
 
 __all__ = ["MODEL_ARTIFACT", "PneumoniaPyfunc", "ServingInputError", "decode_request", "log_model",
-           "save_pyfunc", "start_server"]
+           "save_pyfunc", "start_server", "stop_server"]
 
 #: Name of the package's model folder inside the logged pyfunc model (``artifacts/model``).
 MODEL_ARTIFACT = "model"
@@ -303,3 +303,19 @@ def start_server(model_uri: str, port: int, *, tracking_uri: str | None = None,
     finally:
         if log_file:
             out.close()  # the child has its own handle
+
+
+def stop_server(proc) -> None:
+    """Stop a server started by :func:`start_server` (its whole process group): SIGTERM,
+    then SIGKILL after 20 s."""
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
