@@ -255,3 +255,22 @@ def test_an_ensembles_history_says_whose_it_is():
     fig = plot_history(history, n_networks=3, histories=[history] * 3)
     assert "all of them" in fig._suptitle.get_text()
     assert len(fig.axes[1].get_lines()) == 6  # train and validation of 3 networks
+
+
+def test_heat_on_the_border_is_measured_and_reported(fitted_tiny, synthetic_dir):
+    """User's path issue, item 10: heat maps on the laterality marker and the corners were
+    visible in the gallery, but no text said so. The share of the evidence in the film's
+    border band is measured against the band's share of the area, and evaluate reports it."""
+    from pneumonia_cnn.analysis import evaluate, heat_on_border
+
+    inside = np.zeros((2, 32, 32))
+    inside[:, 10:22, 10:22] = 1.0
+    edge = np.zeros((2, 32, 32))
+    edge[:, :4, :] = 1.0
+    assert heat_on_border(inside)["share"] == 0.0
+    assert heat_on_border(edge)["share"] == 1.0
+    even = heat_on_border(np.ones((1, 32, 32)))
+    assert even["share"] == pytest.approx(even["area_share"]) and 0 < even["area_share"] < 1
+    result = evaluate(fitted_tiny, str(synthetic_dir), track=False)
+    border = result["heat_on_border"]
+    assert 0 < border["n_films"] <= 32 and 0 <= border["share"] <= 1

@@ -28,10 +28,12 @@ from ._evaluate import (
     trust_warnings,
 )
 from ._explain import (
+    BORDER_BAND,
     Explanation,
     error_gallery,
     explain,
     gradcam,
+    heat_on_border,
     last_conv_layer,
     write_overlays,
 )
@@ -52,12 +54,12 @@ from ._robustness import (
 from ._wrappers import NetworkWrapper, network_of
 
 __all__ = [
-    "ADAPTATION_FILE", "CALIBRATION_FILE", "Explanation", "FIGURE_FILES", "MIN_PER_CLASS",
-    "MIN_SITE_FILMS", "NetworkWrapper", "PERTURBATIONS", "SEVERITIES", "STRESS_MAX_IMAGES",
+    "ADAPTATION_FILE", "BORDER_BAND", "CALIBRATION_FILE", "Explanation", "FIGURE_FILES",
+    "MIN_PER_CLASS", "MIN_SITE_FILMS", "NetworkWrapper", "PERTURBATIONS", "SEVERITIES",
+    "STRESS_MAX_IMAGES",
     "SiteAdaptedCNN", "SiteCalibratedCNN", "StressOnFit", "StressResult", "adapt", "calibrate",
-    "error_gallery", "estimate_site_mixture", "evaluate", "explain", "gradcam", "image_arrays",
-    "last_conv_layer", "load_model", "load_model_folder", "network_of", "perturb",
-    "recalibrate_batch_norm",
-    "save_evaluation", "stress_hold_out", "stress_scores", "stress_scoring", "stress_test",
+    "error_gallery", "estimate_site_mixture", "evaluate", "explain", "gradcam", "heat_on_border",
+    "image_arrays", "last_conv_layer", "load_model", "load_model_folder", "network_of", "perturb",
+    "recalibrate_batch_norm", "save_evaluation", "stress_hold_out", "stress_scores", "stress_scoring", "stress_test",
     "summarize_stress", "training_overlap", "trust_warnings", "write_overlays",
 ]

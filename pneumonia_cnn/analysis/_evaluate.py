@@ -32,7 +32,7 @@ from ..metrics import (
     report_text,
 )
 from ..utils import plugin
-from ._explain import error_gallery
+from ._explain import error_gallery, explain, heat_on_border
 from ._wrappers import network_of
 
 __all__ = ["FIGURE_FILES", "evaluate", "image_arrays", "save_evaluation", "training_overlap",
@@ -118,6 +118,7 @@ def evaluate(estimator, X, y=None, *, out_dir=None, threshold: float | None = No
                             data=result["data"], synthetic=synthetic)
         if fig is not None:
             extra["error_gallery"] = fig
+        result["heat_on_border"] = border_check(estimator, X, predicted)
     try:
         if out_dir is not None:
             save_evaluation(result, out_dir, history=getattr(net, "history_", None),
@@ -170,6 +171,33 @@ def trust_warnings(estimator, X, result: dict) -> list:
                    "images of this model: these numbers are optimistic; evaluate on "
                    "images (and patients) the model never saw")
     return out
+
+
+#: Films called PNEUMONIA whose evidence maps :func:`border_check` measures (a seeded draw).
+BORDER_FILMS = 32
+
+
+def border_check(estimator, X, predicted) -> dict | None:
+    """Where the model's PNEUMONIA evidence lies on up to :data:`BORDER_FILMS` films it calls
+    PNEUMONIA (:func:`heat_on_border`); warns when more of it lies on the film's border than
+    a map spread evenly would put there: the model may lean on laterality markers or
+    collimation edges rather than the lungs (user's path issue, item 10: the gallery showed
+    it, no text said so)."""
+    rows = np.flatnonzero(np.asarray(predicted) == POSITIVE)
+    if rows.size == 0:
+        return None
+    rows = np.sort(np.random.default_rng(0).choice(rows, min(BORDER_FILMS, rows.size),
+                                                   replace=False))
+    border = heat_on_border(explain(estimator, np.asarray(X[rows])).heatmaps)
+    if border["share"] is not None and border["share"] > border["area_share"]:
+        warnings.warn(
+            f"on {border['n_films']} films it calls PNEUMONIA, {border['share']:.0%} of the "
+            f"model's evidence lies in the film's outer {border['band']:.1%} band, which is "
+            f"{border['area_share']:.0%} of the area: more than a map spread evenly would put "
+            "there, though the lungs lie inside. "
+            "It may lean on markers, text or collimation edges: look at the error gallery, "
+            "and check it at your site before use", UserWarning, stacklevel=3)
+    return border
 
 
 def training_overlap(estimator, X) -> int:

@@ -42,8 +42,8 @@ from ..metrics import plt
 from ..network import BACKBONES, feeding_layer
 from ._wrappers import network_of
 
-__all__ = ["Explanation", "error_gallery", "explain", "gradcam", "last_conv_layer",
-           "write_overlays"]
+__all__ = ["BORDER_BAND", "Explanation", "error_gallery", "explain", "gradcam",
+           "heat_on_border", "last_conv_layer", "write_overlays"]
 
 
 @dataclass
@@ -392,3 +392,36 @@ def error_gallery(estimator, X, per_image, threshold: float, n: int = 4, *,
     fig.colorbar(plt.cm.ScalarMappable(cmap="jet", norm=plt.Normalize(0, 1)), cax=scale,
                  label="PNEUMONIA evidence (each map scaled to its maximum)")
     return fig
+
+
+#: Width of the film's border band, as a share of its side, in :func:`heat_on_border`.
+BORDER_BAND = 0.125
+
+
+def heat_on_border(heatmaps, band: float = BORDER_BAND) -> dict:
+    """How much of the evidence maps lies on the film's border (an outer band of ``band``
+    of its side: laterality markers, collimation edges, the corners) rather than inside,
+    where the lungs are.
+
+    Parameters
+    ----------
+    heatmaps : ndarray of shape (n, size, size)
+        Maps of :func:`explain`.
+    band : float, default=BORDER_BAND
+
+    Returns
+    -------
+    dict
+        ``share`` (mean share of the heat in the band over the films), ``area_share``
+        (the band's share of the area: what a map spread evenly would put there),
+        ``n_films``, ``band``.
+    """
+    h = np.clip(np.asarray(heatmaps, float), 0, None)
+    n, rows, cols = h.shape
+    b = max(1, int(round(band * min(rows, cols))))
+    mask = np.ones((rows, cols), bool)
+    mask[b:rows - b, b:cols - b] = False
+    total = h.reshape(n, -1).sum(axis=1)
+    shares = h[:, mask].sum(axis=1)[total > 0] / total[total > 0]
+    return {"share": float(shares.mean()) if shares.size else None,
+            "area_share": float(mask.mean()), "n_films": int(shares.size), "band": band}

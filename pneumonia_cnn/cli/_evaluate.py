@@ -61,6 +61,14 @@ def run(args) -> int:
     print(fmt(metrics))
     print(fmt_ci(metrics))
     print(metrics["classification_report_text"])
+    border = metrics.get("heat_on_border")
+    if border and border.get("share") is not None:
+        print(f"PNEUMONIA evidence on the film's border (outer {border['band']:.1%}, "
+              f"{border['area_share']:.0%} of the area), {border['n_films']} films called "
+              f"PNEUMONIA: {border['share']:.0%} of it"
+              + (" (more than an even spread would put there: see the warning)"
+                 if border["share"] >
+                 border["area_share"] else ""))
     if args.out:
         print(f"Plots and metrics written to {args.out}")
     if result.get("mlflow_run_id"):
