@@ -296,3 +296,32 @@ def test_from_scratch_settings_with_a_backbone_are_named_as_ignored():
         PneumoniaCNN(filters=(8, 16), dense_units=8).check_params()
     with pytest.raises(ValueError, match="filters must be"):  # still checked
         PneumoniaCNN(filters=8).check_params()
+
+
+def test_an_ensemble_across_kinds_is_one_scikit_learn_model(synthetic_dir, tmp_path):
+    """Pretrained issue, item 3: pretrained and from-scratch members in one model, their
+    probabilities averaged: scikit-learn's VotingClassifier(voting="soft") over the two
+    estimators (each resizes the films to its own input size). It predicts, pickles and
+    loads back as one model."""
+    from sklearn.ensemble import VotingClassifier
+
+    from pneumonia_cnn import load_image_folder
+
+    data = load_image_folder(synthetic_dir, 48, cache=False)
+    scratch = PneumoniaCNN(backbone=None, image_size=32, filters=(4, 8), dense_units=8,
+                           convs_per_block=1, global_pooling=False, epochs=2, n_networks=1,
+                           augmentation=None, intensity_norm=None, validation_fraction=0.0,
+                           threshold=0.5, random_state=0, tracking=False)
+    pretrained = PneumoniaCNN(image_size=32, epochs=1, validation_fraction=0.0, threshold=0.5,
+                              random_state=0, tracking=False)
+    both = VotingClassifier([("scratch", scratch), ("pretrained", pretrained)],
+                            voting="soft").fit(data.X, data.y)
+    assert both.named_estimators_["scratch"].input_size() == 32
+    assert both.named_estimators_["pretrained"].backbone == "efficientnet-lite0"
+    proba = both.predict_proba(data.X[:6])
+    members = [both.named_estimators_[k].predict_proba(data.X[:6])
+               for k in ("scratch", "pretrained")]
+    np.testing.assert_allclose(proba, np.mean(members, axis=0), rtol=1e-6)
+    again = pickle.loads(pickle.dumps(both))
+    np.testing.assert_allclose(again.predict_proba(data.X[:6]), proba, rtol=1e-6)
+    assert set(both.predict(data.X)) <= {"NORMAL", "PNEUMONIA"}
