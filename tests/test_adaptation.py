@@ -266,7 +266,7 @@ def test_cli_adapt_errors_are_one_line(fitted_with_holdout, tmp_path, capsys):
     assert main(["adapt", str(tmp_path / "model"), str(few), "--model-out",
                  str(tmp_path / "out"), "--no-tracking"]) == 2
     err = capsys.readouterr().err
-    assert "at least 50 unlabelled films" in err and "Traceback" not in err
+    assert "at least 50 distinct unlabelled films" in err and "Traceback" not in err
     assert main(["adapt", str(tmp_path / "model"), str(tmp_path / "nowhere"), "--model-out",
                  str(tmp_path / "out")]) == 2
     assert "no such folder" in capsys.readouterr().err

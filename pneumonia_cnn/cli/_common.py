@@ -510,7 +510,7 @@ def check_layer_arg(model, layer) -> None:
     if layer not in {n for n, _ in names}:
         convs = [n for n, kind in names if "Conv" in kind or "Activation" in kind
                  or "ReLU" in kind][-6:]
-        raise CLIError(f"--layer {layer!r}: {model} has no layer of that name; its last "
+        raise CLIError(f"--layer {layer!r}: {model} has no layer {layer!r}; its last "
                        f"convolution and activation layers are {', '.join(convs)} (leave out "
                        "--layer for the default)")
 

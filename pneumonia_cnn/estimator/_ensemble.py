@@ -73,5 +73,5 @@ def combine(estimator, members, X, y) -> None:
     estimator.member_histories_ = [dict(m.history_) for m in members]
     estimator.history_ = dict(members[0].history_)
     estimator.best_epoch_ = members[0].best_epoch_
-    estimator.averaged_epochs_ = members[0].averaged_epochs_
+    estimator.averaged_epochs_ = getattr(members[0], "averaged_epochs_", None)
     estimator.n_train_ = members[0].n_train_

@@ -267,6 +267,7 @@ def salvage(estimator, context) -> tuple:
         recorder.restore(estimator.model_)
         estimator.history_ = dict(recorder.history)
         estimator.best_epoch_ = recorder.best_epoch
+        estimator.averaged_epochs_ = None  # an interrupted fit keeps its best epoch's weights
         estimator.fit_time_ = context.elapsed()
     return (len(recorder.epochs) if salvaged else 0), salvaged
 
