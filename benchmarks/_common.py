@@ -152,6 +152,9 @@ def site_benchmark(description: str, out_name: str, add_arguments, argv=None):
     parser.add_argument("--data", help="chest_xray_224/train [$PNEUMONIA_CNN_DATA_224 or "
                                        "../shared/data/chest_xray_224/train]")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sites", choices=("all", "real"), default="all",
+                        help="all sites, or only the real batches (early, late, "
+                             "late_balanced) [all]")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       out_name))
     add_arguments(parser)
@@ -163,4 +166,7 @@ def site_benchmark(description: str, out_name: str, add_arguments, argv=None):
     data = load_image_folder(data_224(args.data), PneumoniaCNN().input_size(), verbose=0)
     masks, y = batch_design(data)
     clf, fit_s = train_on_middle(data, masks, args.seed)
-    return args, clf, fit_s, batch_sites(data, masks, y)
+    sites = batch_sites(data, masks, y)
+    if args.sites == "real":
+        sites = {k: v for k, v in sites.items() if not k.startswith("stress:")}
+    return args, clf, fit_s, sites

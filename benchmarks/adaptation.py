@@ -176,6 +176,8 @@ def main(argv=None):
     summary = {}
     for label, which in (("real_batches", lambda s: not s.startswith("stress")),
                          ("stress_sites", lambda s: s.startswith("stress"))):
+        if not any(which(r["site"]) for r in rows):  # --sites real
+            continue
         summary[label] = {"own_threshold": {m: mean_of("own_threshold", m, which)
                                             for m in ("sensitivity", "specificity")}}
         for key in ("em_prior", "normal_mode", "tent"):

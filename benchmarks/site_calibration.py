@@ -81,6 +81,8 @@ def main(argv=None):
     summary = {}
     for label, which in (("real_batches", lambda s: not s.startswith("stress")),
                          ("stress_sites", lambda s: s.startswith("stress"))):
+        if not any(which(r["site"]) for r in rows):  # --sites real
+            continue
         summary[label] = {rule: {m: round(float(np.mean([r[rule][m] for r in rows
                                                           if which(r["site"])])), 4)
                                  for m in ("sensitivity", "specificity",
