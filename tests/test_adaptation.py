@@ -519,3 +519,35 @@ def test_evaluating_a_calibrated_adapted_model_writes_its_error_gallery(fitted_w
     result = evaluate(model, str(site_dir), out_dir=tmp_path / "eval", track=False)
     assert {"error_gallery", "history"} <= set(result["figures"])
     assert (tmp_path / "eval" / "error_gallery.png").is_file()
+
+
+def test_batch_norm_re_estimation_on_a_one_class_site_is_warned_about(fitted_with_holdout,
+                                                                      tmp_path):
+    """Regression (site issue, finding 2): with batch-norm re-estimation, a site of
+    PNEUMONIA films only moved the scores toward NORMAL and the promise failed without a
+    word. The site's mix is read before the re-estimation, and a site of mostly one class
+    is warned about."""
+    est = fitted_with_holdout  # its own PNEUMONIA films (the fixture's data, made again)
+    root = make_synthetic_dataset(tmp_path / "train", n_normal=40, n_pneumonia=60, size=40,
+                                  random_state=3)
+    data = load_image_folder(root, 32, cache=False)
+    pneumonia = data.X[data.y == "PNEUMONIA"]
+    with pytest.warns(UserWarning, match="mostly one class"):
+        adapt(est, pneumonia, batch_norm=True, n_bootstrap=5, track=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*identical to training")
+        warnings.filterwarnings("ignore", message=".*almost no NORMAL")
+        adapt(est, pneumonia, batch_norm=False, n_bootstrap=5, track=False)
+
+
+def test_cli_adapt_says_why_an_estimate_has_no_interval(fitted_with_holdout, site_dir,
+                                                         tmp_path, capsys):
+    """Regression (site issue, finding 16): without an interval adapt printed a bare point
+    estimate and did not say why."""
+    fitted_with_holdout.save(tmp_path / "model")
+    assert main(["adapt", str(tmp_path / "model"), str(site_dir), "--model-out",
+                 str(tmp_path / "a"), "--no-tracking", "--n-bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    line = next(t for t in out.splitlines() if t.startswith("Estimated prevalence"))
+    assert "(no interval: no resamples were asked for)" in line

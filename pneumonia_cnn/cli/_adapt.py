@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
                    help="first re-estimate the network's batch-normalisation statistics on "
                         "the site's films (AdaBN); off by default: on real batch shifts it "
                         "lowered the default's ranking and specificity [off]")
+    p.add_argument("--n-bootstrap", type=int, default=200, metavar="N",
+                   help="resamples of the site's films for the 90%% intervals; 0 skips them "
+                        "(faster, no intervals) [200]")
     add_site_evaluation_options(p, "adapt", "SITE_DIR, which then needs NORMAL/ and "
                                 "PNEUMONIA/ (adapt itself does not read the labels)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,6 +63,8 @@ def run(args) -> int:
     check_model_out(args.model_out, args.overwrite, inputs=(args.model, args.site_dir))
     if not 0 < args.target_sensitivity < 1:
         raise CLIError(f"--target-sensitivity must be in (0, 1), got {args.target_sensitivity}")
+    if args.n_bootstrap < 0:
+        raise CLIError(f"--n-bootstrap must be an int >= 0, got {args.n_bootstrap}")
     site = Path(args.site_dir)
     if not site.is_dir():
         raise CLIError(f"{site}: no such folder; SITE_DIR is a folder of the site's films")
@@ -78,7 +83,8 @@ def run(args) -> int:
         data, held = split_by_patient(load_data(site, clf.input_size(), role=None), fraction)
         name = f"{site} (adaptation part)"
     model = adapt(clf, data, target_sensitivity=args.target_sensitivity,
-                  batch_norm=args.batch_norm, track=args.tracking, data_name=name)
+                  batch_norm=args.batch_norm, n_bootstrap=args.n_bootstrap,
+                  track=args.tracking, data_name=name)
     path = model.save(args.model_out)
     a = model.adaptation_
     site_eval = evaluate_site_part(model, clf, held, args) if held is not None else None
