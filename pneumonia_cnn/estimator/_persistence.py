@@ -256,7 +256,9 @@ def load_folder(cls, path, safe_mode: bool = True):
                             "damaged (expected equal-length lists of probabilities and "
                             "0/1 labels of both classes); save or train the model again")
         est.validation_scores_, est.validation_labels_ = scores, labels
-        if est.threshold in RULES:  # rebuilt from what it was derived from (site issue 4)
+        # rebuilt from what it was derived from (site issue 4); folders of earlier formats
+        # may hold a rule's threshold of an earlier version of that rule: kept as saved
+        if est.threshold in RULES and meta.get("format_version", 0) >= 4:
             rebuilt = choose_threshold(est.threshold, labels, scores, est.target_sensitivity)
             if not np.isclose(rebuilt, est.threshold_, rtol=1e-6, atol=1e-9):
                 raise DataError(
