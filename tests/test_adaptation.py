@@ -2,6 +2,7 @@
 model's life (predict, save, load, calibrate, track, serve) and the CLI."""
 
 import json
+import re
 import warnings
 
 import mlflow
@@ -230,6 +231,8 @@ def test_adaptation_run_is_nested_under_the_fit_and_the_logged_model_serves(
     run = mlflow.get_run(model.mlflow_run_id_)
     assert run.data.tags["mlflow.parentRunId"] == parent
     assert run.data.tags["kind"] == "adaptation"
+    # named by its films' count and digest: two sites named alike do not share a name
+    assert re.fullmatch(r"adapt \S*site \(70 films, [0-9a-f]{6}\)", run.info.run_name)
     assert run.data.metrics["estimated_prevalence"] == pytest.approx(
         model.adaptation_["prevalence"])
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model.mlflow_model_id_}")

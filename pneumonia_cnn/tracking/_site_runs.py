@@ -76,15 +76,17 @@ def log_site_run(model, *, kind: str, verb: str, source, X, y, groups, params: d
     ``<kind>/<kind>.json``. Sets ``model.mlflow_run_id_`` / ``mlflow_model_id_``."""
     parent = getattr(model.estimator, "mlflow_run_id_", None)
     data = data_label(source)
+    dataset = image_dataset(data, X, y, source, groups)
+    # two site folders with the same last two parts must not share a name
     run = TrackedRun.start(tracking_uri=model.tracking_uri, experiment=model.experiment,
-                           run_name=f"{verb} {data}", parent_run_id=parent,
+                           run_name=f"{verb} {data} ({len(X)} films, {dataset.digest[:6]})",
+                           parent_run_id=parent,
                            tags={"kind": kind, "eval_on": data,
                                  **({"model_run_id": parent} if parent else {})})
     try:
         run.log_params({"data": data, **params})
         model.mlflow_run_id_ = run.run_id
         model.mlflow_model_id_ = log_model(run, model, model_name(f"{verb}d {data}"))
-        dataset = image_dataset(data, X, y, source, groups)
         run.log_dataset(dataset, kind, model_id=model.mlflow_model_id_)
         log_results(run, model.mlflow_model_id_, dataset)
         run.log_dict(summary, f"{kind}/{kind}.json")
