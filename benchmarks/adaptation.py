@@ -66,11 +66,6 @@ def em_prior(p, train_prior=0.5, iters=200):
     return pi, post
 
 
-def logit(p):
-    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def kde_mode(z):
     from scipy.stats import gaussian_kde
 
@@ -79,6 +74,8 @@ def kde_mode(z):
 
 
 def normal_mode_threshold(clf, site_scores):
+    from pneumonia_cnn.metrics import logit
+
     t = logit(clf.threshold_)
     v, lab = np.asarray(clf.validation_scores_), np.asarray(clf.validation_labels_)
     z = logit(site_scores)

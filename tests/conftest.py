@@ -6,8 +6,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -125,18 +123,11 @@ def mlflow_server(tmp_path_factory):
 
 def wait_for_http(url: str, proc, log_file, what: str, timeout: float = 120) -> None:
     """Poll ``url`` until it answers 200, or fail with the process's log."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc)
-            pytest.fail(f"{what} did not start:\n" + Path(log_file).read_text()[-5000:])
-        time.sleep(0.5)
+    from pneumonia_cnn.tracking import wait_until_serving
+
+    if not wait_until_serving(url, proc, timeout):
+        stop_process(proc)
+        pytest.fail(f"{what} did not start:\n" + Path(log_file).read_text()[-5000:])
 
 
 def stop_process(proc) -> None:

@@ -31,7 +31,7 @@ def run(args) -> int:
     if not 0 < args.port < 65536:
         raise CLIError(f"--port must be in 1-65535, got {args.port}")
     check_model_arg(args.model)
-    from ..tracking import save_pyfunc, start_server, stop_server
+    from ..tracking import save_pyfunc, start_server, stop_server, wait_until_serving
     from ..utils import is_model_uri, model_files_folder
 
     with tempfile.TemporaryDirectory(prefix="pneumonia-cnn-serve-") as tmp:
@@ -42,7 +42,11 @@ def run(args) -> int:
         proc = start_server(uri, args.port, tracking_uri=args.tracking_uri, host=args.host,
                             log_file=log)
         try:
-            _wait_ready(f"http://{args.host}:{args.port}/ping", proc, log, args.timeout)
+            if not wait_until_serving(f"http://{args.host}:{args.port}/ping", proc,
+                                      args.timeout):
+                tail = log.read_text()[-2000:] if log.is_file() else ""
+                raise CLIError(f"the model server did not start within {args.timeout:g} s "
+                               f"(is port {args.port} free?); its output:\n{tail}")
             url = f"http://{args.host}:{args.port}/invocations"
             print(f"Serving {args.model} at {url} (Ctrl-C stops it). Try:", flush=True)
             print(f"  curl -s {url} -H 'Content-Type: application/json' -d "
@@ -57,23 +61,3 @@ def run(args) -> int:
             raise CLIError("the model server stopped:\n" + log.read_text()[-2000:])
         finally:
             stop_server(proc)
-
-
-def _wait_ready(url: str, proc, log, timeout: float) -> None:
-    """Poll the server's ``/ping`` until it answers; its log's tail if it dies or times out."""
-    import time
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text()[-2000:] if log.is_file() else ""
-            raise CLIError(f"the model server did not start within {timeout:g} s (is port "
-                           f"{url.split(':')[-1].split('/')[0]} free?); its output:\n{tail}")
-        time.sleep(0.5)

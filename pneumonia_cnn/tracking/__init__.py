@@ -73,6 +73,7 @@ from ._serving import (
     save_pyfunc,
     start_server,
     stop_server,
+    wait_until_serving,
 )
 from ._site_runs import (
     log_adaptation_run,
@@ -110,5 +111,6 @@ __all__ = [
     "model_params", "plot_search", "quiet_run_links", "rank_candidates", "read_candidates",
     "register", "resolve_tracking_uri", "run_is_live", "run_name", "search", "short_value",
     "save_pyfunc", "save_view", "sqlite_path", "start_server", "stop_server", "ui_url",
+    "wait_until_serving",
     "MIN_RANKED_IMAGES", "VIEWS",
 ]

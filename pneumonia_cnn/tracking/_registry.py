@@ -92,34 +92,37 @@ def _holdout_auc(client, run_id: str | None):
     """The hold-out ROC AUC of the network behind a logged model (a fit's validation hold-out
     or a refit's search hold-out; a site calibration or adaptation: its network's) and the
     data it was trained on."""
+    for run in _run_chain(client, run_id):
+        if run.data.tags.get("kind") in ("fit", "refit"):
+            return run.data.metrics.get("roc_auc"), run.data.params.get("data")
+    return None, None
+
+
+def _run_chain(client, run_id: str | None, missing_ends: bool = False):
+    """The runs behind a logged model, newest first: its run, then through ``model_run_id``
+    each site step's network, down to the fit. A run this store lacks raises, or ends the
+    chain with ``missing_ends``."""
     seen = set()
     while run_id and run_id not in seen:
         seen.add(run_id)
-        run = client.get_run(run_id)
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # a step logged to another store
+            if missing_ends:
+                return
+            raise
+        yield run
         kind = run.data.tags.get("kind")
-        if kind in ("fit", "refit"):
-            return run.data.metrics.get("roc_auc"), run.data.params.get("data")
         run_id = (run.data.tags.get("model_run_id") if kind in ("calibration", "adaptation")
                   else None)
-    return None, None
 
 
 def lineage(client, run_id: str | None) -> list:
     """The steps that made a logged model, oldest first: ``[(kind, data), ...]`` from its
     run back through ``model_run_id`` (a calibration of an adaptation of a fit gives
     ``[("fit", ...), ("adaptation", ...), ("calibration", ...)]``)."""
-    steps, seen = [], set()
-    while run_id and run_id not in seen:
-        seen.add(run_id)
-        try:
-            run = client.get_run(run_id)
-        except Exception:  # a step logged to another store: the chain ends here
-            break
-        kind = run.data.tags.get("kind", "run")
-        steps.append((kind, run.data.params.get("data", "?")))
-        run_id = run.data.tags.get("model_run_id") if kind in ("calibration",
-                                                               "adaptation") else None
-    return steps[::-1]
+    return [(run.data.tags.get("kind", "run"), run.data.params.get("data", "?"))
+            for run in _run_chain(client, run_id, missing_ends=True)][::-1]
 
 
 def _site_score(client, run_id: str | None) -> dict | None:

@@ -48,7 +48,8 @@ from ._runs import quiet_run_links
 from ._store import global_tracking_uri, resolve_tracking_uri
 
 __all__ = ["MODEL_ARTIFACT", "PneumoniaPyfunc", "ServingInputError", "decode_request", "log_model",
-           "save_pyfunc", "start_server", "stop_server"]
+           "save_pyfunc", "start_server", "stop_server",
+           "wait_until_serving"]
 
 #: Name of the package's model folder inside the logged pyfunc model (``artifacts/model``).
 MODEL_ARTIFACT = "model"
@@ -319,3 +320,22 @@ def stop_server(proc) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def wait_until_serving(url: str, proc, timeout: float) -> bool:
+    """Poll ``url`` until it answers 200 (True), or until ``proc`` exits or ``timeout``
+    seconds pass (False)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
